@@ -1,0 +1,597 @@
+"""Parametric synthetic NCL-SM: packed myofibres, their classes and IMC/IF-like images.
+
+No machine learning: hand-designed geometry and textures give pixel-perfect
+labels (in the spirit of SYNTA), and a simple physical imaging model (optical
+blur, photon shot noise, read noise) gives realistic pixel statistics.
+
+Geometry
+    Seeds with log-normal radii are packed by dart throwing; a compact
+    watershed on smooth noise grows them into polygonal fibres with irregular
+    borders; thin gaps separate neighbours (endomysium); a smooth random
+    tissue mask cuts the section into fragments with empty space between.
+    Patches of obliquely cut (elongated) fibres are pasted in.
+Classes (as NCL-SM defines them)
+    non-transverse (NTM): elongated, cut by the image border, too small or too
+    large, or of low solidity (cut by the tissue edge); freezing artefact
+    (FAM): a few percent of the rest, rendered with leopard-spot holes;
+    folded regions (FR): blobs of doubled, mesh-like membrane where no fibre
+    is annotated (as in the real dataset's overview figure).
+QA
+    A duplicate annotation of about 5 % of the fibres whose borders move by a
+    smooth random displacement (human-vs-human IoU about 0.95).
+Images
+    R = membrane marker (bright at fibre borders and gaps), G = granular
+    mitochondrial-mass texture with per-fibre (fibre type) intensity, B = 0;
+    blurred by a Gaussian PSF, photon-counted (Poisson) with Gaussian read
+    noise into a raw uint16 image, then contrast-stretched 5-95 % to uint8.
+
+Example
+-------
+>>> from nclsm_utils.synth import SynthConfig, generate_section
+>>> sec = generate_section("P02", "IMC", SynthConfig.preset("tiny"), seed=0)
+>>> sec["image"].shape, sec["image"].dtype
+((192, 192, 3), dtype('uint8'))
+>>> int(sec["myofibres"].max()) > 10
+True
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from skimage import draw, measure, segmentation
+
+from .io import write_text, write_tiff
+
+log = logging.getLogger(__name__)
+
+#: Role -> folder name written by the generator (the three documented NCL-SM names included).
+SYNTH_FOLDERS = {
+    "image": "Images",
+    "image_raw": "Images_Raw",
+    "myofibres": "Mask_All_Myofibres",
+    "analysable": "Mask_All_AM",
+    "am_vs_nam": "Mask_AM_vs_NAM",
+    "ntm": "Mask_NTM",
+    "fam": "Mask_FAM",
+    "fr": "Mask_FR",
+    "qa": "Mask_QA",
+}
+#: Values of the AM-vs-NAM class mask.
+AM_CLASS, NAM_CLASS = 1, 2
+
+DEFAULT_IMC_IDS = ["C01", "C04", "P01", "P02", "P04", "P06", "P07", "P09"]
+DEFAULT_IF_IDS = ["S11", "S14", "S25", "S36", "S47", "S60"]
+
+
+@dataclass
+class ModalityParams:
+    """Imaging and geometry parameters of one modality (lengths in pixels)."""
+
+    shape: tuple[int, int]
+    fibre_diameter: float          # mean fibre diameter
+    size_cv: float = 0.28          # log-normal sigma of fibre radii
+    gap: int = 1                   # pixels removed on each side of a fibre border
+    membrane_width: float = 1.0    # Gaussian width of the membrane signal inside a fibre
+    psf_sigma: float = 0.8         # optical blur
+    photons: float = 40.0          # expected photon count at signal 1.0
+    read_noise: float = 2.0        # Gaussian read noise (counts)
+    offset: float = 10.0           # camera/detector offset (counts)
+
+
+@dataclass
+class SynthConfig:
+    """Size and class proportions of a synthetic NCL-SM dataset."""
+
+    n_imc: int = 8
+    n_if: int = 6
+    imc: ModalityParams = field(default_factory=lambda: ModalityParams(
+        shape=(384, 384), fibre_diameter=34.0, gap=1, membrane_width=1.0, psf_sigma=0.8,
+        photons=40.0, read_noise=2.0))
+    if_: ModalityParams = field(default_factory=lambda: ModalityParams(
+        shape=(640, 640), fibre_diameter=72.0, gap=2, membrane_width=1.6, psf_sigma=1.3,
+        photons=250.0, read_noise=4.0))
+    tissue_coverage: float = 0.78      # fraction of the section covered by tissue
+    oblique_fraction: float = 0.08     # fraction of the area holding obliquely cut fibres
+    oblique_stretch: tuple[float, float] = (2.0, 3.2)
+    fam_fraction: float = 0.05         # fraction of transverse fibres with freezing artefact
+    fr_probability: float = 0.8        # chance a section has folded regions
+    qa_fraction: float = 0.05          # fraction of fibres annotated twice
+    qa_amplitude: float = 0.035        # boundary displacement std, relative to fibre radius
+    imc_ids: list[str] = field(default_factory=lambda: list(DEFAULT_IMC_IDS))
+    if_ids: list[str] = field(default_factory=lambda: list(DEFAULT_IF_IDS))
+    splits: dict | None = None         # written as nclsm_splits.yaml when given
+
+    @classmethod
+    def preset(cls, name: str = "default") -> "SynthConfig":
+        """``default`` (the report's data), ``tiny`` (tests) or ``pretrain`` (U-Net pre-training)."""
+        if name == "default":
+            return cls()
+        if name == "tiny":
+            config = cls(n_imc=2, n_if=2, imc_ids=["P01", "P02"], if_ids=["S10", "S11"])
+            config.imc = replace(config.imc, shape=(192, 192))
+            config.if_ = replace(config.if_, shape=(256, 256), fibre_diameter=48.0)
+            return config
+        if name == "pretrain":
+            return cls(n_imc=12, n_if=8, imc_ids=[f"X{i:02d}" for i in range(1, 13)],
+                       if_ids=[f"Y{i:02d}" for i in range(1, 9)],
+                       splits={"test": [], "validation": []})
+        raise ValueError(f"unknown synthetic preset {name!r}; use default, tiny or pretrain")
+
+    def params(self, modality: str) -> ModalityParams:
+        if modality == "IMC":
+            return self.imc
+        if modality == "IF":
+            return self.if_
+        raise ValueError(f"modality must be IMC or IF, got {modality!r}")
+
+    def section_ids(self) -> list[tuple[str, str]]:
+        ids = [("IMC", s) for s in _extend_ids(self.imc_ids, self.n_imc, "Q")]
+        ids += [("IF", s) for s in _extend_ids(self.if_ids, self.n_if, "T")]
+        return ids
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def _extend_ids(ids: list[str], n: int, prefix: str) -> list[str]:
+    out = list(ids[:n])
+    i = 1
+    while len(out) < n:
+        candidate = f"{prefix}{i:02d}"
+        if candidate not in out:
+            out.append(candidate)
+        i += 1
+    return out
+
+
+# ----------------------------------------------------------------------------- geometry
+def smooth_noise(shape, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian-filtered white noise rescaled to zero mean and unit standard deviation."""
+    field_ = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    std = field_.std()
+    return (field_ - field_.mean()) / (std if std > 0 else 1.0)
+
+
+def pack_seeds(shape, mean_diameter: float, size_cv: float, rng: np.random.Generator,
+               packing: float = 0.92) -> tuple[np.ndarray, np.ndarray]:
+    """Dart-throwing of discs with log-normal radii.
+
+    Returns
+    -------
+    centres : (N, 2) float array of (row, col); radii : (N,) float array (pixels).
+    """
+    height, width = shape
+    radius = mean_diameter / 2.0
+    expected = int(height * width / (np.pi * radius ** 2) * 1.6) + 8
+    n_try = expected * 8
+    candidates = rng.uniform((0, 0), (height, width), size=(n_try, 2))
+    radii = radius * np.exp(rng.normal(-size_cv ** 2 / 2, size_cv, n_try))
+    centres = np.empty((expected * 2, 2))
+    kept_radii = np.empty(expected * 2)
+    n = 0
+    for point, r in zip(candidates, radii):
+        if n:
+            distance = np.hypot(*(centres[:n] - point).T)
+            if np.any(distance < packing * (kept_radii[:n] + r)):
+                continue
+        centres[n], kept_radii[n] = point, r
+        n += 1
+        if n == len(centres):
+            break
+    return centres[:n], kept_radii[:n]
+
+
+def tessellate(shape, mean_diameter: float, size_cv: float, rng: np.random.Generator,
+               roughness: float = 1.0) -> np.ndarray:
+    """Space-filling fibre tessellation: compact watershed from packed discs on smooth noise.
+
+    Returns an int32 label image ``shape`` with labels 1..N covering every pixel.
+    """
+    centres, radii = pack_seeds(shape, mean_diameter, size_cv, rng)
+    markers = np.zeros(shape, np.int32)
+    for index, ((row, col), r) in enumerate(zip(centres, radii), start=1):
+        rr, cc = draw.disk((row, col), max(1.0, 0.45 * r), shape=shape)
+        markers[rr, cc] = index
+    elevation = roughness * smooth_noise(shape, max(1.5, mean_diameter / 8), rng)
+    return segmentation.watershed(elevation, markers, compactness=2.0 / mean_diameter).astype(np.int32)
+
+
+def stretched_tessellation(shape, mean_diameter: float, size_cv: float, stretch: float,
+                           angle_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """Tessellation of fibres elongated by ``stretch`` along direction ``angle_deg`` (obliquely cut)."""
+    side = int(np.ceil(np.hypot(*shape))) + 4
+    narrow = tessellate((side, int(np.ceil(side / stretch))),
+                        mean_diameter / np.sqrt(stretch), size_cv, rng)
+    wide = ndimage.zoom(narrow, (1.0, side / narrow.shape[1]), order=0)[:, :side]
+    rotated = ndimage.rotate(wide, angle_deg, order=0, reshape=False, mode="constant")
+    top = (side - shape[0]) // 2
+    left = (side - shape[1]) // 2
+    return rotated[top:top + shape[0], left:left + shape[1]]
+
+
+def blob_mask(shape, fraction: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth random region covering about ``fraction`` of the image (bool)."""
+    if fraction <= 0:
+        return np.zeros(shape, bool)
+    if fraction >= 1:
+        return np.ones(shape, bool)
+    noise = smooth_noise(shape, sigma, rng)
+    return noise > np.quantile(noise, 1.0 - fraction)
+
+
+def tissue_mask(shape, coverage: float, rng: np.random.Generator,
+                edge_margin: float = 0.08) -> np.ndarray:
+    """Tissue fragments: smooth noise, pushed down near the image edges, thresholded to ``coverage``.
+
+    Most of the section edge is empty slide, as in real biopsies, with tissue reaching the
+    image border in places.
+    """
+    noise = smooth_noise(shape, max(shape) / 7, rng)
+    rows = np.minimum(np.arange(shape[0]), np.arange(shape[0])[::-1])[:, None]
+    cols = np.minimum(np.arange(shape[1]), np.arange(shape[1])[None, ::-1])
+    edge = np.minimum(rows, cols) / (edge_margin * max(shape))
+    noise = noise - 2.0 * np.exp(-edge)
+    return noise > np.quantile(noise, 1.0 - coverage)
+
+
+def carve_gaps(labels: np.ndarray, gap: int) -> np.ndarray:
+    """Remove ``gap`` pixels from each side of every border between labels (and to background)."""
+    labels = labels.copy()
+    for _ in range(gap):
+        labels[segmentation.find_boundaries(labels, mode="inner")] = 0
+    return labels
+
+
+def folded_regions(shape, tissue: np.ndarray, mean_diameter: float, rng: np.random.Generator,
+                   probability: float) -> np.ndarray:
+    """Zero to two irregular folded-tissue blobs inside the tissue (bool mask)."""
+    mask = np.zeros(shape, bool)
+    if rng.random() > probability:
+        return mask
+    rows, cols = np.nonzero(tissue)
+    if len(rows) == 0:
+        return mask
+    wobble = smooth_noise(shape, mean_diameter / 2, rng)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    for _ in range(rng.integers(1, 3)):
+        pick = rng.integers(len(rows))
+        semi = mean_diameter * rng.uniform(1.0, 2.2, size=2)
+        angle = rng.uniform(0, np.pi)
+        dy, dx = yy - rows[pick], xx - cols[pick]
+        u = (dx * np.cos(angle) + dy * np.sin(angle)) / semi[0]
+        v = (-dx * np.sin(angle) + dy * np.cos(angle)) / semi[1]
+        mask |= (u ** 2 + v ** 2) < 1.0 + 0.35 * wobble
+    return mask & tissue
+
+
+def fraction_per_label(mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Fraction of each label's pixels inside ``mask`` (array indexed by label; 0 where absent)."""
+    total = np.bincount(labels.ravel())
+    inside = np.bincount(labels.ravel(), weights=mask.ravel().astype(float), minlength=len(total))
+    fraction = np.divide(inside, total, out=np.zeros(len(total)), where=total > 0)
+    fraction[0] = 0.0
+    return fraction
+
+
+def fibre_geometry(shape, params: ModalityParams, config: SynthConfig,
+                   rng: np.random.Generator) -> dict:
+    """Tissue, tessellation (membrane layout), annotated fibres and folded regions of a section.
+
+    Returns
+    -------
+    dict with ``tissue`` (bool), ``membrane_labels`` (int32 tessellation inside tissue, used to
+    draw membranes, folded regions included), ``labels`` (int32 annotated fibres, 1..N,
+    gaps carved, folded-region fibres removed), ``fr`` (bool), ``oblique`` (bool per label, index
+    = label).
+    """
+    d = params.fibre_diameter
+    tissue = tissue_mask(shape, config.tissue_coverage, rng)
+    tissue = ndimage.binary_opening(tissue, iterations=max(1, int(d / 8)))
+    base = tessellate(shape, d, params.size_cv, rng)
+    oblique_region = blob_mask(shape, config.oblique_fraction, max(shape) / 9, rng)
+    stretch = rng.uniform(*config.oblique_stretch)
+    oblique = stretched_tessellation(shape, d, params.size_cv, stretch, rng.uniform(0, 180), rng)
+    combined = np.where(oblique_region, oblique + base.max() + 1, base)
+    combined[(oblique_region) & (oblique == 0)] = 0
+    combined[~tissue] = 0
+    # split pieces cut apart by region borders into their own labels
+    combined = measure.label(combined, background=0, connectivity=1).astype(np.int32)
+    membrane_labels = carve_gaps(combined, params.gap)
+    is_oblique = np.zeros(membrane_labels.max() + 1, bool)
+    if membrane_labels.max():
+        is_oblique = fraction_per_label(oblique_region, membrane_labels) > 0.5
+    fr = folded_regions(shape, tissue, d, rng, config.fr_probability)
+    labels = membrane_labels.copy()
+    if fr.any() and labels.max():
+        drop = np.flatnonzero(fraction_per_label(fr, labels) > 0.15)
+        labels[np.isin(labels, drop)] = 0
+        labels[fr] = 0
+    # drop slivers below 3 % of a mean fibre area
+    min_area = 0.03 * np.pi * (d / 2) ** 2
+    areas = np.bincount(labels.ravel())
+    labels[areas[labels] < min_area] = 0
+    labels, forward, _ = segmentation.relabel_sequential(labels)
+    new_oblique = np.zeros(labels.max() + 1, bool)
+    new_oblique[forward.out_values] = is_oblique[forward.in_values]
+    new_oblique[0] = False
+    return {"tissue": tissue, "membrane_labels": membrane_labels, "labels": labels.astype(np.int32),
+            "fr": fr, "oblique": new_oblique}
+
+
+def classify_fibres(labels: np.ndarray, oblique: np.ndarray, config: SynthConfig,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Non-transverse and freezing-artefact flags per label (bool arrays indexed by label).
+
+    NTM: touches the image border, obliquely cut (elongated), area below 30 % or above 300 % of
+    the section's median, or solidity below 0.75 (cut by the tissue edge).
+    FAM: a random ``fam_fraction`` of the remaining (transverse) fibres.
+    """
+    n = int(labels.max())
+    ntm = np.zeros(n + 1, bool)
+    fam = np.zeros(n + 1, bool)
+    if n == 0:
+        return ntm, fam
+    props = measure.regionprops(labels)
+    areas = np.array([p.area for p in props], float)
+    median = np.median(areas)
+    height, width = labels.shape
+    for p, area in zip(props, areas):
+        r0, c0, r1, c1 = p.bbox
+        on_border = r0 == 0 or c0 == 0 or r1 == height or c1 == width
+        elongated = p.axis_minor_length > 0 and p.axis_major_length / p.axis_minor_length > 1.7
+        ntm[p.label] = (on_border or (oblique[p.label] and elongated) or area < 0.3 * median
+                        or area > 3.0 * median or p.solidity < 0.75)
+    candidates = np.flatnonzero(~ntm[1:]) + 1
+    n_fam = int(round(config.fam_fraction * len(candidates)))
+    if n_fam:
+        fam[rng.choice(candidates, n_fam, replace=False)] = True
+    return ntm, fam
+
+
+def qa_annotation(labels: np.ndarray, fraction: float, amplitude: float,
+                  rng: np.random.Generator, exclude: np.ndarray | None = None) -> np.ndarray:
+    """A duplicate annotation of ``fraction`` of the fibres with human-like border variation.
+
+    Each chosen fibre's border moves by a smooth random displacement with standard deviation
+    ``amplitude`` x the fibre's equivalent radius (pixels). Returns a label image (1..M).
+    """
+    qa = np.zeros_like(labels, dtype=np.int32)
+    ids = np.arange(1, labels.max() + 1)
+    if exclude is not None:
+        ids = ids[~exclude[ids]]
+    if len(ids) == 0:
+        return qa
+    n = max(1, int(round(fraction * labels.max())))
+    chosen = np.sort(rng.choice(ids, min(n, len(ids)), replace=False))
+    slices = ndimage.find_objects(labels)
+    next_label = 1
+    for label in chosen:
+        sl = slices[label - 1]
+        pad = 6
+        r0, r1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, labels.shape[0])
+        c0, c1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, labels.shape[1])
+        inside = labels[r0:r1, c0:c1] == label
+        radius = np.sqrt(inside.sum() / np.pi)
+        signed = np.where(inside, ndimage.distance_transform_edt(inside) - 0.5,
+                          0.5 - ndimage.distance_transform_edt(~inside))
+        noise = smooth_noise(inside.shape, max(2.0, radius / 3), rng) * amplitude * radius
+        new = ndimage.binary_fill_holes(signed + noise > 0)
+        pieces, count = ndimage.label(new)
+        if count > 1:
+            new = pieces == (np.argmax(np.bincount(pieces.ravel())[1:]) + 1)
+        target = qa[r0:r1, c0:c1]
+        target[new & (target == 0)] = next_label
+        next_label += 1
+    return qa
+
+
+# ----------------------------------------------------------------------------- rendering
+def render_signals(labels: np.ndarray, params: ModalityParams, rng: np.random.Generator,
+                   fam_labels=(), fr: np.ndarray | None = None,
+                   tissue: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free membrane and mass signals (float32, ~0..1.5) for a fibre label image.
+
+    Parameters
+    ----------
+    labels : (H, W) int
+        Fibres whose membranes and mass are drawn (gaps between them are endomysium).
+    params : ModalityParams
+        ``membrane_width`` and ``fibre_diameter`` set the texture scales.
+    fam_labels : iterable of int
+        Fibres drawn with freezing-artefact holes (leopard spots) in the mass channel.
+    fr : (H, W) bool, optional
+        Folded regions: a second, shifted copy of the membrane mesh is drawn there.
+    tissue : (H, W) bool, optional
+        Tissue area (gaps inside it carry membrane signal); default: fibres dilated.
+    """
+    shape = labels.shape
+    inside = labels > 0
+    if tissue is None:
+        tissue = ndimage.binary_dilation(inside, iterations=3)
+    depth = ndimage.distance_transform_edt(inside).astype(np.float32)
+    n = int(labels.max())
+    strength = rng.uniform(0.7, 1.25, n + 1).astype(np.float32)
+    membrane = np.where(inside, np.exp(-depth ** 2 / (2 * params.membrane_width ** 2)), 0.0)
+    membrane = membrane * strength[labels]
+    membrane[tissue & ~inside] = 1.0
+    membrane += 0.04 * tissue
+    # mass: fibre type (oxidative type I bright, type II dim), granular texture
+    type_one = rng.random(n + 1) < 0.4
+    level = np.where(type_one, rng.normal(0.85, 0.08, n + 1), rng.normal(0.45, 0.08, n + 1))
+    level = np.clip(level, 0.15, 1.2).astype(np.float32)
+    grain = ndimage.gaussian_filter(rng.random(shape).astype(np.float32), 0.8)
+    grain = (grain - grain.mean()) / (grain.std() + 1e-6)
+    mass = np.where(inside, level[labels] * (1.0 + 0.35 * grain), 0.0)
+    mass += np.where(inside, 0.25 * np.exp(-depth / 3.0), 0.0) * level[labels]
+    mass += 0.03 * tissue
+    fam_labels = np.asarray(list(fam_labels), dtype=np.int64)
+    if fam_labels.size:
+        in_fam = np.isin(labels, fam_labels)
+        spot_radius = max(1.5, 0.07 * params.fibre_diameter)
+        density = 0.35 / (np.pi * spot_radius ** 2)
+        centres = (rng.random(shape) < density) & in_fam
+        holes = ndimage.distance_transform_edt(~centres) < spot_radius * rng.uniform(0.7, 1.3)
+        mass = np.where(holes & in_fam, 0.12 * mass, mass)
+        membrane = np.where(holes & in_fam, 0.6 * membrane, membrane)
+    if fr is not None and fr.any():
+        shift = (rng.normal(0, 0.25, 2) * params.fibre_diameter).astype(int) + 2
+        second = np.roll(membrane, tuple(shift), axis=(0, 1))
+        membrane = np.where(fr, np.maximum(membrane, second) * 1.2, membrane)
+        mass = np.where(fr, 0.5 * (mass + np.roll(mass, tuple(shift), axis=(0, 1))) + 0.2, mass)
+    return membrane.astype(np.float32), mass.astype(np.float32)
+
+
+def acquire(signal: np.ndarray, params: ModalityParams, rng: np.random.Generator) -> np.ndarray:
+    """Optical blur, Poisson photon counts and Gaussian read noise -> raw uint16 counts."""
+    blurred = ndimage.gaussian_filter(signal, params.psf_sigma)
+    counts = rng.poisson(np.clip(blurred, 0, None) * params.photons).astype(np.float32)
+    counts += rng.normal(params.offset, params.read_noise, signal.shape).astype(np.float32)
+    return np.clip(np.round(counts), 0, 65535).astype(np.uint16)
+
+
+def stretch_to_uint8(channel: np.ndarray, low: float = 5.0, high: float = 95.0) -> np.ndarray:
+    """Linear contrast stretch of percentiles ``low``..``high`` to 0..255 (uint8)."""
+    lo, hi = np.percentile(channel, [low, high])
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((channel.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def compose_rgb(raw: np.ndarray) -> np.ndarray:
+    """``(H, W, 2)`` raw (membrane, mass) -> ``(H, W, 3)`` uint8 RGB (R membrane, G mass, B 0)."""
+    rgb = np.zeros(raw.shape[:2] + (3,), np.uint8)
+    rgb[..., 0] = stretch_to_uint8(raw[..., 0])
+    rgb[..., 1] = stretch_to_uint8(raw[..., 1])
+    return rgb
+
+
+def render_image(labels: np.ndarray, modality: str = "IF", seed: int = 0, fam_labels=(),
+                 fr: np.ndarray | None = None, tissue: np.ndarray | None = None,
+                 config: SynthConfig | None = None,
+                 fibre_diameter: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render raw and RGB images for a given instance mask (synthetic or real).
+
+    Parameters
+    ----------
+    labels : (H, W) int
+        Instance mask, e.g. the real S11 ground truth (downscale big masks first).
+    modality : {"IMC", "IF"}
+        Sets blur, noise and membrane width.
+    fibre_diameter : float, optional
+        Mean fibre diameter in pixels; default: estimated from the median label area.
+
+    Returns
+    -------
+    raw : (H, W, 2) uint16, rgb : (H, W, 3) uint8
+    """
+    config = config or SynthConfig()
+    params = config.params(modality)
+    if fibre_diameter is None:
+        areas = np.bincount(labels.ravel())[1:]
+        areas = areas[areas > 0]
+        fibre_diameter = float(2 * np.sqrt(np.median(areas) / np.pi)) if areas.size else 40.0
+    params = replace(params, fibre_diameter=fibre_diameter, shape=labels.shape)
+    rng = np.random.default_rng(seed)
+    membrane, mass = render_signals(labels, params, rng, fam_labels, fr, tissue)
+    raw = np.stack([acquire(membrane, params, rng), acquire(mass, params, rng)], axis=-1)
+    return raw, compose_rgb(raw)
+
+
+# ----------------------------------------------------------------------------- sections
+def generate_section(section_id: str, modality: str, config: SynthConfig | None = None,
+                     seed: int = 0, index: int = 0) -> dict[str, np.ndarray]:
+    """Generate every role of one synthetic section.
+
+    Returns
+    -------
+    dict role -> array: ``image`` (H, W, 3) uint8, ``image_raw`` (H, W, 2) uint16 and the masks
+    ``myofibres``, ``analysable``, ``ntm``, ``fam``, ``qa`` (uint16 instance masks; the class
+    masks keep the myofibre ids), ``am_vs_nam`` (uint8: 1 analysable, 2 not), ``fr`` (uint8 0/1).
+    """
+    config = config or SynthConfig()
+    params = config.params(modality)
+    rng = np.random.default_rng([seed, index, 1 if modality == "IMC" else 2])
+    geometry = fibre_geometry(params.shape, params, config, rng)
+    labels = geometry["labels"]
+    ntm, fam = classify_fibres(labels, geometry["oblique"], config, rng)
+    analysable = ~ntm & ~fam
+    analysable[0] = False
+    membrane, mass = render_signals(geometry["membrane_labels"], params, rng,
+                                    fam_labels=_membrane_ids_of(geometry, np.flatnonzero(fam)),
+                                    fr=geometry["fr"], tissue=geometry["tissue"])
+    raw = np.stack([acquire(membrane, params, rng), acquire(mass, params, rng)], axis=-1)
+    qa = qa_annotation(labels, config.qa_fraction, config.qa_amplitude, rng, exclude=ntm)
+
+    def keep(flags):
+        return np.where(flags[labels], labels, 0).astype(np.uint16)
+
+    am_vs_nam = np.where(labels > 0, np.where(analysable[labels], AM_CLASS, NAM_CLASS), 0)
+    return {
+        "image": compose_rgb(raw),
+        "image_raw": raw,
+        "myofibres": labels.astype(np.uint16),
+        "analysable": keep(analysable),
+        "am_vs_nam": am_vs_nam.astype(np.uint8),
+        "ntm": keep(ntm),
+        "fam": keep(fam),
+        "fr": geometry["fr"].astype(np.uint8),
+        "qa": qa.astype(np.uint16),
+    }
+
+
+def _membrane_ids_of(geometry: dict, fibre_ids: np.ndarray) -> np.ndarray:
+    """Ids in the membrane tessellation of the given annotated fibres (for texture drawing)."""
+    if fibre_ids.size == 0:
+        return fibre_ids
+    labels, membrane = geometry["labels"], geometry["membrane_labels"]
+    inside = np.isin(labels, fibre_ids)
+    return np.unique(membrane[inside & (membrane > 0)])
+
+
+def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: bool = False,
+                  progress: bool = True) -> Path:
+    """Write a synthetic NCL-SM dataset in the real layout (``IMC/`` and ``IF/`` role folders).
+
+    Idempotent: when ``out`` already holds a dataset made with the same config and seed it is
+    kept as is (``force=True`` regenerates). A manifest ``synth_manifest.json`` records the
+    config, seed and per-section fibre counts.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or SynthConfig()
+    out = Path(out)
+    manifest_path = out / "synth_manifest.json"
+    wanted = {"generator": "nclsm.synth", "version": 1, "seed": seed, "config": config.to_dict()}
+    if manifest_path.is_file() and not force:
+        existing = json.loads(manifest_path.read_text())
+        if {k: existing.get(k) for k in wanted} == wanted:
+            log.info("synthetic dataset in %s is up to date", out)
+            return out
+    if out.exists() and any(out.iterdir()):
+        if not force and not manifest_path.is_file():
+            raise FileExistsError(f"{out}: folder exists and is not a synthetic dataset; choose "
+                                  "another --out or pass --force to overwrite")
+        for modality in ("IMC", "IF"):
+            shutil.rmtree(out / modality, ignore_errors=True)
+    sections = []
+    items = config.section_ids()
+    for index, (modality, section_id) in enumerate(tqdm(items, desc="synthetic NCL-SM",
+                                                        disable=not progress)):
+        roles = generate_section(section_id, modality, config, seed=seed, index=index)
+        for role, array in roles.items():
+            write_tiff(out / modality / SYNTH_FOLDERS[role] / f"{section_id}.tiff", array)
+        sections.append({"modality": modality, "section": section_id,
+                         "myofibres": int(len(np.unique(roles["myofibres"])) - 1)})
+    if config.splits is not None:
+        import yaml
+
+        write_text(out / "nclsm_splits.yaml", yaml.safe_dump(config.splits))
+    wanted["sections"] = sections
+    write_text(manifest_path, json.dumps(wanted, indent=2))
+    return out
