@@ -1,0 +1,365 @@
+"""The shared segmenter interface: params, registry, caches, scaling and tiled prediction.
+
+Every method implements :class:`Segmenter`::
+
+    seg = get_segmenter("unet", workdir="data")
+    seg.fit(dataset.sections(split="train"))          # cached under data/models/
+    labels = seg.predict(image, modality="IF")        # (H, W) uint32 label image
+    labels = seg.predict_section(section)             # cached under data/predictions/<name>/
+
+Work happens at a *working scale* where fibres are about ``target_diameter`` pixels
+across: an image is resized by ``target_diameter / fibre_diameter[modality]`` before
+prediction and the labels are resized back (nearest neighbour) to full size. Big images
+are predicted in overlapping tiles whose labels are stitched across tile borders
+(:func:`predict_tiled`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+from skimage import transform
+
+from ..io import DataError, read_array, write_text, write_tiff
+
+log = logging.getLogger(__name__)
+
+REGISTRY: dict[str, type["Segmenter"]] = {}
+
+
+class SegmenterError(RuntimeError):
+    """A segmenter could not run (missing weights offline, bad checkpoint, ...)."""
+
+
+class PretrainedUnavailable(SegmenterError):
+    """Pretrained weights were requested but cannot be loaded (offline, not cached)."""
+
+
+def register(cls):
+    """Class decorator: make a segmenter available by its ``name``."""
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def known_methods() -> list[str]:
+    return sorted(REGISTRY) + ["external:<folder>"]
+
+
+def get_segmenter(name: str, params=None, workdir="data", **kwargs) -> "Segmenter":
+    """Look a method up by name (``mitocyto``, ``cellpose``, ``stardist``, ``unet``,
+    ``external:<folder>``) and construct it."""
+    from . import _load_all  # noqa: F401  (importing the package registers the methods)
+
+    if name.startswith("external:"):
+        cls = REGISTRY["external"]
+        return cls(folder=name.split(":", 1)[1], params=params, workdir=workdir, **kwargs)
+    if name not in REGISTRY:
+        raise ValueError(f"unknown segmentation method {name!r}; known methods: "
+                         f"{', '.join(known_methods())}")
+    return REGISTRY[name](params=params, workdir=workdir, **kwargs)
+
+
+def default_device() -> str:
+    """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"``."""
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+@dataclasses.dataclass
+class BaseParams:
+    """Parameters shared by all methods (lengths in pixels)."""
+
+    #: fibre diameter at which a method works; images are rescaled to it
+    target_diameter: float = 36.0
+    #: full-resolution fibre diameter per modality; None = estimated from training masks
+    fibre_diameter: dict | None = None
+    tile_size: int = 1024          # working-scale tile side for big images
+    tile_overlap: int = 128        # working-scale overlap (> the largest fibre)
+    seed: int = 0
+
+    def quick(self):
+        """A copy with short training for smoke runs (methods override)."""
+        return dataclasses.replace(self)
+
+
+def params_hash(name: str, params, extra: dict | None = None) -> str:
+    """A short stable hash of a method name, its params dataclass and extra facts."""
+    payload = {"name": name, "params": dataclasses.asdict(params), "extra": extra or {}}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+#: Fallback full-resolution fibre diameters (pixels) when none can be estimated.
+DEFAULT_DIAMETER = {"IMC": 34.0, "IF": 72.0}
+
+
+def estimate_diameters(sections) -> dict[str, float]:
+    """Median equivalent diameter (pixels) of the ground-truth myofibres, per modality."""
+    per_modality: dict[str, list[float]] = {}
+    for section in sections:
+        if not section.has("myofibres"):
+            continue
+        areas = np.bincount(section.mask("myofibres").ravel())[1:]
+        areas = areas[areas > 0]
+        per_modality.setdefault(section.modality, []).extend(2 * np.sqrt(areas / np.pi))
+    return {m: float(np.median(d)) for m, d in per_modality.items() if d}
+
+
+def normalize_channels(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` -> float32 ``(H, W, 2)`` (membrane, mass), percentile-normalised."""
+    out = np.empty(image.shape[:2] + (2,), np.float32)
+    for c in range(2):
+        channel = image[..., c].astype(np.float32)
+        lo, hi = np.percentile(channel, [low, high])
+        out[..., c] = (channel - lo) / max(hi - lo, 1e-6)
+    return out
+
+
+def rescale_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """Resize an ``(H, W, C)`` or ``(H, W)`` image by ``factor`` (bilinear, anti-aliased)."""
+    if abs(factor - 1.0) < 1e-6:
+        return image
+    shape = tuple(max(1, int(round(s * factor))) for s in image.shape[:2])
+    resized = transform.resize(image.astype(np.float32), shape + image.shape[2:], order=1,
+                               anti_aliasing=factor < 1, preserve_range=True)
+    return resized.astype(np.float32)
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label image to ``shape`` (no new labels are made)."""
+    if labels.shape == tuple(shape):
+        return labels
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1)
+    return labels[rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]]
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` overlapping by ``overlap`` covering ``length``.
+
+    >>> tile_starts(1000, 400, 100)
+    [0, 300, 600]
+    """
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    return sorted(set(starts))
+
+
+def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: int,
+                  overlap: int) -> np.ndarray:
+    """Predict a big image in overlapping tiles and stitch the labels.
+
+    Each tile is predicted whole; an object is kept from the tile whose *core* (the tile minus
+    half the overlap on inner sides) holds its centroid, so every object that fits in the
+    overlap is taken complete from exactly one tile. Kept objects only fill pixels still free.
+
+    Parameters
+    ----------
+    predict : callable
+        ``(h, w, C) -> (h, w)`` label image.
+    image : (H, W, C) array
+    tile, overlap : int
+        Tile side and overlap in pixels; ``overlap`` should exceed the largest object.
+
+    Returns
+    -------
+    (H, W) uint32 label image with labels 1..N.
+    """
+    height, width = image.shape[:2]
+    if height <= tile and width <= tile:
+        return _sequential(predict(image))
+    out = np.zeros((height, width), np.uint32)
+    next_label = 1
+    half = overlap // 2
+    row_starts, col_starts = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    for r in row_starts:
+        for c in col_starts:
+            r1, c1 = min(r + tile, height), min(c + tile, width)
+            labels = predict(image[r:r1, c:c1])
+            core_r0 = 0 if r == 0 else half
+            core_c0 = 0 if c == 0 else half
+            core_r1 = (r1 - r) if r1 == height else (r1 - r) - half
+            core_c1 = (c1 - c) if c1 == width else (c1 - c) - half
+            ids = np.unique(labels)
+            ids = ids[ids > 0]
+            if ids.size == 0:
+                continue
+            centres = np.asarray(ndimage.center_of_mass(np.ones_like(labels), labels, ids))
+            keep = ids[(centres[:, 0] >= core_r0) & (centres[:, 0] < core_r1)
+                       & (centres[:, 1] >= core_c0) & (centres[:, 1] < core_c1)]
+            if keep.size == 0:
+                continue
+            lookup = np.zeros(int(labels.max()) + 1, np.uint32)
+            lookup[keep] = np.arange(next_label, next_label + keep.size, dtype=np.uint32)
+            next_label += keep.size
+            mapped = lookup[labels]
+            window = out[r:r1, c:c1]
+            free = (window == 0) & (mapped > 0)
+            window[free] = mapped[free]
+    return _sequential(out)
+
+
+def _sequential(labels: np.ndarray) -> np.ndarray:
+    from skimage.segmentation import relabel_sequential
+
+    labels = np.asarray(labels)
+    if labels.size == 0 or labels.max() == 0:
+        return np.zeros(labels.shape, np.uint32)
+    return relabel_sequential(labels.astype(np.uint32))[0].astype(np.uint32)
+
+
+def remove_small(labels: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop labels smaller than ``min_area`` pixels and relabel 1..N."""
+    if min_area <= 1 or labels.max() == 0:
+        return _sequential(labels)
+    areas = np.bincount(labels.ravel())
+    small = areas < min_area
+    small[0] = False
+    cleaned = labels.copy()
+    cleaned[small[labels]] = 0
+    return _sequential(cleaned)
+
+
+class Segmenter(ABC):
+    """Base class: caching, scaling and tiling around a method's own ``_predict_working``.
+
+    Subclasses set ``name`` and ``Params`` and implement :meth:`_predict_working` (an image at
+    the working scale -> labels); training methods also implement :meth:`_fit` and
+    :meth:`_load`.
+    """
+
+    name: str = "base"
+    Params: type = BaseParams
+    trainable: bool = False
+
+    def __init__(self, params=None, workdir="data", device: str | None = None, quick: bool = False):
+        params = params if params is not None else self.Params()
+        if isinstance(params, dict):
+            params = self.Params(**params)
+        self.params = params.quick() if quick else params
+        self.workdir = Path(workdir)
+        self.device = device or default_device()
+        self.diameters: dict[str, float] = dict(self.params.fibre_diameter or {})
+        self.fitted = False
+        self.source = "untrained"   # "pretrained", "trained", "fine-tuned", ...
+        self.train_ids: list[str] = []
+
+    # -- identity and caches -------------------------------------------------------------
+    def cache_key(self) -> str:
+        return params_hash(self.name, self.params, self._cache_extra())
+
+    def _cache_extra(self) -> dict:
+        return {"train": self.train_ids} if self.trainable else {}
+
+    @property
+    def model_dir(self) -> Path:
+        return self.workdir / "models" / f"{self.name}-{self.cache_key()}"
+
+    @property
+    def prediction_dir(self) -> Path:
+        return self.workdir / "predictions" / self.name
+
+    # -- training -------------------------------------------------------------------------
+    def fit(self, train_sections, workdir=None, force: bool = False) -> "Segmenter":
+        """Train on ``train_sections`` unless a cached model with the same key exists."""
+        if workdir is not None:
+            self.workdir = Path(workdir)
+        train_sections = list(train_sections)
+        self.train_ids = sorted(s.key for s in train_sections)
+        if not self.diameters:
+            self.diameters = estimate_diameters(train_sections)
+        if not self.trainable:
+            self.fitted = True
+            return self
+        marker = self.model_dir / "model.json"
+        if marker.is_file() and not force:
+            info = json.loads(marker.read_text())
+            self.diameters = info.get("diameters", self.diameters)
+            self._load(self.model_dir)
+            self.source = info.get("source", "trained")
+            log.info("%s: loaded cached model %s", self.name, self.model_dir)
+        else:
+            if not train_sections:
+                raise DataError(f"{self.name}: no training sections; the dataset's train split "
+                                "is empty")
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+            self._fit(train_sections, self.model_dir)
+            write_text(marker, json.dumps({"name": self.name, "key": self.cache_key(),
+                                           "params": dataclasses.asdict(self.params),
+                                           "diameters": self.diameters, "source": self.source},
+                                          indent=2, default=str))
+        self.fitted = True
+        return self
+
+    def _fit(self, train_sections, model_dir: Path) -> None:  # pragma: no cover - trainable only
+        raise NotImplementedError
+
+    def _load(self, model_dir: Path) -> None:  # pragma: no cover - trainable only
+        raise NotImplementedError
+
+    # -- prediction -----------------------------------------------------------------------
+    def scale_for(self, modality: str) -> float:
+        diameter = self.diameters.get(modality) or DEFAULT_DIAMETER.get(modality, 36.0)
+        return float(self.params.target_diameter) / float(diameter)
+
+    def predict(self, image: np.ndarray, modality: str = "IMC") -> np.ndarray:
+        """Segment an RGB image ``(H, W, 3)`` uint8 -> ``(H, W)`` uint32 labels (0 background)."""
+        if image.ndim != 3 or image.shape[-1] < 2:
+            raise ValueError(f"{self.name}: expected an RGB image (H, W, 3), got {image.shape}")
+        factor = self.scale_for(modality)
+        working = rescale_image(normalize_channels(image), factor)
+        labels = predict_tiled(lambda tile: self._predict_working(tile, modality), working,
+                               self.params.tile_size, self.params.tile_overlap)
+        return resize_labels(labels, image.shape[:2]).astype(np.uint32)
+
+    @abstractmethod
+    def _predict_working(self, image: np.ndarray, modality: str) -> np.ndarray:
+        """Labels for a normalised ``(h, w, 2)`` float32 image at the working scale."""
+
+    def predict_section(self, section, force: bool = False) -> np.ndarray:
+        """Predict a section, cached in ``data/predictions/<name>/<modality>_<id>.tiff``.
+
+        The sidecar ``.json`` records the cache key; a different key re-predicts.
+        """
+        path = self.prediction_dir / f"{section.modality}_{section.id}.tiff"
+        sidecar = path.with_suffix(".json")
+        key = self.cache_key()
+        if path.is_file() and sidecar.is_file() and not force:
+            if json.loads(sidecar.read_text()).get("key") == key:
+                return read_array(path)
+        labels = self.predict(section.image(), modality=section.modality)
+        write_tiff(path, labels.astype(np.uint32))
+        write_text(sidecar, json.dumps({"method": self.name, "key": key, "source": self.source,
+                                        "section": section.key}, indent=2))
+        return labels
+
+
+def training_pairs(sections, segmenter: Segmenter, role: str = "myofibres"):
+    """Working-scale training pairs for a trainable method.
+
+    Returns
+    -------
+    list of (image, labels): image ``(h, w, 2)`` float32 (membrane, mass; percentile
+    normalised), labels ``(h, w)`` int32 instance mask, both resized to the segmenter's working
+    scale for the section's modality.
+    """
+    pairs = []
+    for section in sections:
+        factor = segmenter.scale_for(section.modality)
+        image = rescale_image(normalize_channels(section.image()), factor)
+        labels = resize_labels(section.mask(role), image.shape[:2]).astype(np.int32)
+        pairs.append((image, labels))
+    return pairs
