@@ -1,0 +1,25 @@
+"""Shared fixtures: the real NCL-SM sample folder and a tiny synthetic dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "ncl-sm-sample"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not SAMPLE.is_dir():
+        pytest.skip(f"real NCL-SM sample folder not found at {SAMPLE}")
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A tiny synthetic NCL-SM (2 IMC + 2 IF sections), generated once per test session."""
+    from nclsm_utils.synth import SynthConfig, write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("tiny") / "synthetic", SynthConfig.preset("tiny"),
+                         seed=0, progress=False)

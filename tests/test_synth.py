@@ -1,0 +1,129 @@
+"""The synthetic NCL-SM generator: geometry, classes, QA variation, images, determinism."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import measure
+
+from nclsm_utils import synth
+from nclsm_utils.synth import SynthConfig, generate_section
+
+
+@pytest.fixture(scope="module")
+def section():
+    return generate_section("P02", "IMC", SynthConfig(), seed=3, index=1)
+
+
+def test_roles_shapes_and_dtypes(section):
+    assert set(section) == {"image", "image_raw", "myofibres", "analysable", "am_vs_nam", "ntm",
+                            "fam", "fr", "qa"}
+    assert section["image"].shape == (384, 384, 3) and section["image"].dtype == np.uint8
+    assert section["image_raw"].shape == (384, 384, 2) and section["image_raw"].dtype == np.uint16
+    for role in ("myofibres", "analysable", "ntm", "fam", "qa"):
+        assert section[role].shape == (384, 384) and section[role].dtype == np.uint16
+    assert (section["image"][..., 2] == 0).all()
+
+
+def test_classes_partition_the_myofibres(section):
+    fibres = set(np.unique(section["myofibres"])) - {0}
+    am = set(np.unique(section["analysable"])) - {0}
+    ntm = set(np.unique(section["ntm"])) - {0}
+    fam = set(np.unique(section["fam"])) - {0}
+    assert am | ntm | fam == fibres
+    assert not (am & ntm) and not (am & fam) and not (ntm & fam)
+    classes = section["am_vs_nam"]
+    assert set(np.unique(classes[section["analysable"] > 0])) == {synth.AM_CLASS}
+    assert set(np.unique(classes[section["ntm"] > 0])) == {synth.NAM_CLASS}
+    # fibres are separated by gaps: no two labels touch (4-neighbourhood)
+    labels = section["myofibres"].astype(int)
+    right = (labels[:, 1:] > 0) & (labels[:, :-1] > 0) & (labels[:, 1:] != labels[:, :-1])
+    down = (labels[1:] > 0) & (labels[:-1] > 0) & (labels[1:] != labels[:-1])
+    assert not right.any() and not down.any()
+
+
+def test_default_config_class_proportions_near_table1():
+    """Over several sections NTM is about 35-40 % and FAM about 3 % of the myofibres."""
+    config = SynthConfig()
+    n = ntm = fam = 0
+    for index, (modality, sid) in enumerate([("IMC", "A"), ("IMC", "B"), ("IMC", "C"), ("IF", "D")]):
+        roles = generate_section(sid, modality, config, seed=0, index=index)
+        n += len(np.unique(roles["myofibres"])) - 1
+        ntm += len(np.unique(roles["ntm"])) - 1
+        fam += len(np.unique(roles["fam"])) - 1
+    assert 0.30 <= ntm / n <= 0.45
+    assert 0.015 <= fam / n <= 0.05
+    assert n > 300
+
+
+def test_qa_annotation_is_human_like(section):
+    """QA fibres match their ground-truth fibre with IoU about 0.95 (the paper's Table II)."""
+    gt, qa = section["myofibres"], section["qa"]
+    n_qa = len(np.unique(qa)) - 1
+    assert n_qa == round(0.05 * (len(np.unique(gt)) - 1))
+    ious = []
+    for region in measure.regionprops(qa):
+        inside = qa == region.label
+        ids, counts = np.unique(gt[inside], return_counts=True)
+        best = ids[np.argmax(counts)]
+        other = gt == best
+        ious.append((inside & other).sum() / (inside | other).sum())
+    assert 0.90 <= np.mean(ious) <= 0.98
+
+
+def test_membrane_bright_at_borders_and_mass_inside(section):
+    image, labels = section["image"], section["myofibres"]
+    interior = synth.ndimage.binary_erosion(labels > 0, iterations=4)
+    border = (labels > 0) & ~synth.ndimage.binary_erosion(labels > 0, iterations=1)
+    assert image[..., 0][border].mean() > 2 * image[..., 0][interior].mean()
+    assert image[..., 1][interior].mean() > 3 * image[..., 1][labels == 0].mean() or \
+        image[..., 1][interior].mean() > 60
+
+
+def test_deterministic_by_seed():
+    a = generate_section("P02", "IMC", SynthConfig.preset("tiny"), seed=5)
+    b = generate_section("P02", "IMC", SynthConfig.preset("tiny"), seed=5)
+    c = generate_section("P02", "IMC", SynthConfig.preset("tiny"), seed=6)
+    for role in a:
+        assert np.array_equal(a[role], b[role])
+    assert not np.array_equal(a["myofibres"], c["myofibres"])
+
+
+def test_freezing_artefact_fibres_have_holes_in_mass():
+    config = SynthConfig(fam_fraction=0.3)
+    roles = generate_section("P02", "IMC", config, seed=1)
+    mass = roles["image"][..., 1].astype(float)
+    core = synth.ndimage.binary_erosion(roles["myofibres"] > 0, iterations=3)
+    dark_fam = np.mean(mass[(roles["fam"] > 0) & core] < 40)
+    dark_am = np.mean(mass[(roles["analysable"] > 0) & core] < 40)
+    assert dark_fam > dark_am + 0.1
+
+
+def test_render_image_for_a_real_mask(sample_dir):
+    import tifffile
+
+    real = tifffile.imread(sample_dir / "S11_groundtruth_mask.tiff")[::8, ::8]
+    raw, rgb = synth.render_image(real, "IF", seed=0)
+    assert rgb.shape == real.shape + (3,) and raw.shape == real.shape + (2,)
+    inside = real > 0
+    assert rgb[..., 1][inside].mean() > rgb[..., 1][~inside].mean() + 30
+
+
+def test_write_dataset_is_idempotent(tmp_path):
+    out = synth.write_dataset(tmp_path / "s", SynthConfig.preset("tiny"), seed=0, progress=False)
+    stamp = (out / "synth_manifest.json").stat().st_mtime_ns
+    synth.write_dataset(out, SynthConfig.preset("tiny"), seed=0, progress=False)
+    assert (out / "synth_manifest.json").stat().st_mtime_ns == stamp
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="not a synthetic dataset"):
+        synth.write_dataset(tmp_path / "other", SynthConfig.preset("tiny"), progress=False)
+
+
+def test_pretrain_preset_has_no_test_split(tmp_path):
+    from nclsm_utils.dataset import Dataset
+
+    config = SynthConfig.preset("pretrain")
+    config.n_imc, config.n_if = 1, 1
+    out = synth.write_dataset(tmp_path / "p", config, seed=1, progress=False)
+    ds = Dataset(out)
+    assert [s.split for s in ds.sections()] == ["train", "train"]
