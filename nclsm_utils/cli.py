@@ -71,6 +71,49 @@ def cmd_report(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- morphology
+def cmd_shape_features(args) -> int:
+    from .dataset import as_labels
+    from .io import read_array, write_csv
+    from .morphology import shape_features
+
+    labels = as_labels(read_array(args.mask), args.mask)
+    table = shape_features(labels, min_area=args.min_area)
+    write_csv(args.out, table)
+    print(f"{len(table)} fibres -> {args.out}")
+    return 0
+
+
+def cmd_ntm_rule(args) -> int:
+    import pandas as pd
+
+    from .morphology import ntm_rule
+
+    path = Path(args.csv)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected a shape-features csv "
+                        "(from `nclsm shape-features` or the published NTM script)")
+    try:
+        table = pd.read_csv(path)
+    except Exception as error:  # pandas raises several types for bad csv files
+        raise DataError(f"{path}: cannot read the csv ({type(error).__name__}: {error})") from error
+    try:
+        flags = ntm_rule(table)
+    except KeyError as error:
+        raise DataError(f"{path}: {error.args[0]}") from error
+    print(f"{int(flags.sum())} of {len(flags)} fibres flagged as NTM")
+    if "NTM" in table.columns:
+        published = table["NTM"].astype(str).str.strip().str.lower() == "true"
+        print(f"agrees with the file's NTM column on {int((published == flags).sum())} "
+              f"of {len(flags)} rows")
+    if args.out:
+        from .io import write_csv
+
+        write_csv(args.out, table.assign(NTM=flags))
+        print(f"table with the NTM column -> {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nclsm", description=__doc__.splitlines()[0])
@@ -104,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
     p.add_argument("--force", action="store_true", help="rerun everything")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("shape-features", help="published NTM shape features per fibre of a mask")
+    p.add_argument("--mask", required=True, help="instance mask (TIFF/PNG, 0 = background)")
+    p.add_argument("--out", required=True, help="output csv")
+    p.add_argument("--min-area", type=int, default=25,
+                   help="skip labels with this many pixels or fewer (published: 25)")
+    p.set_defaults(func=cmd_shape_features)
+
+    p = sub.add_parser("ntm-rule", help="count fibres the published NTM rule flags in a csv")
+    p.add_argument("csv", help="shape-features csv (ours or the published one)")
+    p.add_argument("--out", default=None, help="write the table with an NTM column here")
+    p.set_defaults(func=cmd_ntm_rule)
 
     # further subcommands are registered below by their modules' sections
     return parser
