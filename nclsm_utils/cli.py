@@ -114,6 +114,111 @@ def cmd_ntm_rule(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- segmenters
+def cmd_segment(args) -> int:
+    from .dataset import Dataset
+    from .segmenters import SegmenterError, get_segmenter
+    from .segmenters.run import run_method
+
+    try:
+        # an unknown method fails here, before any data is read (ValueError -> exit code 2)
+        segmenter = get_segmenter(args.method, workdir=args.workdir, quick=args.quick)
+        result = run_method(segmenter, Dataset(args.data, roles=args.roles), split=args.split,
+                            sections=args.sections, workdir=args.workdir, force=args.force)
+    except SegmenterError as error:
+        print(f"nclsm segment: error: {error}", file=sys.stderr)
+        return 2
+    _print_table(result.summary, args.json)
+    for key, message in result.errors.items():
+        print(f"nclsm segment: {key} failed: {message}", file=sys.stderr)
+    if result.errors:
+        print(f"{len(result.errors)} section(s) failed; the others were written to "
+              f"{Path(args.workdir) / 'results' / result.method}", file=sys.stderr)
+    return 1 if result.errors else 0
+
+
+# ---------------------------------------------------------------------------- metrics
+def cmd_evaluate(args) -> int:
+    from .dataset import as_labels, as_rgb
+    from .io import read_array, write_csv
+    from .metrics import evaluate, modality_half_width, summarise
+
+    gt = as_labels(read_array(args.gt), args.gt)
+    pred = as_labels(read_array(args.pred), args.pred)
+    image = as_rgb(read_array(args.image), args.image) if args.image else None
+    if args.half_width is None and args.modality is None:
+        raise ValueError("give --modality IMC|IF (ring half-width 2 or 6) or --half-width")
+    half_width = args.half_width if args.half_width is not None \
+        else modality_half_width(args.modality)
+    table = evaluate(gt, pred, image, half_width=half_width)
+    write_csv(args.out, table)
+    print(f"{len(table)} GT fibres, {int(table['matched'].sum())} matched -> {args.out}")
+    if len(table):
+        _print_table(summarise(table), args.json)
+    return 0
+
+
+def cmd_summarise(args) -> int:
+    from .metrics import read_per_fibre_table, summarise
+
+    tables = [read_per_fibre_table(path) for path in args.files]
+    _print_table(summarise(tables), args.json)
+    return 0
+
+
+def cmd_table2(args) -> int:
+    from .dataset import Dataset
+    from .tables import table2
+
+    _print_table(table2(Dataset(args.data, roles=args.roles)), args.json)
+    return 0
+
+
+# ---------------------------------------------------------------------------- notebooks and site
+def _parse_parameters(pairs) -> dict:
+    """``-p NAME VALUE`` pairs -> dict; values are read as YAML (numbers, true, [a, b])."""
+    import yaml
+
+    out = {}
+    for name, value in pairs or []:
+        try:
+            out[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[name] = value
+    return out
+
+
+def cmd_run(args) -> int:
+    from .pipeline import DEFAULT_METHODS, NotebookFailed, resolve_data, run_notebooks
+
+    root = resolve_data(args.data)
+    methods = [m for item in (args.methods or DEFAULT_METHODS) for m in str(item).split(",") if m]
+    try:
+        result = run_notebooks(root, reports=args.reports, workdir=args.workdir, methods=methods,
+                               quick=args.quick, force=args.force,
+                               parameters=_parse_parameters(args.parameter),
+                               notebooks=args.notebooks, progress=not args.no_progress)
+    except NotebookFailed as failure:
+        print(f"nclsm run: {failure}", file=sys.stderr)
+        print("nclsm run: the reports written before it are kept; fix the cause and rerun "
+              "`nclsm run` to resume from this notebook", file=sys.stderr)
+        return 1
+    for job in result.jobs:
+        print(f"{job.status:8s} {job.name:28s} {job.seconds:7.1f} s  {job.output}")
+    print(f"notebooks: {result.summary()}; manifest {result.manifest}")
+    return 0
+
+
+def cmd_site(args) -> int:
+    from .site import build_site
+
+    result = build_site(reports_dir=args.reports, out_dir=args.out, engine=args.engine)
+    if result.note:
+        print(result.note)
+    print(f"site ready: {result.index}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nclsm", description=__doc__.splitlines()[0])
@@ -159,6 +264,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("csv", help="shape-features csv (ours or the published one)")
     p.add_argument("--out", default=None, help="write the table with an NTM column here")
     p.set_defaults(func=cmd_ntm_rule)
+
+    p = sub.add_parser("segment", help="fit (when needed), predict and evaluate a method")
+    p.add_argument("--method", required=True,
+                   help="mitocyto | cellpose | stardist | unet | external:<folder>")
+    p.add_argument("--data", required=True, help="NCL-SM folder (real or synthetic)")
+    p.add_argument("--sections", nargs="+", default=None,
+                   help="section ids to predict (default: the --split sections)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--workdir", default="data", help="models, predictions and results go here")
+    p.add_argument("--roles", default=None, help="YAML file of role -> folder overrides")
+    p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
+    p.add_argument("--force", action="store_true", help="refit and re-predict")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("evaluate", help="per-fibre paper metrics of a predicted mask vs the GT")
+    p.add_argument("--gt", required=True, help="ground-truth label mask (TIFF/PNG)")
+    p.add_argument("--pred", required=True, help="predicted (or QA) label mask")
+    p.add_argument("--image", default=None, help="RGB section image (R membrane, G mass); "
+                   "without it the AiB/AoB percentages are NaN")
+    p.add_argument("--modality", choices=["IMC", "IF"], default=None,
+                   help="sets the ring half-width: IMC 2, IF 6 (required unless --half-width)")
+    p.add_argument("--half-width", type=int, default=None, help="ring half-width k, overrides "
+                   "--modality")
+    p.add_argument("--out", required=True, help="per-fibre csv to write")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("summarise", help="paper summary (MF-A, r_AoB, r_AiB, IoU, A%%) of "
+                       "per-fibre csvs (ours or the published notebook's)")
+    p.add_argument("files", nargs="+", help="per-fibre csv files, pooled")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summarise)
+
+    p = sub.add_parser("table2", help="Table II: QA duplicate annotations vs ground truth")
+    p.add_argument("--data", required=True)
+    p.add_argument("--roles", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_table2)
+
+    p = sub.add_parser("run", help="execute the notebooks with papermill into reports/ "
+                                   "(skips what is up to date, resumes after a failure)")
+    p.add_argument("--data", default="data", help="NCL-SM folder, or where synthetic data goes")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="methods of the per-method notebook (default: mitocyto cellpose "
+                        "stardist unet; also unet2, external:<folder>)")
+    p.add_argument("--reports", default="reports", help="executed notebooks, tables, logs")
+    p.add_argument("--workdir", default=None,
+                   help="models, predictions, results (default: the data folder's data/)")
+    p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
+    p.add_argument("--force", action="store_true", help="rerun every notebook")
+    p.add_argument("--notebooks", nargs="+", default=None,
+                   help="only these notebooks of the run table (e.g. 01_dataset 04_compare)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="extra notebook parameter (YAML value); must be declared by a notebook")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("site", help="render the website from reports/ into _site/ "
+                                    "(Quarto when installed, else nbconvert)")
+    p.add_argument("--reports", default="reports")
+    p.add_argument("--out", default=None, help="output folder (default: _site)")
+    p.add_argument("--engine", default="auto", choices=["auto", "quarto", "nbconvert"])
+    p.set_defaults(func=cmd_site)
 
     # further subcommands are registered below by their modules' sections
     return parser

@@ -92,3 +92,400 @@ def class_proportions(table: pd.DataFrame) -> pd.DataFrame:
     for column in ("analysable", "non-transverse", "freezing artefact"):
         out[f"{column} %"] = 100.0 * table[column] / table["myofibres"]
     return out
+
+
+# ---------------------------------------------------------------------------- Table II
+import logging  # noqa: E402 - appended section of the module
+
+log = logging.getLogger(__name__)
+
+
+def _chosen_sections(dataset, sections=None) -> list:
+    """Sections of ``dataset`` from ids and/or :class:`~nclsm_utils.dataset.Section` objects."""
+    if sections is None:
+        return dataset.sections()
+    if isinstance(sections, str):
+        sections = [sections]
+    objects = [s for s in sections if not isinstance(s, str)]
+    ids = [s for s in sections if isinstance(s, str)]
+    chosen = {s.key: s for s in objects}
+    if ids:
+        chosen.update({s.key: s for s in dataset.sections(ids=ids)})
+    order = {"IMC": 0, "IF": 1}
+    return sorted(chosen.values(), key=lambda s: (order.get(s.modality, 9), s.id))
+
+
+def section_per_fibre(section, pred_labels: np.ndarray) -> pd.DataFrame:
+    """Per-fibre paper metrics of ``pred_labels`` against one section's ground truth.
+
+    Reads the section's ``myofibres`` mask and ``image`` (when present) and evaluates with
+    the section's ring half-width (2 for IMC, 6 for IF).
+
+    Returns
+    -------
+    DataFrame
+        ``modality``, ``section`` then :data:`nclsm_utils.metrics.PER_FIBRE_COLUMNS`.
+    """
+    from .metrics import evaluate
+
+    gt = section.mask("myofibres")
+    image = section.image() if section.has("image") else None
+    table = evaluate(gt, pred_labels, image, half_width=section.half_width)
+    table.insert(0, "section", section.id)
+    table.insert(0, "modality", section.modality)
+    return table
+
+
+def qa_per_fibre(dataset, sections=None) -> pd.DataFrame:
+    """Per-fibre metrics of the QA duplicate annotations (role ``qa``) against the ground truth.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    sections : list of str or Section, optional
+        Default: every section. Sections without a QA mask are left out (logged).
+
+    Returns
+    -------
+    DataFrame
+        :func:`section_per_fibre` tables of the sections with a QA mask, concatenated
+        (one section in memory at a time).
+    """
+    from .metrics import PER_FIBRE_COLUMNS
+
+    tables = []
+    for section in _chosen_sections(dataset, sections):
+        if not section.has("qa"):
+            log.debug("%s: no QA mask, left out of the QA rows", section.key)
+            continue
+        tables.append(section_per_fibre(section, section.mask("qa")))
+    if not tables:
+        return pd.DataFrame(columns=["modality", "section", *PER_FIBRE_COLUMNS])
+    return pd.concat(tables, ignore_index=True)
+
+
+def summary_row(per_fibre: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One-row table: ``method`` name, ``TS`` (section ids used) and the paper summary columns."""
+    from .metrics import SUMMARY_COLUMNS, summarise
+
+    if len(per_fibre):
+        summary = summarise(per_fibre)
+        ids = list(dict.fromkeys(per_fibre["section"])) if "section" in per_fibre else []
+    else:
+        summary = pd.DataFrame([{c: np.nan for c in SUMMARY_COLUMNS}])
+        ids = []
+    summary.insert(0, "TS", ", ".join(str(i) for i in ids))
+    summary.insert(0, "method", name)
+    return summary
+
+
+def qa_row(dataset, sections=None, name: str = "QA") -> pd.DataFrame:
+    """The QA row (duplicate annotation vs ground truth) pooled over a chosen set of sections.
+
+    Only GT fibres the QA annotation matched count in MF-A and the ratios (the QA masks
+    hold a small subset of the fibres); ``detected %`` is therefore small.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    sections : list of str or Section, optional
+        e.g. the Table III test sections ``["P02", "P06"]``; default every section with a
+        QA mask.
+    name : str
+        Value of the ``method`` column.
+
+    Returns
+    -------
+    DataFrame
+        One row: ``method``, ``TS`` and :data:`nclsm_utils.metrics.SUMMARY_COLUMNS`.
+    """
+    return summary_row(qa_per_fibre(dataset, sections), name)
+
+
+def table2(dataset, sections=None) -> pd.DataFrame:
+    """Table II: QA duplicate annotations vs ground truth, one row per modality.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    sections : list of str or Section, optional
+        Restrict to these sections; default every section that has a QA mask.
+
+    Returns
+    -------
+    DataFrame
+        Rows ``QA-IMC`` and ``QA-IF`` (modalities with at least one QA mask), columns
+        ``method``, ``TS`` and :data:`nclsm_utils.metrics.SUMMARY_COLUMNS`. The paper
+        reports MF-A 53 / 23, mean IoU 0.96 / 0.96 for IMC / IF.
+    """
+    chosen = [s for s in _chosen_sections(dataset, sections) if s.has("qa")]
+    rows = []
+    for modality in ("IMC", "IF"):
+        subset = [s for s in chosen if s.modality == modality]
+        if subset:
+            rows.append(qa_row(dataset, subset, name=f"QA-{modality}"))
+    if not rows:
+        from .metrics import SUMMARY_COLUMNS
+
+        log.warning("no section has a QA mask (role 'qa'); Table II is empty")
+        return pd.DataFrame(columns=["method", "TS", *SUMMARY_COLUMNS])
+    return pd.concat(rows, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------- Table III
+# Methods vs ground truth on the same test sections, from the files `nclsm run` (notebook
+# 03_segment, i.e. nclsm_utils.segmenters.run.run_method) leaves under <workdir>/results/:
+# <label>/<modality>_<id>.csv per-fibre tables, <label>_instance.csv instance metrics per
+# section, <label>_summary.csv and <label>_run.json (status, written by
+# nclsm_utils.pipeline.segment_method).
+
+#: The method rows of Table III, in order (the QA row follows them).
+TABLE3_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
+#: Columns of :func:`table3`.
+TABLE3_COLUMNS = ["method", "TS", "MF-A", "r_AoB", "r_AiB", "mean IoU", "A%(IoU>0.80)",
+                  "A%(IoU>0.90)", "A%(IoU>0.95)", "AP@0.5", "AP@0.75", "F1@0.5", "PQ",
+                  "source", "note"]
+
+
+def method_label(method: str) -> str:
+    """Result-folder name of a method: its name, or ``external-<folder name>``.
+
+    >>> method_label("unet")
+    'unet'
+    """
+    from pathlib import Path
+
+    method = str(method)
+    if method.startswith("external:"):
+        return f"external-{Path(method.split(':', 1)[1]).expanduser().resolve().name}"
+    return method
+
+
+def _read_json(path):
+    import json
+
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def method_results(method: str, sections, workdir="data") -> dict:
+    """What a method left for ``sections`` under ``<workdir>/results``.
+
+    Returns
+    -------
+    dict
+        ``label``; ``tables`` section key -> per-fibre DataFrame; ``instance`` pooled instance
+        metrics over those sections (DataFrame, one row per IoU threshold, or None);
+        ``missing`` section ids without a per-fibre table; ``status`` the run record (dict
+        or None); ``source``; ``note`` why the row is incomplete or empty ('' when complete).
+    """
+    from pathlib import Path
+
+    from .metrics import aggregate_instance_metrics, read_per_fibre_table
+
+    label = method_label(method)
+    root = Path(workdir) / "results"
+    status = _read_json(root / f"{label}_run.json")
+    tables, missing = {}, []
+    for section in sections:
+        path = root / label / f"{section.modality}_{section.id}.csv"
+        if path.is_file():
+            tables[section.key] = read_per_fibre_table(path)
+        else:
+            missing.append(section.id)
+    instance = None
+    inst_path = root / f"{label}_instance.csv"
+    if tables and inst_path.is_file():
+        frame = pd.read_csv(inst_path, dtype={"section": str})
+        keys = {(s.modality, s.id) for s in sections if s.key in tables}
+        rows = frame[[(m, str(i)) in keys for m, i in zip(frame["modality"], frame["section"].astype(str))]]
+        if len(rows) and rows[["modality", "section"]].drop_duplicates().shape[0] == len(keys):
+            instance = aggregate_instance_metrics([g for _, g in rows.groupby(["modality", "section"])])
+    source = (status or {}).get("source", "")
+    summary_path = root / f"{label}_summary.csv"
+    if not source and summary_path.is_file():
+        summary = pd.read_csv(summary_path)
+        if "source" in summary and len(summary):
+            source = str(summary["source"].iloc[0])
+    notes = []
+    if status and status.get("status") == "failed":
+        notes.append(f"could not run: {status.get('error', 'unknown error')}")
+    elif not tables:
+        notes.append("not run: no results in " + str(root / label))
+    if tables and missing:
+        errors = (status or {}).get("errors", {}) or {}
+        detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        notes.append(f"no results for {', '.join(missing)}" + (f" ({detail})" if detail else ""))
+    if tables and instance is None:
+        notes.append("instance metrics unavailable")
+    if status and status.get("quick") and tables and source in ("trained", "fine-tuned"):
+        notes.append("quick mode (short training)")
+    return {"label": label, "tables": tables, "instance": instance, "missing": missing,
+            "status": status, "source": source, "note": "; ".join(notes)}
+
+
+def _at(instance, column: str, thresh: float) -> float:
+    if instance is None or not len(instance):
+        return np.nan
+    match = instance[np.isclose(instance["thresh"].astype(float), thresh)]
+    return float(match[column].iloc[0]) if len(match) else np.nan
+
+
+def table3_row(method: str, sections, workdir="data") -> dict:
+    """One Table III row (a dict of :data:`TABLE3_COLUMNS`) from a method's results."""
+    from .metrics import summarise
+
+    found = method_results(method, sections, workdir)
+    row = {c: np.nan for c in TABLE3_COLUMNS}
+    row.update(method=found["label"], source=found["source"], note=found["note"],
+               TS=", ".join(s.id for s in sections if s.key in found["tables"]))
+    if found["tables"]:
+        summary = summarise(list(found["tables"].values())).iloc[0]
+        for column in TABLE3_COLUMNS[2:9]:
+            if column in summary:
+                row[column] = summary[column]
+        instance = found["instance"]
+        row.update({"AP@0.5": _at(instance, "AP", 0.5), "AP@0.75": _at(instance, "AP", 0.75),
+                    "F1@0.5": _at(instance, "f1", 0.5), "PQ": _at(instance, "PQ", 0.5)})
+    return row
+
+
+def table3(dataset, methods=TABLE3_METHODS, workdir="data", split: str = "test",
+           sections=None, qa: bool = True) -> pd.DataFrame:
+    """Table III: each method and the QA duplicate annotation vs the ground truth.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    methods : sequence of str
+        Methods of this run. Every method of :data:`TABLE3_METHODS` gets a row; one not in
+        ``methods`` or without results says why in ``note``; further methods (``unet2``,
+        ``external:<folder>``) follow them.
+    workdir : path-like
+        Where ``results/`` is (as for :func:`nclsm_utils.segmenters.run.run_method`).
+    split, sections
+        The sections scored (default: the test split). Every row uses the same sections;
+        ``TS`` lists the ones a row has results for.
+    qa : bool
+        Add the QA row (:func:`qa_row` on the sections that have QA masks).
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`TABLE3_COLUMNS`: the paper's MF-A, r_AoB, r_AiB, mean IoU and A%
+        (strict IoU > 0.80 / 0.90 / 0.95) over matched fibres, and the standard AP
+        (TP / (TP + FP + FN)) at IoU 0.5 and 0.75, F1 at 0.5 and panoptic quality (PQ) at
+        0.5, pooled over sections; ``source`` (automatic, pretrained, trained, fine-tuned,
+        external) and ``note``.
+    """
+    chosen = dataset.sections(split=split) if sections is None else \
+        [dataset.section(str(s)) if isinstance(s, str) else s for s in sections]
+    methods = list(methods)
+    labels = {method_label(m) for m in methods}
+    rows = []
+    for method in list(TABLE3_METHODS) + [m for m in methods if method_label(m) not in TABLE3_METHODS]:
+        if method_label(method) not in labels:
+            row = {c: np.nan for c in TABLE3_COLUMNS}
+            row.update(method=method, TS="", source="",
+                       note="not run in this report (not among the methods asked for)")
+        else:
+            row = table3_row(method, chosen, workdir)
+        rows.append(row)
+    if qa:
+        rows.append(_qa_table3_row(dataset, chosen))
+    table = pd.DataFrame(rows, columns=TABLE3_COLUMNS)
+    table["MF-A"] = table["MF-A"].astype("Int64") if table["MF-A"].notna().any() else table["MF-A"]
+    return table
+
+
+def _qa_table3_row(dataset, sections) -> dict:
+    row = {c: np.nan for c in TABLE3_COLUMNS}
+    with_qa = [s for s in sections if s.has("qa")]
+    row.update(method="QA", source="duplicate annotation", TS=", ".join(s.id for s in with_qa),
+               note="second annotator on a subset of fibres; AP/F1/PQ not applicable")
+    if not with_qa:
+        row["note"] = "no QA masks on these sections"
+        return row
+    builder = globals().get("qa_row")  # Table II's QA row builder, defined in this module
+    if builder is None:
+        row["note"] = "QA row unavailable (tables.qa_row missing)"
+        return row
+    found = builder(dataset, with_qa)
+    found = found.iloc[0] if isinstance(found, pd.DataFrame) else pd.Series(found)
+    for column in TABLE3_COLUMNS[2:9]:
+        if column in found:
+            row[column] = found[column]
+    return row
+
+
+def load_prediction(method: str, section, workdir="data"):
+    """A method's cached label image of ``section`` (None when it has none)."""
+    from pathlib import Path
+
+    from .io import read_array
+
+    if str(method).startswith("external:"):
+        from .segmenters import get_segmenter
+
+        try:
+            return get_segmenter(str(method), workdir=workdir).predict_section(section)
+        except Exception as error:  # noqa: BLE001 - shown as a missing panel
+            import logging
+
+            logging.getLogger(__name__).info("%s %s: no prediction (%s)", method, section.key,
+                                             error)
+            return None
+    path = Path(workdir) / "predictions" / method_label(method) / f"{section.modality}_{section.id}.tiff"
+    return read_array(path) if path.is_file() else None
+
+
+def instance_curves(dataset, methods, workdir="data", split: str = "test", sections=None) -> pd.DataFrame:
+    """Pooled instance metrics per IoU threshold for each method with results (long table,
+    :data:`nclsm_utils.metrics.INSTANCE_COLUMNS` plus ``method``)."""
+    chosen = dataset.sections(split=split) if sections is None else list(sections)
+    parts = []
+    for method in methods:
+        found = method_results(method, chosen, workdir)
+        if found["instance"] is not None:
+            parts.append(found["instance"].assign(method=found["label"]))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["method", "thresh"])
+
+
+def morphology_comparison(dataset, methods, workdir="data", split: str = "test", sections=None,
+                          min_area: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-fibre morphology of the ground truth and of each method's predictions, and the
+    Mann-Whitney comparison of every method with the ground truth.
+
+    Returns
+    -------
+    per_fibre : DataFrame
+        :func:`nclsm_utils.morphology.fibre_morphology` rows with ``source`` (``ground truth``
+        or the method) and ``section``.
+    tests : DataFrame
+        :func:`nclsm_utils.morphology.compare_morphology` rows with ``method`` first.
+    """
+    from .morphology import compare_morphology, fibre_morphology
+
+    chosen = dataset.sections(split=split) if sections is None else list(sections)
+    parts = []
+    for section in chosen:
+        parts.append(fibre_morphology(section.mask("myofibres"), min_area=min_area)
+                     .assign(source="ground truth", section=section.id))
+        for method in methods:
+            pred = load_prediction(method, section, workdir)
+            if pred is not None:
+                parts.append(fibre_morphology(pred, min_area=min_area)
+                             .assign(source=method_label(method), section=section.id))
+    per_fibre = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["source"])
+    gt = per_fibre[per_fibre["source"] == "ground truth"].drop(columns=["source", "section"])
+    tests = []
+    for method in dict.fromkeys(per_fibre["source"]):
+        if method == "ground truth":
+            continue
+        own = per_fibre[per_fibre["source"] == method].drop(columns=["source", "section"])
+        tests.append(compare_morphology(own, gt).assign(method=method))
+    tests = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame(columns=["method", "feature"])
+    tests = tests[["method"] + [c for c in tests.columns if c != "method"]]
+    return per_fibre, tests
