@@ -1,0 +1,269 @@
+"""Run one segmentation method on a dataset: fit (cached), predict (cached), evaluate, write.
+
+>>> from nclsm_utils.dataset import Dataset
+>>> from nclsm_utils.segmenters.run import run_method
+>>> result = run_method("mitocyto", Dataset("data/synthetic"))   # doctest: +SKIP
+>>> result.summary                                               # doctest: +SKIP
+     method     source             TS  MF-A  r_AoB  r_AiB  mean IoU ...
+
+Files written under ``workdir`` (each atomically):
+
+* ``models/<name>-<key>/``                 the fitted model (trainable methods, by :mod:`.base`)
+* ``predictions/<name>/<modality>_<id>.tiff``  cached label images (by :mod:`.base`)
+* ``results/<method>/<modality>_<id>.csv``  per-fibre paper metrics of each section
+  (:func:`nclsm_utils.metrics.evaluate` plus ``method``, ``modality``, ``section`` columns)
+* ``results/<method>_summary.csv``          the one-row summary of the latest run
+  (:attr:`RunResult.summary`)
+* ``results/<method>_instance.csv``         standard instance metrics per section and IoU
+  threshold (:func:`nclsm_utils.metrics.instance_metrics`, when it can run); a run replaces
+  the rows of its sections and keeps the others
+
+``<method>`` is the method's label: its name, or ``external-<folder name>`` for external
+masks.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import DataError, write_csv
+from .base import Segmenter, SegmenterError, get_segmenter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_method` did.
+
+    Attributes
+    ----------
+    method : str
+        The method's label (result folder name).
+    source : str
+        How the method got its model: ``automatic``, ``pretrained``, ``trained``,
+        ``fine-tuned``, ``external``.
+    tables : dict
+        Section key (``IMC/P02``) -> per-fibre DataFrame.
+    summary : DataFrame
+        One row: ``method``, ``source``, ``TS`` (the evaluated section ids), the paper summary
+        columns of :func:`nclsm_utils.metrics.summarise` and, when available, pooled instance
+        metrics ``AP@0.5``, ``F1@0.5``, ``PQ@0.5``, ``AP@[.5:.95]``; ``errors`` (count).
+    errors : dict
+        Section key -> one-line message for every section that failed.
+    instance : DataFrame or None
+        Instance metrics per section and threshold of this run plus the pooled rows
+        (``section == "all"``).
+    paths : dict
+        Section key -> per-fibre csv written.
+    """
+
+    method: str
+    source: str
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    errors: dict[str, str] = field(default_factory=dict)
+    instance: pd.DataFrame | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def method_label(segmenter: Segmenter) -> str:
+    """The result-folder name of a segmenter (``external-<folder>`` for external masks)."""
+    return str(getattr(segmenter, "label", segmenter.name))
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, (DataError, SegmenterError)):
+        return text
+    return f"{type(error).__name__}: {text}"
+
+
+def _choose_sections(dataset, split: str, sections) -> list:
+    if sections is None:
+        chosen = dataset.sections(split=split)
+        if not chosen:
+            raise DataError(f"{dataset.root}: no sections in the {split!r} split")
+        return chosen
+    chosen = [dataset.section(str(s)) for s in sections]
+    for section in chosen:
+        if section.split == "train":
+            log.warning("section %s is in the train split; its scores are not a test result",
+                        section.key)
+    return chosen
+
+
+def run_method(method, dataset, split: str = "test", sections=None, workdir="data",
+               quick: bool = False, force: bool = False, params=None,
+               progress: bool = True) -> RunResult:
+    """Fit ``method`` on the train split when needed, predict and evaluate sections.
+
+    Parameters
+    ----------
+    method : str or Segmenter
+        A registered name (``mitocyto``, ``cellpose``, ...), ``external:<folder>`` or a
+        constructed segmenter.
+    dataset : Dataset or path-like
+    split : str
+        Sections to predict when ``sections`` is None (default ``test``).
+    sections : list of str, optional
+        Section ids (``P02`` or ``IMC/P02``), any split.
+    workdir : path-like
+        Where models, predictions and results go.
+    quick : bool
+        Short training (smoke runs).
+    force : bool
+        Refit and re-predict even when cached.
+    params : dataclass or dict, optional
+        The method's params.
+
+    Returns
+    -------
+    RunResult
+        A failing section is recorded in ``errors`` and the others complete.
+
+    Raises
+    ------
+    ValueError
+        Unknown method (the message lists the known ones).
+    SegmenterError
+        The method cannot run at all (e.g. pretrained weights unavailable offline); one line.
+    DataError
+        No sections to predict, or an unknown section id.
+    """
+    from tqdm.auto import tqdm
+
+    from .. import metrics
+    from ..dataset import Dataset
+
+    if not isinstance(dataset, Dataset):
+        dataset = Dataset(dataset)
+    workdir = Path(workdir)
+    if isinstance(method, Segmenter):
+        segmenter = method
+        segmenter.workdir = workdir
+    else:
+        segmenter = get_segmenter(str(method), params=params, workdir=workdir, quick=quick)
+    label = method_label(segmenter)
+    chosen = _choose_sections(dataset, split, sections)
+
+    try:
+        segmenter.fit(dataset.sections(split="train"), force=force)
+    except SegmenterError as error:
+        raise SegmenterError(f"{label} cannot run: {_one_line(error)}") from error
+
+    result = RunResult(method=label, source=segmenter.source)
+    instance_tables = []
+    instance_available = hasattr(metrics, "instance_metrics")
+    out_dir = workdir / "results" / label
+    for section in tqdm(chosen, desc=f"{label}", unit="section", disable=not progress):
+        try:
+            pred = segmenter.predict_section(section, force=force)
+            gt = section.mask("myofibres")
+            if pred.shape != gt.shape:
+                raise DataError(f"{section.path('myofibres')}: prediction of {label} has shape "
+                                f"{pred.shape}, the section's mask {gt.shape}")
+            image = section.image() if section.has("image") else None
+            table = metrics.evaluate(gt, pred, image, half_width=section.half_width)
+            del image
+            table.insert(0, "section", section.id)
+            table.insert(0, "modality", section.modality)
+            table.insert(0, "method", label)
+            path = write_csv(out_dir / f"{section.modality}_{section.id}.csv", table)
+            result.tables[section.key] = table
+            result.paths[section.key] = path
+            if instance_available:
+                try:
+                    inst = metrics.instance_metrics(gt, pred)
+                    instance_tables.append(inst.assign(section=section.id,
+                                                       modality=section.modality))
+                except ImportError as error:  # stardist missing: paper metrics still stand
+                    log.warning("instance metrics skipped: %s", error)
+                    instance_available = False
+                except Exception as error:  # noqa: BLE001 - the paper metrics still stand
+                    log.warning("%s %s: instance metrics failed: %s", label, section.key,
+                                _one_line(error))
+            log.info("%s %s: %d GT fibres, %d matched", label, section.key, len(table),
+                     int(table["matched"].sum()) if len(table) else 0)
+        except SegmenterError as error:  # the method itself cannot run: stop, one line
+            raise SegmenterError(f"{label} cannot run: {_one_line(error)}") from error
+        except Exception as error:  # noqa: BLE001 - one bad section must not stop the others
+            message = _one_line(error)
+            result.errors[section.key] = message
+            log.error("%s %s: %s", label, section.key, message)
+            stale = out_dir / f"{section.modality}_{section.id}.csv"
+            if stale.is_file():  # an earlier run's table would pass for this run's result
+                stale.unlink()
+                log.warning("%s: removed the earlier per-fibre table of %s", stale, section.key)
+
+    result.summary = _summary(result, metrics, chosen, instance_tables)
+    results_root = workdir / "results"
+    write_csv(results_root / f"{label}_summary.csv", result.summary)
+    if instance_tables:
+        per_section = pd.concat(instance_tables, ignore_index=True)
+        per_section.insert(0, "method", label)
+        pooled = metrics.aggregate_instance_metrics(instance_tables).assign(
+            section="all", modality="all")
+        pooled.insert(0, "method", label)
+        result.instance = pd.concat([per_section, pooled], ignore_index=True)
+    failed = {tuple(key.split("/", 1)) for key in result.errors}
+    if instance_tables or failed:
+        _merge_instance_csv(results_root / f"{label}_instance.csv",
+                            per_section if instance_tables else None, failed)
+    return result
+
+
+def _merge_instance_csv(path: Path, rows: pd.DataFrame | None, failed=()) -> None:
+    """Write per-section instance metrics, keeping the rows of sections not in this run (a run
+    on a subset of sections must not lose the others' rows, as with the per-fibre csvs)."""
+    parts = [] if rows is None else [rows]
+    drop = set(failed)
+    if rows is not None:
+        drop |= set(zip(rows["modality"], rows["section"].astype(str)))
+    if path.is_file():
+        try:
+            old = pd.read_csv(path, dtype={"section": str, "modality": str})
+        except Exception as error:  # noqa: BLE001 - an unreadable file is replaced
+            log.warning("%s: unreadable (%s); rewriting it", path, error)
+        else:
+            if {"section", "modality"} <= set(old.columns):
+                keep = [(m, sec) not in drop and sec != "all"
+                        for m, sec in zip(old["modality"], old["section"].astype(str))]
+                parts.insert(0, old[keep])
+    if parts:
+        write_csv(path, pd.concat(parts, ignore_index=True))
+
+
+def _summary(result: RunResult, metrics, chosen, instance_tables) -> pd.DataFrame:
+    done = [s for s in chosen if s.key in result.tables]
+    head = {"method": result.method, "source": result.source,
+            "TS": ", ".join(s.id for s in done)}
+    if result.tables:
+        summary = metrics.summarise(list(result.tables.values()))
+    else:
+        summary = pd.DataFrame([{c: math.nan for c in getattr(metrics, "SUMMARY_COLUMNS",
+                                                                ["MF-A", "mean IoU"])}])
+    for i, (name, value) in enumerate(head.items()):
+        summary.insert(i, name, value)
+    if instance_tables:
+        pooled = metrics.aggregate_instance_metrics(instance_tables).set_index("thresh")
+
+        def at(column, thresh):
+            matches = pooled.index[np.isclose(pooled.index, thresh)]
+            return float(pooled.loc[matches[0], column]) if len(matches) else math.nan
+
+        summary["AP@0.5"] = at("AP", 0.5)
+        summary["F1@0.5"] = at("f1", 0.5)
+        summary["PQ@0.5"] = at("PQ", 0.5)
+        summary["AP@[.5:.95]"] = float(pooled["AP"].mean())
+    summary["errors"] = len(result.errors)
+    return summary

@@ -1,0 +1,288 @@
+"""Segmenter registry, mitocyto, caches, tiling helpers, external masks and run_method.
+
+Everything runs on the tiny synthetic NCL-SM (``tiny_root``: IMC P01/P02 192 px, IF S10/S11
+256 px; test split P02, S11).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from scipy import ndimage
+
+from nclsm_utils.dataset import Dataset
+from nclsm_utils.io import DataError
+from nclsm_utils.segmenters import get_segmenter, known_methods, predict_tiled
+from nclsm_utils.segmenters.base import resize_labels, tile_starts
+from nclsm_utils.segmenters.mitocyto_seg import (MitocytoParams, MitocytoSettings,
+                                                 _hist_percentiles, find_fibre_contours,
+                                                 matched_ious, membrane_uint8, mitocyto_args,
+                                                 threshold_membrane)
+from nclsm_utils.segmenters.run import RunResult, run_method
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_root) -> Dataset:
+    return Dataset(tiny_root)
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_unknown_name_lists_known_methods():
+    assert {"mitocyto", "external"} <= set(known_methods())
+    with pytest.raises(ValueError) as info:
+        get_segmenter("no-such-method")
+    message = str(info.value)
+    assert "no-such-method" in message and "mitocyto" in message
+    assert "external:<folder>" in message
+
+
+def test_get_segmenter_builds_mitocyto_and_external(tmp_path):
+    seg = get_segmenter("mitocyto", workdir=tmp_path)
+    assert seg.name == "mitocyto" and not seg.trainable
+    assert isinstance(seg.params, MitocytoParams)
+    ext = get_segmenter(f"external:{tmp_path}", workdir=tmp_path)
+    assert ext.name == "external" and ext.folder == tmp_path
+    assert ext.label == f"external-{tmp_path.name}"
+
+
+# ------------------------------------------------------------------------------ mitocyto
+@pytest.mark.parametrize("section_id", ["P02", "S11"])
+def test_mitocyto_predicts_uint32_labels(tiny, tmp_path, section_id):
+    section = tiny.section(section_id)
+    seg = get_segmenter("mitocyto", workdir=tmp_path).fit(tiny.sections(split="train"))
+    labels = seg.predict(section.image(), modality=section.modality)
+    assert labels.dtype == np.uint32
+    assert labels.shape == section.shape()
+    n = int(labels.max())
+    assert n >= 5
+    assert set(np.unique(labels)) == set(range(n + 1))        # sequential 1..N
+    n_gt, ious = matched_ious(section.mask(), labels)
+    assert ious.size >= 0.5 * n_gt and ious.mean() > 0.7      # real fibres, not noise
+
+
+def test_mitocyto_contours_are_mitocytos_own():
+    """Our contour step gives exactly mitocyto.makeContours' filtered contours."""
+    import mitocyto as mc
+
+    rng = np.random.default_rng(1)
+    image = np.zeros((160, 160), np.uint8)
+    image[::32, :] = 200
+    image[:, ::32] = 200
+    image = ndimage.gaussian_filter(image, 1.0) + rng.integers(0, 20, image.shape, np.uint8)
+    settings = MitocytoSettings(block_size=1.0, min_area=0.2, max_area=4.0)
+    args = mitocyto_args(settings, 32.0)
+    thresh = threshold_membrane(image, args["threshold"])
+    assert np.array_equal(thresh, mc.makethresholded(image.copy(), False, **args["threshold"]))
+    from nclsm_utils.segmenters.mitocyto_seg import filter_contours
+
+    ours = filter_contours(find_fibre_contours(thresh), args["filter"])
+    _, theirs = mc.makeContours(thresh.copy(), showedges=False, numbercontours=False,
+                                colours=False, **args["filter"])
+    assert len(ours) == len(theirs) >= 16
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_mitocyto_args_scale_with_fibre_size():
+    settings = MitocytoSettings(block_size=2.0, min_area=0.25, max_area=4.0)
+    small, large = mitocyto_args(settings, 36.0), mitocyto_args(settings, 72.0)
+    assert small["threshold"]["blockSize"] == 73 and large["threshold"]["blockSize"] == 145
+    area = np.pi / 4 * 36.0 ** 2
+    assert small["filter"]["alim"] == pytest.approx((0.25 * area, 4.0 * area))
+    assert large["filter"]["alim"][0] == pytest.approx(4 * small["filter"]["alim"][0])
+    assert small["filter"]["cvxlim"] == (0.75, 1.0)
+
+
+def test_mitocyto_params_accept_dicts_and_change_the_cache_key(tmp_path):
+    a = get_segmenter("mitocyto", workdir=tmp_path)
+    b = get_segmenter("mitocyto", params={"imc": {"block_size": 9.0}}, workdir=tmp_path)
+    assert isinstance(b.params.imc, MitocytoSettings) and b.params.imc.block_size == 9.0
+    assert a.cache_key() != b.cache_key()
+    c = get_segmenter("mitocyto", workdir=tmp_path)
+    c.diameters = {"IMC": 20.0}
+    assert c.cache_key() != a.cache_key()      # the working scale is part of the key
+
+
+def test_membrane_uint8_matches_numpy_percentiles():
+    rng = np.random.default_rng(0)
+    channel = rng.integers(0, 256, (101, 67)).astype(np.uint8)
+    for q in ([1.0, 99.8], [5.0, 95.0], [0.0, 100.0]):
+        assert _hist_percentiles(np.bincount(channel.ravel(), minlength=256), q) == \
+            pytest.approx(tuple(np.percentile(channel, q)))
+    lo, hi = np.percentile(channel, [1, 99.8])
+    expected = np.round(np.clip((channel - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    assert np.abs(membrane_uint8(channel).astype(int) - expected).max() <= 1
+    assert membrane_uint8(channel, 0.5).shape == (50, 34)
+
+
+def test_matched_ious_paper_rule():
+    gt = np.zeros((20, 20), np.int32)
+    gt[2:12, 2:12] = 1          # centroid (6.5, 6.5) -> pixel (6, 6)
+    gt[14:18, 14:18] = 2        # not detected
+    pred = np.zeros_like(gt)
+    pred[4:14, 2:12] = 5
+    n_gt, ious = matched_ious(gt, pred)
+    assert n_gt == 2
+    assert ious.tolist() == pytest.approx([80 / 120])
+
+
+# ------------------------------------------------------------------------------ cache
+def test_prediction_cache_is_read_back(tiny, tmp_path, monkeypatch):
+    section = tiny.section("P02")
+    seg = get_segmenter("mitocyto", workdir=tmp_path).fit(tiny.sections(split="train"))
+    first = seg.predict_section(section)
+    assert (tmp_path / "predictions" / "mitocyto" / "IMC_P02.tiff").is_file()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("predict called although the prediction is cached")
+
+    monkeypatch.setattr(seg, "predict", fail)
+    second = seg.predict_section(section)
+    assert second.dtype == np.uint32 and np.array_equal(first, second)
+    # other params -> other cache key -> predicts again
+    other = get_segmenter("mitocyto", params={"imc": {"block_size": 3.0}}, workdir=tmp_path)
+    other.fit(tiny.sections(split="train"))
+    monkeypatch.setattr(other, "predict", fail)
+    with pytest.raises(AssertionError, match="cached"):
+        other.predict_section(section)
+
+
+# ------------------------------------------------------------------------------ tiling
+def test_tile_starts_values():
+    assert tile_starts(1000, 400, 100) == [0, 300, 600]
+    assert tile_starts(300, 400, 100) == [0]
+    assert tile_starts(400, 400, 100) == [0]
+    assert tile_starts(1024, 512, 128) == [0, 384, 512]
+    assert tile_starts(401, 400, 100) == [0, 1]
+
+
+def test_resize_labels_values():
+    labels = np.array([[1, 2], [3, 0]], np.uint32)
+    up = resize_labels(labels, (4, 4))
+    assert up.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 0, 0], [3, 3, 0, 0]]
+    assert up.dtype == np.uint32
+    big = np.arange(16, dtype=np.uint32).reshape(4, 4)
+    assert resize_labels(big, (2, 2)).tolist() == [[5, 7], [13, 15]]
+    assert resize_labels(big, (4, 4)) is big
+    assert resize_labels(labels, (3, 5)).shape == (3, 5)
+
+
+def _threshold_components(image: np.ndarray) -> np.ndarray:
+    """A deterministic local segmenter: 4-connected components of channel 0 > 0.5."""
+    return ndimage.label(image[..., 0] > 0.5)[0]
+
+
+def test_predict_tiled_matches_single_pass():
+    rng = np.random.default_rng(3)
+    shape = (230, 310)
+    image = np.zeros(shape + (2,), np.float32)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    for _ in range(120):       # blobs of radius <= 6 (smaller than half the overlap)
+        r, c, radius = rng.uniform(0, shape[0]), rng.uniform(0, shape[1]), rng.uniform(2, 6)
+        image[..., 0][(yy - r) ** 2 + (xx - c) ** 2 < radius ** 2] = 1.0
+    single = predict_tiled(_threshold_components, image, tile=1024, overlap=32)
+    tiled = predict_tiled(_threshold_components, image, tile=96, overlap=32)
+    assert single.max() > 50 and tiled.dtype == np.uint32
+    assert np.array_equal(single > 0, tiled > 0)
+    # every object identical: the label pairs form a bijection
+    pairs = np.unique(np.stack([single[single > 0], tiled[single > 0]]), axis=1)
+    assert pairs.shape[1] == single.max() == tiled.max()
+    assert len(set(pairs[0])) == len(set(pairs[1])) == pairs.shape[1]
+
+
+# ------------------------------------------------------------------------------ external
+def _write_external(folder, tiny):
+    """P02 as <id>.tif, P01 as <modality>_<id>.png, S11 in a modality sub-folder; S10 missing."""
+    import imageio.v3 as iio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(folder / "P02.tif", tiny.section("P02").mask().astype(np.uint16))
+    iio.imwrite(folder / "IMC_P01.png", (tiny.section("P01").mask() > 0).astype(np.uint8) * 255)
+    (folder / "IF").mkdir(exist_ok=True)
+    tifffile.imwrite(folder / "IF" / "S11.tiff", tiny.section("S11").mask().astype(np.uint32))
+    return folder
+
+
+def test_external_masks_found_by_stem(tiny, tmp_path):
+    folder = _write_external(tmp_path / "ilastik", tiny)
+    seg = get_segmenter(f"external:{folder}", workdir=tmp_path).fit([])
+    p02 = seg.predict_section(tiny.section("P02"))
+    assert p02.dtype == np.uint32 and np.array_equal(p02, tiny.section("P02").mask())
+    assert seg.find_mask(tiny.section("P01")).name == "IMC_P01.png"
+    assert seg.find_mask(tiny.section("S11")) == folder / "IF" / "S11.tiff"
+    assert set(np.unique(seg.predict_section(tiny.section("P01")))) == {0, 255}
+    with pytest.raises(Exception, match="predict_section"):
+        seg.predict(tiny.section("P02").image())
+
+
+def test_external_missing_and_wrong_shape_errors_name_the_file(tiny, tmp_path):
+    folder = _write_external(tmp_path / "qupath", tiny)
+    seg = get_segmenter(f"external:{folder}", workdir=tmp_path)
+    with pytest.raises(DataError) as info:
+        seg.predict_section(tiny.section("S10"))
+    message = str(info.value)
+    assert str(folder) in message and "S10" in message and "IF_S10" in message
+    assert "\n" not in message
+    tifffile.imwrite(folder / "IF_S10.tif", np.zeros((100, 120), np.uint16))
+    with pytest.raises(DataError) as info:
+        seg.predict_section(tiny.section("S10"))
+    message = str(info.value)
+    assert "IF_S10.tif" in message and "(100, 120)" in message and "(256, 256)" in message
+    tifffile.imwrite(folder / "IF_S10.tif", np.zeros((256, 256, 3), np.uint8))
+    with pytest.raises(DataError, match="colour image"):
+        seg.predict_section(tiny.section("S10"))
+    with pytest.raises(DataError, match="not found"):
+        get_segmenter(f"external:{tmp_path / 'nowhere'}")
+
+
+# ------------------------------------------------------------------------------ run_method
+def test_run_method_mitocyto_end_to_end(tiny, tmp_path):
+    result = run_method("mitocyto", tiny, workdir=tmp_path, progress=False)
+    assert isinstance(result, RunResult) and result.ok
+    assert sorted(result.tables) == ["IF/S11", "IMC/P02"]
+    for name in ("IMC_P02.csv", "IF_S11.csv"):
+        path = tmp_path / "results" / "mitocyto" / name
+        table = pd.read_csv(path)
+        assert {"gt_id", "pred_id", "matched", "iou", "method", "section"} <= set(table.columns)
+        assert table["matched"].sum() >= 1
+    assert len(pd.read_csv(tmp_path / "results" / "mitocyto" / "IMC_P02.csv")) == \
+        int(tiny.section("P02").mask().max())
+    row = result.summary.iloc[0]
+    assert row["method"] == "mitocyto" and row["source"] == "automatic"
+    assert row["TS"] == "P02, S11"
+    assert np.isfinite(row["mean IoU"]) and 0.7 < row["mean IoU"] <= 1.0
+    assert row["MF-A"] == sum(t["matched"].sum() for t in result.tables.values())
+    assert row["errors"] == 0
+    assert (tmp_path / "results" / "mitocyto_summary.csv").is_file()
+
+
+def test_run_method_bad_section_does_not_stop_the_others(tiny, tmp_path):
+    folder = _write_external(tmp_path / "masks", tiny)      # S10 has no mask
+    result = run_method(f"external:{folder}", tiny, sections=["P02", "S10", "S11"],
+                        workdir=tmp_path, progress=False)
+    assert list(result.errors) == ["IF/S10"] and "no mask" in result.errors["IF/S10"]
+    assert sorted(result.tables) == ["IF/S11", "IMC/P02"]
+    row = result.summary.iloc[0]
+    assert row["TS"] == "P02, S11" and row["errors"] == 1
+    assert row["mean IoU"] == pytest.approx(1.0)       # the ground truth scored against itself
+    assert row["method"] == "external-masks" and row["source"] == "external"
+    assert (tmp_path / "results" / "external-masks" / "IF_S11.csv").is_file()
+    assert not (tmp_path / "results" / "external-masks" / "IF_S10.csv").exists()
+    # a later run on a subset keeps the other sections' instance metrics
+    run_method(f"external:{folder}", tiny, sections=["P02"], workdir=tmp_path, progress=False)
+    instance = pd.read_csv(tmp_path / "results" / "external-masks_instance.csv")
+    assert sorted(set(instance["section"])) == ["P02", "S11"]
+    assert (instance.loc[np.isclose(instance["thresh"], 0.5), "f1"] == 1.0).all()
+
+
+def test_cli_segment(tiny_root, tmp_path, capsys):
+    from nclsm_utils.cli import main
+
+    assert main(["segment", "--method", "bogus", "--data", str(tiny_root)]) == 2
+    err = capsys.readouterr().err
+    assert "bogus" in err and "mitocyto" in err
+    code = main(["segment", "--method", "mitocyto", "--data", str(tiny_root), "--sections",
+                 "P02", "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "mitocyto" in out and "mean IoU" in out
+    assert (tmp_path / "results" / "mitocyto" / "IMC_P02.csv").is_file()
