@@ -25,7 +25,6 @@ from typing import Callable
 
 import numpy as np
 from scipy import ndimage
-from skimage import transform
 
 from ..io import DataError, read_array, write_text, write_tiff
 
@@ -116,24 +115,48 @@ def estimate_diameters(sections) -> dict[str, float]:
     return {m: float(np.median(d)) for m, d in per_modality.items() if d}
 
 
-def normalize_channels(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)`` -> float32 ``(H, W, 2)`` (membrane, mass), percentile-normalised."""
-    out = np.empty(image.shape[:2] + (2,), np.float32)
-    for c in range(2):
-        channel = image[..., c].astype(np.float32)
-        lo, hi = np.percentile(channel, [low, high])
-        out[..., c] = (channel - lo) / max(hi - lo, 1e-6)
+def normalize_channel(channel: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """One channel -> float32 scaled so percentiles ``low``..``high`` map to 0..1."""
+    from ..metrics import channel_percentile
+
+    lo, hi = channel_percentile(channel, low), channel_percentile(channel, high)
+    out = channel.astype(np.float32)
+    out -= lo
+    out *= 1.0 / max(hi - lo, 1e-6)
     return out
 
 
+def normalize_channels(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` -> float32 ``(H, W, 2)`` (membrane, mass), percentile-normalised."""
+    return np.stack([normalize_channel(image[..., c], low, high) for c in range(2)], axis=-1)
+
+
 def rescale_image(image: np.ndarray, factor: float) -> np.ndarray:
-    """Resize an ``(H, W, C)`` or ``(H, W)`` image by ``factor`` (bilinear, anti-aliased)."""
+    """Resize an ``(H, W, C)`` or ``(H, W)`` image by ``factor`` (float32 result).
+
+    Area averaging when shrinking (anti-aliased), bilinear when enlarging (OpenCV, float32,
+    so a 150-megapixel channel is resized without float64 copies).
+    """
+    import cv2
+
     if abs(factor - 1.0) < 1e-6:
-        return image
-    shape = tuple(max(1, int(round(s * factor))) for s in image.shape[:2])
-    resized = transform.resize(image.astype(np.float32), shape + image.shape[2:], order=1,
-                               anti_aliasing=factor < 1, preserve_range=True)
-    return resized.astype(np.float32)
+        return image.astype(np.float32, copy=False)
+    height, width = (max(1, int(round(s * factor))) for s in image.shape[:2])
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    if image.ndim == 3:
+        return np.stack([rescale_image(image[..., c], factor) for c in range(image.shape[2])],
+                        axis=-1)
+    return cv2.resize(image.astype(np.float32, copy=False), (width, height),
+                      interpolation=interpolation)
+
+
+def working_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` -> normalised ``(h, w, 2)`` float32 at the working scale.
+
+    Processes one channel at a time, so peak memory stays near one float32 full-size channel.
+    """
+    return np.stack([rescale_image(normalize_channel(image[..., c]), factor) for c in range(2)],
+                    axis=-1)
 
 
 def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -262,7 +285,10 @@ class Segmenter(ABC):
         return params_hash(self.name, self.params, self._cache_extra())
 
     def _cache_extra(self) -> dict:
-        return {"train": self.train_ids} if self.trainable else {}
+        extra = {"diameters": {k: round(float(v), 3) for k, v in sorted(self.diameters.items())}}
+        if self.trainable:
+            extra["train"] = self.train_ids
+        return extra
 
     @property
     def model_dir(self) -> Path:
@@ -319,11 +345,10 @@ class Segmenter(ABC):
         """Segment an RGB image ``(H, W, 3)`` uint8 -> ``(H, W)`` uint32 labels (0 background)."""
         if image.ndim != 3 or image.shape[-1] < 2:
             raise ValueError(f"{self.name}: expected an RGB image (H, W, 3), got {image.shape}")
-        factor = self.scale_for(modality)
-        working = rescale_image(normalize_channels(image), factor)
+        working = working_image(image, self.scale_for(modality))
         labels = predict_tiled(lambda tile: self._predict_working(tile, modality), working,
                                self.params.tile_size, self.params.tile_overlap)
-        return resize_labels(labels, image.shape[:2]).astype(np.uint32)
+        return resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2])
 
     @abstractmethod
     def _predict_working(self, image: np.ndarray, modality: str) -> np.ndarray:
@@ -341,7 +366,7 @@ class Segmenter(ABC):
             if json.loads(sidecar.read_text()).get("key") == key:
                 return read_array(path)
         labels = self.predict(section.image(), modality=section.modality)
-        write_tiff(path, labels.astype(np.uint32))
+        write_tiff(path, labels.astype(np.uint32, copy=False))
         write_text(sidecar, json.dumps({"method": self.name, "key": key, "source": self.source,
                                         "section": section.key}, indent=2))
         return labels
@@ -358,8 +383,7 @@ def training_pairs(sections, segmenter: Segmenter, role: str = "myofibres"):
     """
     pairs = []
     for section in sections:
-        factor = segmenter.scale_for(section.modality)
-        image = rescale_image(normalize_channels(section.image()), factor)
+        image = working_image(section.image(), segmenter.scale_for(section.modality))
         labels = resize_labels(section.mask(role), image.shape[:2]).astype(np.int32)
         pairs.append((image, labels))
     return pairs
