@@ -219,6 +219,38 @@ def cmd_site(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- curation
+def cmd_curate(args) -> int:
+    from .curation import CurationParams, evaluate_curation
+    from .dataset import Dataset
+
+    dataset = Dataset(args.data, roles=args.roles)
+    params = CurationParams(seed=args.seed)
+    if args.quick:
+        params = params.quick()
+    result = evaluate_curation(dataset, args.method, workdir=args.workdir, split=args.split,
+                               params=params, match=args.match,
+                               ntm=args.ntm, write=True, progress=not args.json)
+    out = Path(args.workdir) / "curation" / args.method.replace(":", "-").replace("/", "-")
+    classes = result["classes"]
+    if len(classes):
+        pooled = classes[classes["section"] == "all"]
+        _print_table(pooled[["class", "gt_positive", "pred_positive", "precision", "recall",
+                             "f1"]].round(3), args.json)
+    fr = result["fr"]
+    if len(fr) and not args.json:
+        print(f"folded regions: pixel IoU {fr.iloc[-1]['iou']:.3f} (pooled over "
+              f"{int(fr.iloc[-1]['sections_with_fr'])} section(s) with folded regions)")
+    if len(result["paper_summary"]) and not args.json:
+        _print_table(result["paper_summary"].round(3))
+    for _, row in result["errors"].iterrows():
+        print(f"nclsm curate: {row['modality']}/{row['section']} failed: {row['error']}",
+              file=sys.stderr)
+    if not args.json:
+        print(f"curated masks and tables -> {out}")
+    return 1 if len(result["errors"]) else 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nclsm", description=__doc__.splitlines()[0])
@@ -328,6 +360,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: _site)")
     p.add_argument("--engine", default="auto", choices=["auto", "quarto", "nbconvert"])
     p.set_defaults(func=cmd_site)
+
+    p = sub.add_parser("curate", help="folded regions, NTM and FAM fibres, analysable mask "
+                                      "(+ evaluation against the dataset's masks)")
+    p.add_argument("--data", required=True, help="NCL-SM folder (real or synthetic)")
+    p.add_argument("--method", default="gt",
+                   help="gt (ground-truth myofibres) or a method whose predictions `nclsm "
+                        "segment` cached in <workdir>/predictions/<method>/")
+    p.add_argument("--workdir", default="data",
+                   help="models/, predictions/ are read here; curation/<method>/ is written")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"])
+    p.add_argument("--match", default="centroid", choices=["centroid", "iou"],
+                   help="matching of predicted to GT fibres: paper centroid rule or IoU > 0.5")
+    p.add_argument("--ntm", default="learned", choices=["learned", "rule"],
+                   help="NTM decision removed from the analysable mask")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="smaller models, for a smoke run")
+    p.add_argument("--roles", default=None, help="YAML file of role -> folder overrides")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_curate)
 
     # further subcommands are registered below by their modules' sections
     return parser
