@@ -1,10 +1,46 @@
 """The report pipeline: default data, batch runs of the notebooks, the site.
 
-``make report`` calls :func:`build_report`.
+``make report`` calls :func:`build_report` = :func:`resolve_data` + :func:`run_notebooks`
++ :func:`nclsm_utils.site.build_site`.
+
+Batch runs
+----------
+:data:`NOTEBOOKS` is the one ordered table of the notebooks a batch run executes (in
+dependency order). A notebook is executed with papermill from ``notebooks/<name>.ipynb``
+into ``reports/<name>.ipynb``; a ``per_method`` notebook is executed once per method into
+``reports/<name>_<method>.ipynb`` with the papermill parameter ``method`` set. Each notebook
+gets only the run parameters its cell tagged ``parameters`` declares (``data``,
+``workdir``, ``reports``, ``quick``, ``methods``, ``method``), plus any extra
+``-p NAME VALUE`` the user passes; a name that no notebook declares is an error raised before
+anything runs.
+
+Skip when up to date: every job's key is a hash of its parameters, the notebook's source
+(cell types and sources, not outputs), a fingerprint of the input data (file names, sizes and
+modification times), a fingerprint of the ``nclsm_utils`` sources and the keys of the jobs
+it needs. The key of each finished job is stored in ``reports/run_manifest.json`` (written
+atomically after every notebook); a job whose key and output are unchanged is skipped.
+A failing notebook stops the batch with a :class:`NotebookFailed` naming the notebook, the
+cell and the error; the reports already written stay, the partial output is kept in
+``reports/logs/<job>.failed.ipynb`` and the next run resumes at the failed job.
+
+Example
+-------
+>>> from nclsm_utils.pipeline import run_notebooks
+>>> result = run_notebooks("data/synthetic", reports="reports",
+...                        methods=["mitocyto"], quick=True)         # doctest: +SKIP
+>>> [(job.name, job.status) for job in result.jobs]                  # doctest: +SKIP
+[('01_dataset', 'ran'), ('02_annotation_quality', 'ran'), ('03_segment_mitocyto', 'ran'), ...]
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .dataset import find_ncl_sm
@@ -12,8 +48,64 @@ from .dataset import find_ncl_sm
 log = logging.getLogger(__name__)
 
 SYNTHETIC_DIR = "synthetic"
+#: The methods of Table III, in its row order; the default of ``nclsm run``.
+DEFAULT_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
+MANIFEST_NAME = "run_manifest.json"
+LOG_DIR = "logs"
+KERNEL_NAME = "python3"
 
 
+@dataclass(frozen=True)
+class NotebookEntry:
+    """One row of :data:`NOTEBOOKS`.
+
+    name : notebook stem in ``notebooks/``.
+    per_method : executed once per method (parameter ``method``) into ``<name>_<method>``.
+    needs : names of earlier entries whose outputs this notebook reads (their job keys
+        enter this notebook's key, so it reruns when they do).
+    optional : skipped (with a log line) when the notebook file does not exist yet.
+    title : page title on the site.
+    """
+
+    name: str
+    per_method: bool = False
+    needs: tuple[str, ...] = ()
+    optional: bool = False
+    title: str = ""
+
+
+#: The notebooks of a batch run, in dependency order. Adding a notebook is one line here.
+NOTEBOOKS: tuple[NotebookEntry, ...] = (
+    NotebookEntry("01_dataset", title="Dataset"),
+    NotebookEntry("02_annotation_quality", title="Annotation quality"),
+    NotebookEntry("03_segment", per_method=True, title="Segment"),
+    NotebookEntry("04_compare", needs=("03_segment",), title="Compare methods"),
+    NotebookEntry("05_curation", needs=("03_segment",), optional=True, title="Curation"),
+    NotebookEntry("06_explore", needs=("03_segment",), optional=True, title="Explore"),
+)
+
+
+class PipelineError(ValueError):
+    """Base of the batch-run errors (the CLI prints them as one clear message)."""
+
+
+class RunError(PipelineError):
+    """A batch run cannot start (unknown parameter, unknown method, missing notebook)."""
+
+
+class NotebookFailed(PipelineError):
+    """A notebook raised an error; names the notebook, the cell and the error."""
+
+    def __init__(self, job: str, source: Path, cell: str, error: str, partial: Path | None,
+                 log_file: Path | None):
+        self.job, self.source, self.cell, self.error = job, Path(source), cell, error
+        self.partial, self.log_file = partial, log_file
+        where = f"partial output {partial}" if partial else "no partial output"
+        super().__init__(f"notebook {job} ({self.source.name}) failed in {cell}: {error} "
+                         f"[{where}; log {log_file}]")
+
+
+# ---------------------------------------------------------------------------- default data
 def resolve_data(data_dir="data", seed: int = 0, preset: str = "default") -> Path:
     """The dataset root to use: NCL-SM found in ``data_dir``, else the synthetic default.
 
@@ -34,17 +126,487 @@ def resolve_data(data_dir="data", seed: int = 0, preset: str = "default") -> Pat
     return write_dataset(out, SynthConfig.preset(preset), seed=seed)
 
 
+# ---------------------------------------------------------------------------- locations
+def project_root() -> Path:
+    """The folder holding ``notebooks/`` and ``_quarto.yml``: the working directory when it
+    has them, else the checkout this package was installed from."""
+    cwd = Path.cwd()
+    if (cwd / "notebooks").is_dir() and (cwd / "_quarto.yml").is_file():
+        return cwd
+    here = Path(__file__).resolve().parent.parent
+    if (here / "notebooks").is_dir():
+        return here
+    return cwd
+
+
+def notebooks_dir() -> Path:
+    """``$NCLSM_NOTEBOOKS`` when set, else ``<project root>/notebooks``."""
+    env = os.environ.get("NCLSM_NOTEBOOKS")
+    return Path(env) if env else project_root() / "notebooks"
+
+
+def job_slug(method: str) -> str:
+    """File-name-safe form of a method name (``external:/a/b`` -> ``external-b``).
+
+    >>> job_slug("unet"), job_slug("external:/data/ilastik masks/")
+    ('unet', 'external-ilastik-masks')
+    """
+    if method.startswith("external:"):
+        method = "external-" + Path(method.split(":", 1)[1]).expanduser().resolve().name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", method).strip("-") or "method"
+
+
+# ---------------------------------------------------------------------------- fingerprints
+def _sha(payload) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def notebook_source_hash(path) -> str:
+    """Hash of a notebook's cells (type, source and tags), ignoring outputs and metadata."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [(c.cell_type, c.source, sorted(c.get("metadata", {}).get("tags", [])))
+             for c in nb.cells]
+    return _sha(cells)[:16]
+
+
+def data_fingerprint(root) -> str:
+    """Hash of the dataset's files (relative path, size, modification time) and YAML files."""
+    root = Path(root)
+    entries = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts):
+            stat = path.stat()
+            entries.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+    return _sha(entries)[:16]
+
+
+def code_fingerprint() -> str:
+    """Hash of the ``nclsm_utils`` sources (a code change reruns the notebooks)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha1()
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(package).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- planning
+@dataclass
+class Job:
+    """One notebook execution of a batch run."""
+
+    name: str                  # output stem: 01_dataset, 03_segment_unet ...
+    entry: NotebookEntry
+    source: Path
+    output: Path
+    parameters: dict
+    key: str = ""
+    status: str = "pending"    # pending | skipped | ran | failed
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_notebooks` did."""
+
+    jobs: list[Job]
+    reports: Path
+    manifest: Path
+    data: Path
+    failed: NotebookFailed | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+    def summary(self) -> str:
+        counts = {s: sum(j.status == s for j in self.jobs) for s in ("ran", "skipped", "failed")}
+        return ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to do"
+
+
+def declared_parameters(path) -> dict:
+    """Parameters declared in a notebook's cell tagged ``parameters`` (papermill's inspector)."""
+    import papermill
+
+    pm_logger = logging.getLogger("papermill")
+    level = pm_logger.level
+    pm_logger.setLevel(logging.WARNING)  # the inspector logs "Input Notebook: ..." at INFO
+    try:
+        return papermill.inspect_notebook(str(path))
+    finally:
+        pm_logger.setLevel(level)
+
+
+def _check_methods(methods) -> list[str]:
+    from .segmenters import known_methods
+
+    known = [m for m in known_methods() if not m.endswith("<folder>")]
+    bad = [m for m in methods if not (m.startswith("external:") or m in known)]
+    if bad:
+        raise RunError(f"unknown method(s) {', '.join(map(repr, bad))}; known methods: "
+                       f"{', '.join(known_methods())}")
+    return list(methods)
+
+
+def plan_run(data, reports="reports", workdir=None, methods=DEFAULT_METHODS, quick: bool = False,
+             force: bool = False, parameters: dict | None = None, notebooks=None,
+             source_dir=None) -> list[Job]:
+    """The jobs of a batch run, with their parameters and keys; nothing is executed.
+
+    Parameters
+    ----------
+    data : path-like
+        Dataset root (NCL-SM or synthetic, with ``IMC/`` and/or ``IF/``).
+    reports : path-like
+        Where executed notebooks, tables, logs and the manifest go.
+    workdir : path-like, optional
+        Models, predictions and per-fibre results (default: ``data``'s parent for the
+        synthetic default, else ``data``'s folder ``data/`` beside the reports).
+    methods : sequence of str
+        Methods of the per-method notebooks (and the ``methods`` parameter).
+    quick : bool
+        Passed to notebooks that declare it (short training).
+    force : bool
+        Rerun every notebook (see :func:`run_notebooks`); model and prediction caches are
+        kept unless ``parameters={"force": True}``.
+    parameters : dict, optional
+        Extra papermill parameters; each name must be declared by at least one notebook.
+    notebooks : sequence of str, optional
+        Restrict the run to these entries of :data:`NOTEBOOKS` (by name).
+    source_dir : path-like, optional
+        Folder of the notebook sources (default :func:`notebooks_dir`).
+
+    Raises
+    ------
+    RunError
+        Unknown parameter, unknown method, unknown or missing notebook.
+    """
+    source_dir = Path(source_dir) if source_dir is not None else notebooks_dir()
+    data = Path(data).resolve()
+    reports = Path(reports).resolve()
+    workdir = Path(workdir).resolve() if workdir is not None else default_workdir(data)
+    methods = _check_methods(list(methods or ()))
+    extra = dict(parameters or {})
+    entries = list(NOTEBOOKS)
+    if notebooks:
+        names = {e.name for e in entries}
+        unknown = [n for n in notebooks if n not in names]
+        if unknown:
+            raise RunError(f"unknown notebook(s) {unknown}; the run table has: "
+                           f"{', '.join(sorted(names))}")
+        entries = [e for e in entries if e.name in notebooks]
+    present = []
+    for entry in entries:
+        path = source_dir / f"{entry.name}.ipynb"
+        if not path.is_file():
+            if entry.optional:
+                log.info("notebook %s not present yet: skipped", path)
+                continue
+            raise RunError(f"notebook {path} not found (listed in nclsm_utils.pipeline.NOTEBOOKS)")
+        present.append((entry, path))
+    if not present:
+        raise RunError(f"no notebooks to run in {source_dir}")
+
+    declared = {}
+    for entry, path in present:
+        params = declared_parameters(path)
+        if not params:
+            raise RunError(f"{path}: no cell tagged 'parameters'; papermill needs one")
+        if entry.per_method and "method" not in params:
+            raise RunError(f"{path}: a per-method notebook must declare a 'method' parameter")
+        declared[entry.name] = params
+    known = sorted(set().union(*declared.values()))
+    unknown = sorted(set(extra) - set(known))
+    if unknown:
+        raise RunError(f"unknown parameter(s) {', '.join(map(repr, unknown))}: no notebook "
+                       f"declares them; known parameters: {', '.join(known)}")
+    if any(e.per_method for e, _ in present) and not methods:
+        raise RunError("no methods given for the per-method notebooks")
+
+    # ``force`` reruns the notebooks; it is not passed on (``-p force true`` also refits and
+    # re-predicts the cached models and predictions)
+    common = {"data": str(data), "workdir": str(workdir), "reports": str(reports),
+              "quick": bool(quick), "methods": list(methods)}
+    data_fp = data_fingerprint(data)
+    code_fp = code_fingerprint()
+    keys_by_entry: dict[str, list[str]] = {}
+    jobs: list[Job] = []
+    for entry, path in present:
+        source_hash = notebook_source_hash(path)
+        variants = [(f"{entry.name}_{job_slug(m)}", {"method": m}) for m in methods] \
+            if entry.per_method else [(entry.name, {})]
+        for name, own in variants:
+            params = {k: v for k, v in {**common, **extra, **own}.items() if k in declared[entry.name]}
+            if entry.per_method:
+                params["method"] = own["method"]
+            key_params = {k: v for k, v in params.items() if k != "force"}
+            needs = {n: keys_by_entry.get(n, []) for n in entry.needs}
+            key = _sha({"source": source_hash, "params": key_params, "data": data_fp,
+                        "code": code_fp, "needs": needs})[:20]
+            jobs.append(Job(name, entry, path, reports / f"{name}.ipynb", params, key))
+            keys_by_entry.setdefault(entry.name, []).append(key)
+    return jobs
+
+
+def default_workdir(data: Path) -> Path:
+    """Where models, predictions and results go: ``data/`` for ``data/synthetic`` (and for
+    NCL-SM found under a ``data/`` folder), else ``<data>/../nclsm-work``."""
+    data = Path(data).resolve()
+    if data.name == SYNTHETIC_DIR or data.parent.name == "data":
+        return data.parent
+    if data.name == "data":
+        return data
+    return data.parent / "nclsm-work"
+
+
+# ---------------------------------------------------------------------------- manifest
+def read_manifest(reports) -> dict:
+    path = Path(reports) / MANIFEST_NAME
+    if not path.is_file():
+        return {"version": 1, "jobs": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON: starting a fresh manifest", path)
+        return {"version": 1, "jobs": {}}
+    manifest.setdefault("jobs", {})
+    return manifest
+
+
+def write_manifest(reports, manifest: dict) -> Path:
+    from .io import write_text
+
+    return write_text(Path(reports) / MANIFEST_NAME, json.dumps(manifest, indent=2, default=str))
+
+
+def is_up_to_date(job: Job, manifest: dict) -> bool:
+    record = manifest.get("jobs", {}).get(job.name)
+    return bool(record and record.get("status") == "ok" and record.get("key") == job.key
+                and job.output.is_file())
+
+
+# ---------------------------------------------------------------------------- execution
+def _failure(job: Job, error, partial: Path | None, log_file: Path) -> NotebookFailed:
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(error, PapermillExecutionError):
+        first = next((line for line in (error.source or "").splitlines() if line.strip()), "")
+        cell = f"cell In [{error.exec_count}] (`{first.strip()[:80]}`)"
+        message = f"{error.ename}: {str(error.evalue).strip()}"
+    else:
+        cell = "kernel start-up" if "kernel" in type(error).__name__.lower() else "execution"
+        message = f"{type(error).__name__}: {error}"
+    return NotebookFailed(job.name, job.source, cell, message, partial, log_file)
+
+
+def execute_job(job: Job, log_dir: Path, kernel_name: str = KERNEL_NAME,
+                timeout: float | None = None) -> None:
+    """Execute one job with papermill into ``job.output`` (atomically).
+
+    The notebook runs in its source folder (so relative defaults work as in JupyterLab)
+    with the kernel ``kernel_name``; the cells' outputs go to ``<log_dir>/<job>.log``.
+    Raises :class:`NotebookFailed`.
+    """
+    import papermill
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"{job.name}.log"
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = job.output.with_name(f".{job.output.stem}.running.ipynb")
+    pm_logger = logging.getLogger("papermill")
+    start = time.perf_counter()
+    with open(log_file, "w") as stream:
+        stream.write(f"# {job.name}: {job.source} -> {job.output}\n"
+                     f"# parameters: {json.dumps(job.parameters, default=str)}\n"
+                     f"# key: {job.key}\n# started: {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        stream.flush()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        old_propagate, old_level = pm_logger.propagate, pm_logger.level
+        pm_logger.addHandler(handler)
+        pm_logger.propagate = False
+        pm_logger.setLevel(logging.INFO)
+        try:
+            papermill.execute_notebook(
+                str(job.source), str(tmp), parameters=job.parameters, kernel_name=kernel_name,
+                cwd=str(job.source.parent), progress_bar=False, log_output=True,
+                execution_timeout=timeout,
+                # the kernel's own start-up warnings (plain-TCP transport) would break the bar
+                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except Exception as error:  # noqa: BLE001 - every failure stops the batch, reported
+            job.seconds = time.perf_counter() - start
+            partial = None
+            if tmp.is_file():
+                partial = log_dir / f"{job.name}.failed.ipynb"
+                os.replace(tmp, partial)
+            failure = _failure(job, error, partial, log_file)
+            stream.write(f"\n# FAILED after {job.seconds:.1f} s: {failure}\n")
+            raise failure from error
+        finally:
+            pm_logger.removeHandler(handler)
+            pm_logger.propagate, pm_logger.level = old_propagate, old_level
+        os.replace(tmp, job.output)
+        job.seconds = time.perf_counter() - start
+        stream.write(f"\n# finished in {job.seconds:.1f} s\n")
+
+
+def _kernel_env() -> None:
+    """Make the kernel a child of this interpreter: jupyter_client maps a kernelspec's
+    ``python`` to ``sys.executable``; put this interpreter's folder first on PATH for specs
+    that name ``python3``, and this checkout on PYTHONPATH when the package is not installed."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if not path.split(os.pathsep)[:1] == [bindir]:
+        os.environ["PATH"] = bindir + os.pathsep + path
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    current = os.environ.get("PYTHONPATH", "")
+    if package_parent not in current.split(os.pathsep):
+        os.environ["PYTHONPATH"] = package_parent + (os.pathsep + current if current else "")
+
+
+def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS,
+                  quick: bool = False, force: bool = False, parameters: dict | None = None,
+                  notebooks=None, source_dir=None, progress: bool = True,
+                  kernel_name: str = KERNEL_NAME, raise_on_failure: bool = True) -> RunResult:
+    """Execute the notebooks of :data:`NOTEBOOKS` with papermill into ``reports``.
+
+    Parameters are those of :func:`plan_run`; ``progress`` shows a tqdm bar. Jobs whose key
+    matches the manifest and whose output exists are skipped unless ``force``.
+
+    Returns
+    -------
+    RunResult
+        The jobs with their status (``ran``, ``skipped``, ``failed``, ``pending``).
+
+    Raises
+    ------
+    RunError
+        Before anything runs: unknown parameter / method / notebook.
+    NotebookFailed
+        When a notebook fails (``raise_on_failure``; else returned in ``result.failed``).
+        Reports already written are kept; the next run resumes at this notebook.
+    """
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    jobs = plan_run(data, reports=reports, workdir=workdir, methods=methods, quick=quick,
+                    force=force, parameters=parameters, notebooks=notebooks,
+                    source_dir=source_dir)
+    reports = Path(reports).resolve()
+    reports.mkdir(parents=True, exist_ok=True)
+    log_dir = reports / LOG_DIR
+    manifest = read_manifest(reports)
+    manifest.update({"version": 1, "data": str(Path(data).resolve()),
+                     "workdir": jobs[0].parameters.get("workdir", str(workdir)),
+                     "methods": list(methods or ()), "quick": bool(quick)})
+    manifest["last_run"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "jobs": [j.name for j in jobs], "status": "running"}
+    write_manifest(reports, manifest)
+    _kernel_env()
+    result = RunResult(jobs, reports, reports / MANIFEST_NAME, Path(data).resolve())
+    bar = tqdm(total=len(jobs), desc="notebooks", unit="nb", disable=not progress)
+    with logging_redirect_tqdm(), bar:
+        for job in jobs:
+            bar.set_postfix_str(job.name)
+            if not force and is_up_to_date(job, manifest):
+                job.status = "skipped"
+                log.info("%s: up to date, skipped", job.name)
+                bar.update(1)
+                continue
+            log.info("%s: running %s", job.name, job.source.name)
+            try:
+                execute_job(job, log_dir, kernel_name=kernel_name)
+            except NotebookFailed as failure:
+                job.status, job.error = "failed", str(failure)
+                manifest["jobs"][job.name] = {
+                    "status": "failed", "key": job.key, "source": str(job.source),
+                    "error": failure.error, "cell": failure.cell, "seconds": round(job.seconds, 1),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "log": str(failure.log_file)}
+                manifest["last_run"]["status"] = f"failed at {job.name}"
+                write_manifest(reports, manifest)
+                result.failed = failure
+                if raise_on_failure:
+                    raise
+                return result
+            job.status = "ran"
+            manifest["jobs"][job.name] = {
+                "status": "ok", "key": job.key, "source": str(job.source),
+                "output": job.output.name, "parameters": job.parameters,
+                "seconds": round(job.seconds, 1),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "log": str(log_dir / f"{job.name}.log")}
+            write_manifest(reports, manifest)
+            bar.update(1)
+        manifest["last_run"]["status"] = "ok"
+        manifest["last_run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_manifest(reports, manifest)
+    return result
+
+
+# ---------------------------------------------------------------------------- one method
+def segment_method(method: str, dataset, split: str = "test", workdir="data", quick: bool = False,
+                   force: bool = False, sections=None, progress: bool = True):
+    """Fit, predict and evaluate one method (:func:`~nclsm_utils.segmenters.run.run_method`)
+    and record how it went in ``<workdir>/results/<label>_run.json``.
+
+    A method that cannot run at all (missing weights offline, a missing optional package, no
+    training sections) does not raise: the record says why and Table III shows it.
+
+    Returns
+    -------
+    (RunResult or None, dict)
+        The run's result (None when the method could not run) and the status record:
+        ``method``, ``label``, ``status`` (``ok``, ``partial`` or ``failed``), ``source``,
+        ``error``, ``errors`` (per section), ``sections``, ``quick``, ``seconds``.
+    """
+    from .io import DataError, write_text
+    from .segmenters.base import SegmenterError
+    from .segmenters.run import run_method
+    from .tables import method_label
+
+    label = method_label(method)
+    start = time.perf_counter()
+    record = {"method": str(method), "label": label, "split": split, "quick": bool(quick),
+              "sections": [], "errors": {}, "error": "", "source": ""}
+    result = None
+    try:
+        result = run_method(method, dataset, split=split, sections=sections, workdir=workdir,
+                            quick=quick, force=force, progress=progress)
+    except (SegmenterError, DataError, ImportError) as error:
+        text = " ".join(str(error).split())
+        record.update(status="failed", error=text if isinstance(error, (SegmenterError, DataError))
+                      else f"{type(error).__name__}: {text}")
+        log.error("%s could not run: %s", label, record["error"])
+    else:
+        record.update(status="ok" if result.ok else "partial", source=result.source,
+                      errors=dict(result.errors), sections=sorted(result.tables))
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_text(Path(workdir) / "results" / f"{label}_run.json", json.dumps(record, indent=2))
+    return result, record
+
+
+# ---------------------------------------------------------------------------- report
 def build_report(data_dir="data", reports_dir="reports", quick: bool = False,
                  force: bool = False) -> Path:
-    """Build the report: data, tables, executed notebooks and the site; return the entry page."""
-    from .dataset import Dataset
-    from .io import write_csv
-    from .tables import table1
+    """Build the report: default data when needed, every notebook, the site.
+
+    Returns the path of ``_site/index.html``. A failing notebook raises
+    :class:`NotebookFailed` (the reports already written stay; a rerun resumes).
+    """
+    from .site import build_site
 
     root = resolve_data(data_dir)
     reports = Path(reports_dir)
-    reports.mkdir(parents=True, exist_ok=True)
-    dataset = Dataset(root)
-    path = write_csv(reports / "table1.csv", table1(dataset))
-    log.info("Table I written to %s", path)
-    return path
+    result = run_notebooks(root, reports=reports, quick=quick, force=force)
+    log.info("notebooks: %s (reports in %s)", result.summary(), reports)
+    site = build_site(reports_dir=reports)
+    if site.note:
+        log.warning(site.note)
+    return site.index

@@ -1,0 +1,370 @@
+#!/usr/bin/env python
+"""Write the parameterised notebooks of ``notebooks/`` from the cell lists below.
+
+The notebooks are sources without outputs; regenerate them after editing this file::
+
+    python scripts/make_notebooks.py            # writes notebooks/0*.ipynb
+    python scripts/make_notebooks.py --check    # exit 1 when a notebook differs from this file
+
+Each notebook has one cell tagged ``parameters`` (papermill) whose defaults run on the
+synthetic default data from the ``notebooks/`` folder, as JupyterLab opens them; the batch
+runner (``nclsm run``) passes absolute paths. Logic lives in ``nclsm_utils``; the cells only
+call it and show results. Cell ids are stable (``<notebook>-<n>``) so diffs stay small.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "notebooks"
+
+SETUP = '''\
+%matplotlib inline
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from nclsm_utils import plots, tables
+from nclsm_utils.dataset import Dataset
+from nclsm_utils.io import write_csv
+from nclsm_utils.pipeline import resolve_data
+
+pd.set_option("display.max_columns", 30)
+pd.set_option("display.precision", 3)
+dataset = Dataset(resolve_data(data))
+reports = Path(reports)
+reports.mkdir(parents=True, exist_ok=True)
+print(dataset)'''
+
+
+def md(text: str):
+    return ("markdown", text.strip("\n"))
+
+
+def code(text: str, tags=()):
+    return ("code", text.strip("\n"), list(tags))
+
+
+NOTEBOOKS: dict[str, list] = {}
+
+# ---------------------------------------------------------------------------- 01 dataset
+NOTEBOOKS["01_dataset"] = [
+    md("""
+# Dataset overview
+
+What the dataset holds: its sections per modality (IMC, IF) and split, **Table I** (the
+annotation counts of the NCL-SM paper), the proportions of the fibre classes, and every
+section with its masks outlined.
+
+The notebook runs as it is on the synthetic default data (generated into `../data/synthetic`
+on first use). Point `data` at an NCL-SM download (the folder holding `IMC/` and `IF/`) to use
+the real dataset.
+"""),
+    code('''
+# Parameters (papermill: -p NAME VALUE)
+data = "../data"        # NCL-SM folder, or where the synthetic default data goes
+reports = "../reports"  # Table I is written here (table1.csv)
+quick = False           # fewer thumbnails
+max_thumbnails = 16     # sections shown with their masks
+''', tags=["parameters"]),
+    code(SETUP),
+    md("""
+## Sections and the roles found for them
+
+One row per section: its split and, per role (image, masks), whether its file was found.
+"""),
+    code('''
+check = dataset.check(read_masks=False)
+check[[c for c in check.columns if c != "problems"]]
+'''),
+    code('''
+check.groupby(["modality", "split"]).size().unstack(fill_value=0)
+'''),
+    md("""
+## Table I: annotation counts
+
+Myofibres, analysable myofibres, non-transverse myofibres (NTM), fibres with freezing
+artefact (FAM) and folded regions (FR) per technique, as in Table I of the NCL-SM paper.
+"""),
+    code('''
+table1 = tables.table1(dataset)
+write_csv(reports / "table1.csv", table1)
+table1
+'''),
+    md("""
+## Class proportions
+
+Percent of all myofibres that are analysable, non-transverse or carry a freezing artefact.
+"""),
+    code('''
+proportions = tables.class_proportions(table1)
+proportions.round(1)
+'''),
+    code('''
+fig = plots.class_proportions(proportions)
+'''),
+    md("""
+## Sections with their masks
+
+Image (R membrane marker, G mitochondrial-mass marker) with every myofibre outlined in white
+and tinted by class: non-transverse yellow, freezing artefact magenta, other (e.g. in folded
+tissue) grey, folded regions blue; analysable fibres are not tinted.
+"""),
+    code('''
+fig = plots.section_thumbnails(dataset, max_sections=4 if quick else max_thumbnails)
+'''),
+]
+
+# ---------------------------------------------------------------------------- 02 annotation quality
+NOTEBOOKS["02_annotation_quality"] = [
+    md("""
+# Annotation quality (Table II)
+
+A second annotator re-drew a subset of the fibres (the QA masks). Scoring the QA annotation
+against the ground truth with the paper's metrics gives the human-vs-human yardstick the
+methods are measured against:
+
+* **MF-A** matched fibres; **mean IoU** and **A%** (share of matched fibres with IoU above
+  0.80 / 0.90 / 0.95);
+* per fibre, the percent of mass-marker positive pixels in the ring just **outside** the
+  border (AoB, what the border misses) and of membrane-marker positive pixels in the ring
+  just **inside** it (AiB, how much membrane it includes); **r_AoB** and **r_AiB** are the
+  Pearson correlations of those percentages between ground truth and QA.
+"""),
+    code('''
+# Parameters (papermill: -p NAME VALUE)
+data = "../data"        # NCL-SM folder, or where the synthetic default data goes
+reports = "../reports"  # Table II is written here (table2.csv)
+''', tags=["parameters"]),
+    code(SETUP),
+    md("## Table II: QA vs ground truth, per modality"),
+    code('''
+table2 = tables.table2(dataset)
+write_csv(reports / "table2.csv", table2)
+table2
+'''),
+    md("## Per-fibre agreement"),
+    code('''
+per_fibre = tables.qa_per_fibre(dataset)
+per_fibre.groupby(["modality", "section"]).agg(
+    fibres=("gt_id", "size"), matched=("matched", "sum"), mean_iou=("iou", "mean"))
+'''),
+    code('''
+fig = plots.agreement_scatter(per_fibre, assessed="QA", by="modality")
+'''),
+    code('''
+fig = plots.iou_histogram(per_fibre, by="modality")
+'''),
+]
+
+# ---------------------------------------------------------------------------- 03 segment
+NOTEBOOKS["03_segment"] = [
+    md("""
+# Segment with one method
+
+Fit the method on the train split (cached under `workdir/models/`), predict the test split
+(cached under `workdir/predictions/<method>/`) and score every ground-truth fibre with the
+paper's metrics. The per-fibre tables are written to `workdir/results/<method>/`, one CSV per
+section, with the summary (`<method>_summary.csv`) and standard instance metrics
+(`<method>_instance.csv`) beside them.
+
+Run it for another method with papermill:
+`papermill notebooks/03_segment.ipynb out.ipynb -p method stardist`.
+Methods: `mitocyto`, `cellpose`, `stardist`, `unet`, `unet2`, `external:<folder of masks>`.
+"""),
+    code('''
+# Parameters (papermill: -p NAME VALUE)
+data = "../data"        # NCL-SM folder, or where the synthetic default data goes
+workdir = "../data"     # models, predictions and per-fibre results go here
+reports = "../reports"  # (unused here; the batch runner passes it to every notebook)
+method = "mitocyto"     # mitocyto | cellpose | stardist | unet | unet2 | external:<folder>
+split = "test"          # the split to predict and score
+sections = None         # or a list of section ids, e.g. ["P02", "S11"]
+quick = False           # short training, for smoke runs
+force = False           # refit and re-predict even when cached
+''', tags=["parameters"]),
+    code(SETUP),
+    md("## Fit, predict, evaluate"),
+    code('''
+from nclsm_utils.pipeline import segment_method
+
+result, status = segment_method(method, dataset, split=split, sections=sections,
+                                workdir=workdir, quick=quick, force=force)
+pd.Series(status, name=method).to_frame()
+'''),
+    md("## Summary over the scored sections"),
+    code('''
+if result is None:
+    display(Markdown(f"**{method} could not run:** {status['error']}"))
+else:
+    display(result.summary.T.rename(columns={0: result.method}))
+'''),
+    md("## Per section"),
+    code('''
+from nclsm_utils.metrics import summarise
+
+per_section = pd.DataFrame()
+if result is not None and result.tables:
+    per_section = pd.concat(
+        [summarise(table).assign(section=key) for key, table in result.tables.items()],
+        ignore_index=True).set_index("section")
+per_section
+'''),
+    md("""
+## Prediction vs ground truth
+
+Ground-truth contours cyan, predicted contours magenta; right: each ground-truth fibre coloured by
+the IoU of its matched prediction (grey: not detected).
+"""),
+    code('''
+if result is not None and result.tables:
+    for key, table in list(result.tables.items())[:2]:
+        section = dataset.section(key)
+        prediction = tables.load_prediction(method, section, workdir)
+        if prediction is not None:
+            fig = plots.segmentation_overlay(section.image(), section.mask("myofibres"), prediction,
+                                             per_fibre=table, title=f"{result.method}: {key}")
+'''),
+    code('''
+if result is not None and result.tables:
+    fig = plots.iou_histogram(pd.concat(result.tables.values(), ignore_index=True), by="modality")
+'''),
+]
+
+# ---------------------------------------------------------------------------- 04 compare
+NOTEBOOKS["04_compare"] = [
+    md("""
+# Methods compared (Table III)
+
+Every method against the ground truth on the same test sections, with the QA duplicate
+annotation as the human-vs-human reference row:
+
+* the paper's metrics (MF-A, r_AoB, r_AiB, mean IoU, A%) over the matched fibres;
+* the standard instance metrics over IoU thresholds 0.50 ... 0.95 with one-to-one matching:
+  AP = TP / (TP + FP + FN), F1 and panoptic quality (PQ);
+* fibre morphology (area, circularity, solidity, ...) of each method's fibres against the
+  ground truth's, with Mann-Whitney U tests;
+* the same region of a section as every method outlines it.
+
+It reads what the `03_segment` notebook left in `workdir/results/` and
+`workdir/predictions/`; a method that was not run or could not run says so in the `note`
+column.
+"""),
+    code('''
+# Parameters (papermill: -p NAME VALUE)
+data = "../data"        # NCL-SM folder, or where the synthetic default data goes
+workdir = "../data"     # where 03_segment left models, predictions and results
+reports = "../reports"  # Table III is written here (table3.csv)
+methods = ["mitocyto", "cellpose", "stardist", "unet"]  # or "mitocyto,unet"
+split = "test"
+sections = None         # or a list of section ids
+''', tags=["parameters"]),
+    code(SETUP),
+    code('''
+if isinstance(methods, str):
+    methods = [m.strip() for m in methods.split(",") if m.strip()]
+chosen = dataset.sections(split=split) if sections is None else dataset.sections(ids=sections)
+print("methods:", ", ".join(methods))
+print("sections:", ", ".join(s.key for s in chosen))
+'''),
+    md("## Table III"),
+    code('''
+table3 = tables.table3(dataset, methods=methods, workdir=workdir, sections=chosen)
+write_csv(reports / "table3.csv", table3)
+table3
+'''),
+    code('''
+scored = table3.dropna(subset=["mean IoU"])
+if len(scored):
+    fig = plots.summary_bars(scored, columns=("mean IoU", "r_AoB", "r_AiB", "AP@0.5", "PQ"))
+'''),
+    md("## Instance metrics over IoU thresholds"),
+    code('''
+curves = tables.instance_curves(dataset, methods, workdir=workdir, sections=chosen)
+if len(curves):
+    fig = plots.instance_curves(curves)
+    display(curves.pivot_table(index="thresh", columns="method", values=["AP", "f1", "PQ"]))
+'''),
+    md("""
+## Fibre morphology vs ground truth
+
+Distributions of per-fibre shape features of every method's fibres and of the ground truth's
+on the scored sections; the table gives the medians and the two-sided Mann-Whitney U test
+with its effect sizes (rank-biserial r: 0 = same distribution, 1 = fully separated).
+"""),
+    code('''
+morphology, tests = tables.morphology_comparison(dataset, methods, workdir=workdir,
+                                                 sections=chosen)
+features = ["area", "circularity", "solidity", "eccentricity", "feret_diameter_min", "shape_index"]
+tests[tests["feature"].isin(features)].round(4) if len(tests) else tests
+'''),
+    code('''
+if len(morphology):
+    fig = plots.morphology_distributions(morphology, features=features)
+'''),
+    md("## The same region, every method"),
+    code('''
+for modality in ("IMC", "IF"):
+    section = next((s for s in chosen if s.modality == modality), None)
+    if section is None:
+        continue
+    predictions = {tables.method_label(m): tables.load_prediction(m, section, workdir)
+                   for m in methods}
+    size = 200 if modality == "IMC" else 360
+    fig = plots.method_overlays(section.image(), section.mask("myofibres"), predictions,
+                                size=size, title=f"{section.key}: ground truth cyan, prediction magenta")
+'''),
+]
+
+
+def build(name: str, cells) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                       "name": "python3"},
+        "language_info": {"name": "python", "pygments_lexer": "ipython3"},
+    }
+    for i, spec in enumerate(cells):
+        if spec[0] == "markdown":
+            cell = nbformat.v4.new_markdown_cell(spec[1])
+        else:
+            cell = nbformat.v4.new_code_cell(spec[1])
+            if spec[2]:
+                cell.metadata["tags"] = spec[2]
+        cell.id = f"{name.split('_')[0]}-{i:02d}"
+        nb.cells.append(cell)
+    nbformat.validate(nb)
+    return nb
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 when a notebook is out of date")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stale = []
+    for name, cells in NOTEBOOKS.items():
+        text = nbformat.writes(build(name, cells)) + "\n"
+        path = out / f"{name}.ipynb"
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path)
+            continue
+        path.write_text(text)
+        print(f"wrote {path}")
+    if stale:
+        print("out of date (run scripts/make_notebooks.py):", *map(str, stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
