@@ -322,6 +322,112 @@ for modality in ("IMC", "IF"):
 ]
 
 
+# ---------------------------------------------------------------------------- 05 curation
+NOTEBOOKS["05_curation"] = [
+    md("""
+# Automatic curation: from all myofibres to the analysable ones
+
+The NCL-SM paper (Section VI) proposes the workflow no tool automates yet: (1) segment all
+myofibres, (2) segment folded regions (FR), (3) classify non-transverse fibres (NTM) from the
+instance mask, (4) classify freezing-artefact fibres (FAM) from the mask and the image, and
+(5) remove 2-4 from 1 to get the **analysable** myofibres. `nclsm_utils.curation` does it:
+
+* **FR**: a pixel classifier (gradient boosting on multi-scale texture features of the
+  membrane and mass channels) trained on the train split's FR masks;
+* **NTM**: the published shape rule (`morphology.ntm_rule`) and a learned classifier on the
+  same published shape features, trained on the train split's NTM masks;
+* **FAM**: a classifier on per-fibre mass-channel features (dark holes, texture, solidity);
+* **analysable** = myofibres minus FR fibres, NTM and FAM.
+
+It is scored on the test split against the dataset's masks, first from the ground-truth
+myofibres, then from each segmenter's cached predictions (end to end).
+"""),
+    code('''
+# Parameters (papermill: -p NAME VALUE)
+data = "../data"        # NCL-SM folder, or where the synthetic default data goes
+workdir = "../data"     # models (curation classifiers are cached here) and predictions
+reports = "../reports"  # curation tables are written here
+methods = ["mitocyto", "cellpose", "stardist", "unet"]  # segmenters to curate end to end
+split = "test"
+quick = False           # smaller classifiers, for smoke runs
+''', tags=["parameters"]),
+    code(SETUP),
+    code('''
+from nclsm_utils import curation
+
+if isinstance(methods, str):
+    methods = [m.strip() for m in methods.split(",") if m.strip()]
+params = curation.CurationParams().quick() if quick else curation.CurationParams()
+models = curation.train_models(dataset.sections(split="train"), workdir=workdir, params=params)
+gt = curation.evaluate_curation(dataset, "gt", workdir=workdir, split=split, models=models)
+'''),
+    md("## Per-class quality from ground-truth myofibres (test split)"),
+    code('''
+classes = gt["classes"]
+write_csv(reports / "curation_classes.csv", classes)
+classes
+'''),
+    md("""
+The published NTM rule is stated in pixels for full-resolution IF sections (fibres of
+~30,000 pixels); on other scales its area limits do not apply, which is why the learned
+classifier is trained beside it.
+"""),
+    md("## Folded regions: pixel IoU"),
+    code('''
+write_csv(reports / "curation_fr.csv", gt["fr"])
+gt["fr"]
+'''),
+    md("## Table I counts: curated vs ground truth"),
+    code('''
+gt["counts"]
+'''),
+    md("""
+## End to end: curation of each segmenter's predicted myofibres
+
+The analysable mask from predicted myofibres, scored with the paper metrics against the
+analysable ground truth (methods without cached predictions are listed with the reason).
+"""),
+    code('''
+rows, errors = [], []
+for method in methods:
+    try:
+        result = curation.evaluate_curation(dataset, method, workdir=workdir, split=split,
+                                            models=models)
+    except Exception as error:  # a method that was not run: say why, keep going
+        errors.append({"method": method, "error": str(error)})
+        continue
+    summary = result["paper_summary"]
+    if len(summary):
+        row = summary[summary["modality"] == "all"].drop(columns=["method"], errors="ignore")
+        row.insert(0, "method", method)
+        rows.append(row)
+    if len(result["errors"]):
+        errors.extend({"method": method, "error": e} for e in result["errors"].iloc[:, -1])
+end_to_end = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+write_csv(reports / "curation_end_to_end.csv", end_to_end)
+display(end_to_end)
+pd.DataFrame(errors)
+'''),
+    md("## One test section: curated masks"),
+    code('''
+import matplotlib.pyplot as plt
+
+section = dataset.sections(split=split)[0]
+masks = curation.curate(section, models=models)
+panels = [("image", section.image()), ("FR predicted", masks["fr"]),
+          ("FR ground truth", section.mask("fr") if section.has("fr") else None),
+          ("NTM", masks["ntm"]), ("FAM", masks["fam"]), ("analysable", masks["analysable"])]
+fig, axes = plt.subplots(2, 3, figsize=(12, 8))
+for ax, (title, panel) in zip(axes.ravel(), panels):
+    if panel is not None:
+        ax.imshow(panel if panel.ndim == 3 else panel > 0, cmap=None if panel.ndim == 3 else "gray")
+    ax.set_title(f"{section.key}: {title}")
+    ax.set_axis_off()
+fig.tight_layout()
+'''),
+]
+
+
 def build(name: str, cells) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata = {
