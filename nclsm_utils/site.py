@@ -154,7 +154,12 @@ def table3_fragment(reports: Path) -> str:
                 "then `nclsm site`.*\n")
     table = pd.read_csv(path, dtype={"TS": str, "note": str, "source": str})
     shown = table.drop(columns=[c for c in ("note",) if c in table])
-    text = markdown_table(shown)
+    text = ""
+    sections = set(table["TS"].dropna()) if "TS" in table else set()
+    if len(sections) == 1:  # the same test sections in every row: say it once
+        text = f"Test sections (TS) of every row: {sections.pop()}.\n\n"
+        shown = shown.drop(columns=["TS"])
+    text += markdown_table(shown)
     notes = [(m, n) for m, n in zip(table["method"], table.get("note", [])) if isinstance(n, str) and n]
     if notes:
         text += "\n" + "\n".join(f"- **{m}**: {html.escape(n)}" for m, n in notes) + "\n"

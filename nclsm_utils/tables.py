@@ -320,7 +320,7 @@ def method_results(method: str, sections, workdir="data") -> dict:
         notes.append(f"no results for {', '.join(missing)}" + (f" ({detail})" if detail else ""))
     if tables and instance is None:
         notes.append("instance metrics unavailable")
-    if status and status.get("quick") and tables and source in ("trained", "fine-tuned"):
+    if status and status.get("quick") and tables and ("train" in source or "fine" in source):
         notes.append("quick mode (short training)")
     return {"label": label, "tables": tables, "instance": instance, "missing": missing,
             "status": status, "source": source, "note": "; ".join(notes)}
