@@ -1,0 +1,451 @@
+"""StarDist2D: star-convex polygons, ``2D_versatile_fluo`` when cached locally, else trained.
+
+Myofibre cross-sections are compact, mostly convex polygons, so 32 rays describe them well.
+
+Weights (never downloaded)
+    ``2D_versatile_fluo`` is looked for where ``StarDist2D.from_pretrained`` caches it (the
+    Keras cache: ``$KERAS_HOME`` or ``~/.keras``, then ``models/StarDist2D/2D_versatile_fluo/``,
+    as extracted by Keras 3 (``2D_versatile_fluo_extracted/``) or Keras 2 (the folder itself),
+    or the downloaded ``2D_versatile_fluo.zip`` there, which is then extracted under the
+    workdir), or in the model folder given as ``Params(pretrained_model=...)`` (a folder with
+    ``config.json`` and ``weights_best.h5``). The folder is loaded with
+    ``StarDist2D(None, name, basedir)``, never with ``from_pretrained`` (which downloads).
+    ``pretrained``: ``"auto"`` (use when present, else train from scratch; one log line says
+    which), ``"require"`` (raise :class:`PretrainedUnavailable` when absent), ``"never"``.
+Input
+    A model trained here takes both channels (membrane, mitochondrial mass). The versatile
+    model is a *nucleus* model with one channel: it finds bright, roundish, densely packed blobs
+    on a dark background. Neither channel alone looks like that: the membrane marker is bright
+    on the borders (a nucleus model would segment the gaps), the mass channel is bright inside
+    fibres but also textured. It is fed the *fibre interior* ``max(mass - membrane, 0)``
+    re-normalised (1-99.8 %): bright fibre interiors separated by dark membranes and gaps, the
+    closest thing to a nucleus image. A fine-tuned versatile model keeps that input.
+Training
+    :meth:`fit` trains (from scratch, ``source = "trained from scratch"``) or fine-tunes
+    (``"fine-tuned"``) on the train split: 32 rays, grid (2, 2), random patches with flips,
+    90-degree rotations and intensity jitter, no TensorBoard. One train section (the last of
+    the modality with most sections) is held out when there are at least 3, for the
+    validation loss and for ``optimize_thresholds`` (probability and NMS thresholds); with
+    fewer, the thresholds are optimised on the training sections.
+Prediction
+    ``predict_instances`` on the working-scale image, in ``n_tiles`` when it is larger than
+    ``predict_tile`` pixels.
+
+Example
+-------
+>>> from nclsm_utils.segmenters import get_segmenter
+>>> seg = get_segmenter("stardist", workdir="data")                    # doctest: +SKIP
+>>> seg.fit(dataset.sections(split="train")).source                    # doctest: +SKIP
+'trained from scratch'
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..io import write_text
+from .base import (BaseParams, PretrainedUnavailable, Segmenter, SegmenterError, register,
+                   remove_small, training_pairs)
+
+log = logging.getLogger(__name__)
+
+PRETRAINED_NAME = "2D_versatile_fluo"
+PRETRAINED_URL = ("https://github.com/stardist/stardist-models/releases/download/v0.1/"
+                  "python_2D_versatile_fluo.zip")
+POLICIES = ("auto", "require", "never")
+MODEL_NAME = "stardist"
+META_FILE = "stardist_meta.json"
+
+
+@dataclasses.dataclass
+class StarDistParams(BaseParams):
+    """Parameters of the StarDist method (lengths in working-scale pixels, fibres ~36 px)."""
+
+    pretrained: str = "auto"             # auto | require | never (see the module docstring)
+    pretrained_model: str | None = None  # model folder; None: the Keras cache
+    finetune: bool = True                # with weights present: fine-tune (True) or use as is
+    n_rays: int = 32
+    grid: tuple = (2, 2)
+    unet_n_depth: int = 3
+    unet_n_filter_base: int = 16
+    net_diameter: float = 24.0           # fibre diameter inside the network (predict "scale")
+    patch_size: int = 96                 # training patch side at the net's scale (multiple of 16)
+    batch_size: int = 4
+    epochs: int = 24                     # learning-rate schedule steps (cosine decay)
+    steps_per_epoch: int = 25
+    learning_rate: float = 3e-3          # peak, from scratch
+    finetune_learning_rate: float = 5e-4
+    val_patches: int = 8                 # validation patches (loss only; the last weights are kept)
+    optimize_thresholds: bool = True
+    prob_thresh: float | None = None     # fixed thresholds override the optimised ones
+    nms_thresh: float | None = None
+    predict_tile: int = 512              # tile side for predict_instances (n_tiles)
+    min_size: int = 30                   # smallest kept object (working-scale pixels)
+
+    def quick(self):
+        return dataclasses.replace(self, epochs=4, steps_per_epoch=10, optimize_thresholds=False)
+
+
+def keras_cache_dirs() -> list[Path]:
+    """The Keras cache folders ``get_file`` uses (``$KERAS_HOME`` or ``~/.keras``, ``/tmp/.keras``)."""
+    dirs = []
+    if os.environ.get("KERAS_HOME"):
+        dirs.append(Path(os.environ["KERAS_HOME"]))
+    dirs += [Path.home() / ".keras", Path("/tmp/.keras")]
+    out = []
+    for d in dirs:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def _is_model_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(folder.glob("weights*.h5"))
+
+
+def interior_channel(image: np.ndarray) -> np.ndarray:
+    """Fibre interior ``max(smoothed mass - membrane, 0)``, re-normalised (1-99.8 %): ``(h, w, 1)``.
+
+    The mass channel is smoothed (Gaussian, sigma 1.5 px) to remove its granular texture, so
+    fibres of low mass (another fibre type) stay uniformly positive.
+    """
+    from scipy import ndimage
+
+    mass = ndimage.gaussian_filter(image[..., 1].astype(np.float32), 1.5)
+    interior = np.clip(mass - image[..., 0], 0, None).astype(np.float32)
+    lo, hi = np.percentile(interior, [1.0, 99.8])
+    return ((interior - lo) / max(hi - lo, 1e-6))[..., None].astype(np.float32)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """StarDist/CSBDeep print(); send that to the log (debug) instead of stdout."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        text = buffer.getvalue().strip()
+        if text:
+            log.debug("stardist: %s", text)
+
+
+def _import_stardist():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from stardist.models import Config2D, StarDist2D
+    except ImportError as error:  # pragma: no cover - stardist is a declared dependency
+        raise SegmenterError(f"stardist: cannot import stardist/tensorflow ({error}); install "
+                             "them (see environment.yml)") from error
+    return Config2D, StarDist2D
+
+
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+    """Random flips, 90-degree rotations and per-channel intensity jitter of a patch."""
+    k = int(rng.integers(4))
+    x, y = np.rot90(x, k, axes=(0, 1)), np.rot90(y, k, axes=(0, 1))
+    if rng.random() < 0.5:
+        x, y = x[:, ::-1], y[:, ::-1]
+    scale = rng.uniform(0.8, 1.2, size=x.shape[-1]).astype(np.float32)
+    shift = rng.uniform(-0.1, 0.1, size=x.shape[-1]).astype(np.float32)
+    x = x * scale + shift
+    x = x + rng.normal(0, 0.02, x.shape).astype(np.float32)
+    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y)
+
+
+@register
+class StarDistSegmenter(Segmenter):
+    """StarDist2D: pretrained ``2D_versatile_fluo`` when cached, fine-tuned or trained."""
+
+    name = "stardist"
+    Params = StarDistParams
+    trainable = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.params.pretrained not in POLICIES:
+            raise ValueError(f"stardist: pretrained must be one of {', '.join(POLICIES)}, got "
+                             f"{self.params.pretrained!r}")
+        self.model = None
+        self.input_mode = "membrane+mass"
+
+    # -- pretrained weights ----------------------------------------------------------------
+    def pretrained_candidates(self) -> list[Path]:
+        """Folders (and zip files) where ``2D_versatile_fluo`` is looked for, in order."""
+        if self.params.pretrained_model:
+            return [Path(self.params.pretrained_model).expanduser()]
+        out = []
+        for cache in keras_cache_dirs():
+            base = cache / "models" / "StarDist2D" / PRETRAINED_NAME
+            out += [base / f"{PRETRAINED_NAME}_extracted", base / PRETRAINED_NAME, base,
+                    base / f"{PRETRAINED_NAME}.zip"]
+        return out
+
+    def pretrained_path(self) -> Path | None:
+        """The first candidate that holds the model (folder or zip), or None."""
+        if self.params.pretrained == "never":
+            return None
+        for candidate in self.pretrained_candidates():
+            if candidate.is_dir() and _is_model_folder(candidate):
+                return candidate
+            if candidate.is_file() and candidate.suffix == ".zip":
+                return candidate
+        return None
+
+    def unavailable_message(self) -> str:
+        looked = (self.pretrained_candidates()[0] if self.params.pretrained_model
+                  else keras_cache_dirs()[0] / "models" / "StarDist2D" / PRETRAINED_NAME)
+        return (f"stardist: pretrained {PRETRAINED_NAME} not found at {looked} (offline: nothing "
+                f"is downloaded); to use it, run StarDist2D.from_pretrained('{PRETRAINED_NAME}')"
+                f" on a connected machine and copy its ~/.keras/models/StarDist2D folder here, "
+                f"or unzip {PRETRAINED_URL} and set Params(pretrained_model='/path/to/folder')")
+
+    def _check_pretrained(self) -> Path | None:
+        """The weights' location when they will be used; raises or logs when they cannot be."""
+        if self.params.pretrained == "never":
+            return None
+        path = self.pretrained_path()
+        if path is not None:
+            return path
+        if self.params.pretrained == "require":
+            raise PretrainedUnavailable(self.unavailable_message() + "; or use pretrained='auto'"
+                                        " to train from scratch")
+        log.warning("%s; training from scratch on the train split", self.unavailable_message())
+        return None
+
+    def _cache_extra(self) -> dict:
+        extra = super()._cache_extra()
+        path = self.pretrained_path()
+        extra["init"] = f"{PRETRAINED_NAME}:{path}" if path is not None else "scratch"
+        return extra
+
+    def _pretrained_folder(self, path: Path) -> Path:
+        """A model folder from a folder or a downloaded zip (extracted under the workdir)."""
+        if path.is_dir():
+            return path
+        target = self.workdir / "models" / f"_{PRETRAINED_NAME}"
+        if not _is_model_folder(target):
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    archive.extractall(tmp)
+            except (zipfile.BadZipFile, OSError) as error:
+                raise SegmenterError(f"stardist: cannot extract {path}: {error}") from error
+            found = [p.parent for p in tmp.rglob("config.json")]
+            if not found:
+                raise SegmenterError(f"stardist: {path} holds no config.json")
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.move(str(found[0]), str(target))
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(self, train_sections, workdir=None, force: bool = False):
+        if self.params.pretrained == "require" and self.pretrained_path() is None:
+            self._check_pretrained()                       # raises before any folder is made
+        return super().fit(train_sections, workdir=workdir, force=force)
+
+    def _fit(self, train_sections, model_dir: Path) -> None:
+        params = self.params
+        Config2D, StarDist2D = _import_stardist()
+        import keras
+
+        pretrained = self._check_pretrained()
+        folder = model_dir / MODEL_NAME
+        shutil.rmtree(folder, ignore_errors=True)
+        keras.utils.set_random_seed(params.seed)
+
+        if pretrained is not None:
+            shutil.copytree(self._pretrained_folder(pretrained), folder)
+            self.input_mode = "interior"
+            with _quiet():
+                model = StarDist2D(None, name=MODEL_NAME, basedir=str(model_dir))
+            if not params.finetune:
+                self.model, self.source = model, "pretrained"
+                self._write_meta(model_dir, {"input": self.input_mode, "source": self.source})
+                log.info("stardist: using the pretrained %s as it is", PRETRAINED_NAME)
+                return
+            lr = params.finetune_learning_rate
+            for key, value in {"train_patch_size": (params.patch_size, params.patch_size),
+                               "train_batch_size": params.batch_size,
+                               "train_learning_rate": lr, "train_tensorboard": False,
+                               "train_reduce_lr": None, "train_n_val_patches": params.val_patches,
+                               "use_gpu": False}.items():
+                setattr(model.config, key, value)
+        else:
+            self.input_mode = "membrane+mass"
+            lr = params.learning_rate
+            config = Config2D(
+                n_rays=params.n_rays, grid=tuple(params.grid), n_channel_in=2,
+                unet_n_depth=params.unet_n_depth, unet_n_filter_base=params.unet_n_filter_base,
+                train_patch_size=(params.patch_size, params.patch_size),
+                train_batch_size=params.batch_size, train_epochs=params.epochs,
+                train_steps_per_epoch=params.steps_per_epoch, train_learning_rate=lr,
+                train_reduce_lr=None, train_n_val_patches=params.val_patches,
+                train_tensorboard=False, use_gpu=False)
+            with _quiet():
+                model = StarDist2D(config, name=MODEL_NAME, basedir=str(model_dir))
+
+        # training pairs at the network's scale, resized as predict_instances(scale=...) does
+        pairs = []
+        for image, labels in training_pairs(train_sections, self):
+            x = self._net_image(self._model_input(image))
+            y = _resize_nearest(labels, x.shape[:2])
+            pairs.append(_pad_pair(x, y, params.patch_size))
+        train_idx, val_idx = _holdout(train_sections)
+        x_train, y_train = [pairs[i][0] for i in train_idx], [pairs[i][1] for i in train_idx]
+        x_val, y_val = [pairs[i][0] for i in val_idx], [pairs[i][1] for i in val_idx]
+        if not any(y.max() > 0 for y in y_train):
+            raise SegmenterError("stardist: no training section has any labelled fibre")
+
+        # cosine learning-rate decay over the epochs, and the last weights are the model (no
+        # choice of "best" weights by a validation loss of a few patches)
+        model.prepare_for_training()
+        model.callbacks = [cb for cb in model.callbacks
+                           if not isinstance(cb, keras.callbacks.ModelCheckpoint)]
+        epochs = max(1, int(params.epochs))
+        model.callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch: float(lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))))
+        rng = np.random.default_rng(params.seed)
+        start, cpu = time.time(), time.process_time()
+        with _quiet():
+            history = model.train(x_train, y_train, validation_data=(x_val, y_val),
+                                  augmenter=lambda x, y: augment(x, y, rng), seed=params.seed,
+                                  epochs=epochs, steps_per_epoch=params.steps_per_epoch)
+        for stale in folder.glob("weights*.h5"):
+            stale.unlink()
+        model.keras_model.save_weights(str(folder / "weights_best.h5"))
+        train_seconds = time.time() - start
+        if params.optimize_thresholds:
+            with _quiet():
+                model.optimize_thresholds(x_val, y_val, nms_threshs=[0.3, 0.4, 0.5],
+                                          iou_threshs=[0.5, 0.7, 0.8],
+                                          predict_kwargs={"show_tile_progress": False},
+                                          optimize_kwargs={"tol": 1e-2, "maxiter": 40})
+        thresholds = {"prob": float(model.thresholds.prob), "nms": float(model.thresholds.nms)}
+        seconds, cpu_seconds = time.time() - start, time.process_time() - cpu
+        self.model = model
+        self.source = "fine-tuned" if pretrained is not None else "trained from scratch"
+        loss = history.history.get("loss", [float("nan")])
+        val_loss = history.history.get("val_loss", [float("nan")])
+        held_out = [train_sections[i].key for i in val_idx if i not in train_idx]
+        self._write_meta(model_dir, {
+            "input": self.input_mode, "source": self.source, "thresholds": thresholds,
+            "held_out": held_out, "train_seconds": round(train_seconds, 1),
+            "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+            "final_loss": float(loss[-1]), "final_val_loss": float(val_loss[-1])})
+        log.info("stardist: %s in %.0f s (%.0f CPU s; training %.0f s), loss %.3f, val loss %.3f,"
+                 " thresholds prob %.3f nms %.2f (held out: %s)", self.source, seconds,
+                 cpu_seconds, train_seconds, float(loss[-1]), float(val_loss[-1]),
+                 thresholds["prob"], thresholds["nms"], ", ".join(held_out) or "none")
+
+    def _write_meta(self, model_dir: Path, meta: dict) -> None:
+        write_text(model_dir / META_FILE, json.dumps(meta, indent=2))
+
+    def _load(self, model_dir: Path) -> None:
+        _, StarDist2D = _import_stardist()
+        meta_path = model_dir / META_FILE
+        folder = model_dir / MODEL_NAME
+        if not meta_path.is_file() or not _is_model_folder(folder):
+            raise SegmenterError(f"stardist: {model_dir} has no complete model ({META_FILE}, "
+                                 f"{MODEL_NAME}/config.json, weights); delete it to retrain")
+        meta = json.loads(meta_path.read_text())
+        self.input_mode = meta.get("input", "membrane+mass")
+        try:
+            with _quiet():
+                self.model = StarDist2D(None, name=MODEL_NAME, basedir=str(model_dir))
+        except Exception as error:
+            raise SegmenterError(f"stardist: cannot load the model in {folder}: {error}; delete "
+                                 f"{model_dir} to retrain") from error
+
+    # -- prediction --------------------------------------------------------------------------
+    @property
+    def net_scale(self) -> float:
+        """Factor from the working scale to the network's (``net_diameter / target_diameter``)."""
+        return float(self.params.net_diameter) / float(self.params.target_diameter)
+
+    def _net_image(self, image: np.ndarray) -> np.ndarray:
+        """Resize as ``predict_instances(scale=...)`` does (``ndimage.zoom``, linear)."""
+        from scipy import ndimage
+
+        f = self.net_scale
+        if abs(f - 1) < 1e-6:
+            return image
+        return ndimage.zoom(image, (f, f, 1), order=1).astype(np.float32)
+
+    def _model_input(self, image: np.ndarray) -> np.ndarray:
+        if self.input_mode == "interior":
+            return interior_channel(image)
+        return np.ascontiguousarray(image[..., :2], np.float32)
+
+    def _ensure_model(self):
+        if self.model is not None:
+            return self.model
+        path = self.pretrained_path()
+        if path is None and self.params.pretrained == "require":
+            self._check_pretrained()
+        if path is not None:
+            _, StarDist2D = _import_stardist()
+            folder = self._pretrained_folder(path)
+            with _quiet():
+                model = StarDist2D(None, name=folder.name, basedir=str(folder.parent))
+            model.basedir = None   # read-only, as from_pretrained does
+            self.model, self.source, self.input_mode = model, "pretrained", "interior"
+            return model
+        raise SegmenterError("stardist: no model; call fit(train_sections) first (no pretrained "
+                             f"{PRETRAINED_NAME} found)")
+
+    def _predict_working(self, image: np.ndarray, modality: str) -> np.ndarray:
+        model = self._ensure_model()
+        params = self.params
+        x = self._model_input(image)
+        f = self.net_scale
+        tile = max(64, int(params.predict_tile))     # at the network's scale
+        n_tiles = (math.ceil(x.shape[0] * f / tile), math.ceil(x.shape[1] * f / tile), 1)
+        with _quiet():
+            labels, _ = model.predict_instances(
+                x, axes="YXC", scale=None if abs(f - 1) < 1e-6 else (f, f, 1),
+                n_tiles=n_tiles if max(n_tiles) > 1 else None, prob_thresh=params.prob_thresh,
+                nms_thresh=params.nms_thresh, show_tile_progress=False)
+        return remove_small(np.asarray(labels), params.min_size)
+
+
+def _holdout(sections) -> tuple[list[int], list[int]]:
+    """Indices of training and validation sections: one section held out when >= 3."""
+    sections = list(sections)
+    if len(sections) < 3:
+        every = list(range(len(sections)))
+        return every, every
+    by_modality: dict[str, list[int]] = {}
+    for i, section in enumerate(sections):
+        by_modality.setdefault(section.modality, []).append(i)
+    modality = max(sorted(by_modality), key=lambda m: len(by_modality[m]))
+    held = max(by_modality[modality], key=lambda i: sections[i].key)
+    return [i for i in range(len(sections)) if i != held], [held]
+
+
+def _resize_nearest(labels: np.ndarray, shape) -> np.ndarray:
+    from .base import resize_labels
+
+    return resize_labels(labels, tuple(shape)).astype(np.int32)
+
+
+def _pad_pair(x: np.ndarray, y: np.ndarray, size: int):
+    """Zero-pad an image (h, w, c) and its labels to at least ``size`` on each side."""
+    pad_h, pad_w = max(0, size - y.shape[0]), max(0, size - y.shape[1])
+    if pad_h or pad_w:
+        x = np.pad(x, ((0, pad_h), (0, pad_w), (0, 0)))
+        y = np.pad(y, ((0, pad_h), (0, pad_w)))
+    return x.astype(np.float32), y.astype(np.int32)

@@ -1,0 +1,222 @@
+"""Cellpose and StarDist segmenters: quick training, caching and the offline-pretrained policy.
+
+Everything runs on the tiny synthetic NCL-SM (``tiny_root``: IMC P01/P02 192 px, IF S10/S11
+256 px; train split P01, S10) with ``quick=True`` params, with the network blocked and the
+pretrained-weight folders pointed at empty temporary folders, so the tests neither find a
+user's weights nor could download any.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+import numpy as np
+import pytest
+
+from nclsm_utils.dataset import Dataset
+from nclsm_utils.segmenters import PretrainedUnavailable, get_segmenter
+from nclsm_utils.segmenters import cellpose_seg, stardist_seg
+from nclsm_utils.segmenters.cellpose_seg import CellposeParams
+from nclsm_utils.segmenters.stardist_seg import StarDistParams, interior_channel
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_root) -> Dataset:
+    return Dataset(tiny_root)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Fail any attempt to open a network connection."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """Point Cellpose's model folder and the Keras cache at empty folders."""
+    cellpose_dir = tmp_path / "cellpose-models"
+    keras_dir = tmp_path / "keras"
+    cellpose_dir.mkdir()
+    keras_dir.mkdir()
+    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(cellpose_dir))
+    if "cellpose.models" in sys.modules:
+        monkeypatch.setattr(sys.modules["cellpose.models"], "MODEL_DIR", cellpose_dir)
+    monkeypatch.setattr(stardist_seg, "keras_cache_dirs", lambda: [keras_dir])
+    return {"cellpose": cellpose_dir, "keras": keras_dir}
+
+
+def _fit_predict_and_reload(method, tiny, workdir, caplog):
+    train = tiny.sections(split="train")
+    caplog.set_level(logging.INFO, logger="nclsm_utils")
+    seg = get_segmenter(method, workdir=workdir, quick=True, device="cpu").fit(train)
+    assert seg.source == "trained from scratch"
+    # the one log line about the missing pretrained weights, naming where they were looked for
+    lines = [r.getMessage() for r in caplog.records
+             if r.name.endswith(f"{method}_seg") and "not found at" in r.getMessage()]
+    assert len(lines) == 1 and "training from scratch" in lines[0]
+    assert "\n" not in lines[0]
+
+    predictions = {}
+    for section in tiny.sections(split="test"):
+        labels = seg.predict(section.image(), modality=section.modality)
+        assert labels.dtype == np.uint32
+        assert labels.shape == section.shape()
+        n = int(labels.max())
+        assert n >= 1
+        assert set(np.unique(labels)) == set(range(n + 1))     # labels 1..N, no gaps
+        predictions[section.key] = labels
+
+    # a second fit with the same params and data loads the cached model, never retrains
+    again = get_segmenter(method, workdir=workdir, quick=True, device="cpu")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached model should have been loaded")
+
+    again._fit = no_training
+    again.fit(train)
+    assert again.model_dir == seg.model_dir
+    assert again.source == "trained from scratch"
+    section = tiny.section("P02")
+    np.testing.assert_array_equal(again.predict(section.image(), "IMC"), predictions["IMC/P02"])
+    return seg
+
+
+# ------------------------------------------------------------------------------ cellpose
+def test_cellpose_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline, empty_caches):
+    seg = _fit_predict_and_reload("cellpose", tiny, tmp_path / "work", caplog)
+    assert str(empty_caches["cellpose"] / "cyto3") in seg.unavailable_message()
+    assert (seg.model_dir / cellpose_seg.WEIGHTS_FILE).is_file()
+
+
+def test_cellpose_require_without_weights_names_the_path(tiny, tmp_path, offline, empty_caches):
+    seg = get_segmenter("cellpose", params=CellposeParams(pretrained="require"),
+                        workdir=tmp_path / "work")
+    with pytest.raises(PretrainedUnavailable) as info:
+        seg.fit(tiny.sections(split="train"))
+    message = str(info.value)
+    assert str(empty_caches["cellpose"] / "cyto3") in message
+    assert "\n" not in message and "CELLPOSE_LOCAL_MODELS_PATH" in message
+    assert not (tmp_path / "work" / "models").exists()       # raised before any training
+
+    missing = tmp_path / "nowhere" / "my-cyto3"
+    seg = get_segmenter("cellpose", workdir=tmp_path / "work",
+                        params=CellposeParams(pretrained="require", pretrained_model=str(missing)))
+    with pytest.raises(PretrainedUnavailable, match="my-cyto3"):
+        seg.fit(tiny.sections(split="train"))
+
+
+def test_cellpose_weights_found_by_existence_and_keyed(tmp_path, empty_caches):
+    seg = get_segmenter("cellpose", workdir=tmp_path)
+    seg.train_ids = ["IMC/P01"]
+    assert not seg.pretrained_available()
+    key = seg.cache_key()
+    (empty_caches["cellpose"] / "cyto3").write_bytes(b"weights")
+    assert seg.pretrained_available()
+    assert seg.cache_key() != key                    # a model trained from cyto3 is another model
+    never = get_segmenter("cellpose", params=CellposeParams(pretrained="never"), workdir=tmp_path)
+    assert not never.pretrained_available()
+    with pytest.raises(ValueError, match="pretrained"):
+        get_segmenter("cellpose", params=CellposeParams(pretrained="maybe"))
+
+
+@pytest.mark.slow
+def test_cellpose_fine_tunes_and_uses_local_pretrained_weights(tiny, tmp_path, offline,
+                                                               empty_caches):
+    """A CPnet of Cellpose's own widths saved as ``cyto3`` stands in for the real weights."""
+    import torch
+    from cellpose.resnet_torch import CPnet
+
+    torch.manual_seed(0)
+    net = CPnet([2, *cellpose_seg.CELLPOSE_NBASE], 3, sz=3, mkldnn=False, max_pool=True,
+                diam_mean=30.0)
+    net.save_model(str(empty_caches["cellpose"] / "cyto3"))
+    train = tiny.sections(split="train")
+    seg = get_segmenter("cellpose", workdir=tmp_path / "a", quick=True, device="cpu").fit(train)
+    assert seg.source == "fine-tuned"
+    section = tiny.section("P02")
+    labels = seg.predict(section.image(), "IMC")
+    assert labels.shape == section.shape() and labels.dtype == np.uint32
+
+    as_is = get_segmenter("cellpose", workdir=tmp_path / "b", device="cpu",
+                          params=CellposeParams(finetune=False)).fit(train)
+    assert as_is.source == "pretrained"
+    assert as_is.model.diam_mean == pytest.approx(30.0)
+
+
+# ------------------------------------------------------------------------------ stardist
+def test_stardist_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline, empty_caches):
+    seg = _fit_predict_and_reload("stardist", tiny, tmp_path / "work", caplog)
+    assert str(empty_caches["keras"]) in seg.unavailable_message()
+    assert seg.input_mode == "membrane+mass"
+    assert seg.model.config.n_channel_in == 2 and seg.model.config.n_rays == 32
+
+
+def test_stardist_require_without_weights_names_the_path(tiny, tmp_path, offline, empty_caches):
+    seg = get_segmenter("stardist", params=StarDistParams(pretrained="require"),
+                        workdir=tmp_path / "work")
+    with pytest.raises(PretrainedUnavailable) as info:
+        seg.fit(tiny.sections(split="train"))
+    message = str(info.value)
+    assert str(empty_caches["keras"] / "models" / "StarDist2D" / "2D_versatile_fluo") in message
+    assert "\n" not in message
+    assert not (tmp_path / "work" / "models").exists()
+
+    missing = tmp_path / "nowhere" / "my_versatile"
+    seg = get_segmenter("stardist", workdir=tmp_path / "work",
+                        params=StarDistParams(pretrained="require", pretrained_model=str(missing)))
+    with pytest.raises(PretrainedUnavailable, match="my_versatile"):
+        seg.fit(tiny.sections(split="train"))
+
+
+def test_stardist_finds_keras3_cache_layout(tmp_path, empty_caches):
+    seg = get_segmenter("stardist", workdir=tmp_path)
+    seg.train_ids = ["IMC/P01"]
+    assert seg.pretrained_path() is None
+    key = seg.cache_key()
+    folder = (empty_caches["keras"] / "models" / "StarDist2D" / "2D_versatile_fluo"
+              / "2D_versatile_fluo_extracted")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    assert seg.pretrained_path() is None                    # no weights file yet
+    (folder / "weights_best.h5").write_bytes(b"")
+    assert seg.pretrained_path() == folder
+    assert seg.cache_key() != key
+    never = get_segmenter("stardist", params=StarDistParams(pretrained="never"), workdir=tmp_path)
+    assert never.pretrained_path() is None
+
+
+def test_interior_channel_is_bright_inside_fibres():
+    image = np.zeros((20, 20, 2), np.float32)
+    image[..., 1] = 0.8                       # mass everywhere ...
+    image[:, 9:11, 0] = 1.0                   # ... but a membrane line down the middle
+    image[:, 9:11, 1] = 0.2
+    interior = interior_channel(image)
+    assert interior.shape == (20, 20, 1) and interior.dtype == np.float32
+    assert interior[5, 3, 0] > 0.9 and interior[5, 9, 0] < 0.1
+
+
+@pytest.mark.slow
+def test_stardist_fine_tunes_local_versatile_model(tiny, tmp_path, offline, empty_caches):
+    """A 1-channel StarDist model in the Keras-3 cache layout stands in for the real one."""
+    from stardist.models import Config2D, StarDist2D
+
+    base = empty_caches["keras"] / "models" / "StarDist2D" / "2D_versatile_fluo"
+    config = Config2D(n_rays=32, grid=(2, 2), n_channel_in=1, unet_n_filter_base=8,
+                      train_tensorboard=False)
+    fake = StarDist2D(config, name="2D_versatile_fluo_extracted", basedir=str(base))
+    fake.keras_model.save_weights(str(base / "2D_versatile_fluo_extracted" / "weights_best.h5"))
+    train = tiny.sections(split="train")
+    seg = get_segmenter("stardist", workdir=tmp_path / "a", quick=True, device="cpu").fit(train)
+    assert seg.source == "fine-tuned" and seg.input_mode == "interior"
+    section = tiny.section("S11")
+    labels = seg.predict(section.image(), "IF")
+    assert labels.shape == section.shape() and labels.dtype == np.uint32
+
+    reloaded = get_segmenter("stardist", workdir=tmp_path / "a", quick=True, device="cpu")
+    reloaded.fit(train)
+    assert reloaded.source == "fine-tuned" and reloaded.input_mode == "interior"
