@@ -117,15 +117,19 @@ def cmd_ntm_rule(args) -> int:
 # ---------------------------------------------------------------------------- segmenters
 def cmd_segment(args) -> int:
     from .dataset import Dataset
+    from .distributed import DistributedError, run_methods
     from .segmenters import SegmenterError, get_segmenter
-    from .segmenters.run import run_method
 
     try:
         # an unknown method fails here, before any data is read (ValueError -> exit code 2)
-        segmenter = get_segmenter(args.method, workdir=args.workdir, quick=args.quick)
-        result = run_method(segmenter, Dataset(args.data, roles=args.roles), split=args.split,
-                            sections=args.sections, workdir=args.workdir, force=args.force)
-    except SegmenterError as error:
+        get_segmenter(args.method, workdir=args.workdir, quick=args.quick)
+        # run_methods = run_method's tables, resumable (results/manifest.json), on Dask with
+        # --workers N / --scheduler ADDRESS
+        result = run_methods([args.method], Dataset(args.data, roles=args.roles),
+                             split=args.split, sections=args.sections, workdir=args.workdir,
+                             quick=args.quick, force=args.force, scheduler=args.scheduler,
+                             workers=args.workers, strict=True)[args.method]
+    except (SegmenterError, DistributedError, OSError) as error:  # OSError: unwritable workdir
         print(f"nclsm segment: error: {error}", file=sys.stderr)
         return 2
     _print_table(result.summary, args.json)
@@ -193,6 +197,9 @@ def cmd_run(args) -> int:
 
     root = resolve_data(args.data)
     methods = [m for item in (args.methods or DEFAULT_METHODS) for m in str(item).split(",") if m]
+    if args.scheduler or args.workers > 1:  # read by pipeline.segment_method in the kernels
+        from .distributed import set_dask_environment
+        set_dask_environment(args.scheduler, args.workers)
     try:
         result = run_notebooks(root, reports=args.reports, workdir=args.workdir, methods=methods,
                                quick=args.quick, force=args.force,
@@ -252,6 +259,15 @@ def cmd_curate(args) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def _add_dask_options(p) -> None:
+    """``--scheduler`` / ``--workers``: (method, section) tasks on Dask (nclsm_utils.distributed)."""
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address (tcp://host:8786) for the per-section tasks")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="without --scheduler: N > 1 runs the sections on a local Dask cluster "
+                        "of N processes (default 1: in this process)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nclsm", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -308,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roles", default=None, help="YAML file of role -> folder overrides")
     p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
     p.add_argument("--force", action="store_true", help="refit and re-predict")
+    _add_dask_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_segment)
 
@@ -352,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="extra notebook parameter (YAML value); must be declared by a notebook")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_dask_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("site", help="render the website from reports/ into _site/ "

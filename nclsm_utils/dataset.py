@@ -167,7 +167,9 @@ class Section:
         if role not in ROLES:
             raise KeyError(f"unknown role {role!r}; known roles: {', '.join(ROLES)}")
         if role not in self.files:
-            raise DataError(f"section {self.key} has no {role!r} file; found roles: "
+            where = next(iter(self.files.values())).parent.parent if self.files else self.modality
+            raise DataError(f"section {self.key} has no {role!r} file in {where} (no folder for "
+                            f"the role, or no {self.id}.tif(f)/.png in it); found roles: "
                             f"{', '.join(self.files) or 'none'}")
         return self.files[role]
 
@@ -362,7 +364,7 @@ class Dataset:
                 if role not in self.role_folders[section.modality]:
                     row[role] = "no folder"
                     if role in REQUIRED_ROLES:
-                        problems.append(f"{section.modality}/: no folder for required role {role!r}")
+                        problems.append(f"{self.root / section.modality}/: no folder for required role {role!r}")
                     continue
                 if not section.has(role):
                     row[role] = "missing"

@@ -551,7 +551,8 @@ def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS
 
 # ---------------------------------------------------------------------------- one method
 def segment_method(method: str, dataset, split: str = "test", workdir="data", quick: bool = False,
-                   force: bool = False, sections=None, progress: bool = True):
+                   force: bool = False, sections=None, progress: bool = True,
+                   scheduler=None, workers=None):
     """Fit, predict and evaluate one method (:func:`~nclsm_utils.segmenters.run.run_method`)
     and record how it went in ``<workdir>/results/<label>_run.json``.
 
@@ -576,8 +577,17 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
               "sections": [], "errors": {}, "error": "", "source": ""}
     result = None
     try:
-        result = run_method(method, dataset, split=split, sections=sections, workdir=workdir,
-                            quick=quick, force=force, progress=progress)
+        from .distributed import dask_settings, run_methods
+        # Dask (scheduler address, or workers > 1; default $NCLSM_SCHEDULER / $NCLSM_WORKERS
+        # set by `nclsm run --scheduler/--workers`): the same tables, resumable per section
+        scheduler, workers = dask_settings(scheduler, workers)
+        if scheduler or workers > 1:
+            result = run_methods([method], dataset, split=split, sections=sections,
+                                 workdir=workdir, quick=quick, force=force, progress=progress,
+                                 scheduler=scheduler, workers=workers, strict=True)[str(method)]
+        else:
+            result = run_method(method, dataset, split=split, sections=sections, workdir=workdir,
+                                quick=quick, force=force, progress=progress)
     except (SegmenterError, DataError, ImportError) as error:
         text = " ".join(str(error).split())
         record.update(status="failed", error=text if isinstance(error, (SegmenterError, DataError))

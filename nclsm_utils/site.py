@@ -326,7 +326,8 @@ def write_placeholders(config: dict, reports: Path) -> list[Path]:
         cell.id = "placeholder"
         nb.cells.append(cell)
         path.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, str(path))
+        from .io import write_text  # atomic (temporary file + rename); bytes as nbformat.write
+        write_text(path, nbformat.writes(nb) + "\n")
         made.append(path)
     return made
 
