@@ -79,6 +79,8 @@ class StarDistParams(BaseParams):
     grid: tuple = (2, 2)
     unet_n_depth: int = 3
     unet_n_filter_base: int = 16
+    unet_batch_norm: bool = False
+    dist_loss_weight: float = 0.2        # weight of the distance loss (prob loss: 1)
     net_diameter: float = 24.0           # fibre diameter inside the network (predict "scale")
     patch_size: int = 96                 # training patch side at the net's scale (multiple of 16)
     batch_size: int = 4
@@ -94,7 +96,9 @@ class StarDistParams(BaseParams):
     min_size: int = 30                   # smallest kept object (working-scale pixels)
 
     def quick(self):
-        return dataclasses.replace(self, epochs=4, steps_per_epoch=10, optimize_thresholds=False)
+        # a few short epochs leave the object probabilities low: a lower fixed threshold
+        return dataclasses.replace(self, epochs=4, steps_per_epoch=10, optimize_thresholds=False,
+                                   prob_thresh=0.2 if self.prob_thresh is None else self.prob_thresh)
 
 
 def keras_cache_dirs() -> list[Path]:
@@ -290,6 +294,8 @@ class StarDistSegmenter(Segmenter):
             config = Config2D(
                 n_rays=params.n_rays, grid=tuple(params.grid), n_channel_in=2,
                 unet_n_depth=params.unet_n_depth, unet_n_filter_base=params.unet_n_filter_base,
+                unet_batch_norm=params.unet_batch_norm,
+                train_loss_weights=(1.0, float(params.dist_loss_weight)),
                 train_patch_size=(params.patch_size, params.patch_size),
                 train_batch_size=params.batch_size, train_epochs=params.epochs,
                 train_steps_per_epoch=params.steps_per_epoch, train_learning_rate=lr,
