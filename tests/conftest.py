@@ -23,3 +23,11 @@ def tiny_root(tmp_path_factory) -> Path:
 
     return write_dataset(tmp_path_factory.mktemp("tiny") / "synthetic", SynthConfig.preset("tiny"),
                          seed=0, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_dask_settings(monkeypatch):
+    """`nclsm run --scheduler/--workers` export NCLSM_SCHEDULER/NCLSM_WORKERS for the notebook
+    kernels; a test that ran the CLI in-process must not leak them into later tests."""
+    monkeypatch.delenv("NCLSM_SCHEDULER", raising=False)
+    monkeypatch.delenv("NCLSM_WORKERS", raising=False)
