@@ -81,7 +81,7 @@ class UNetParams(BaseParams):
     area_threshold: float = 0.5       # fibre + boundary probability of the instances' area
     seed_opening: int = 1             # radius of the opening applied to the seeds
     distance_h: float = 0.06          # 2 classes: h-maxima depth, fraction of target_diameter
-    min_area_fraction: float = 0.02   # drop objects below this fraction of a mean fibre area
+    min_area_fraction: float = 0.05   # drop objects below this fraction of a mean fibre area
 
     def quick(self):
         """Short training for smoke runs (~20-30 s on 2 CPU cores)."""
