@@ -25,9 +25,12 @@ def tiny_root(tmp_path_factory) -> Path:
                          seed=0, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _no_inherited_dask_settings(monkeypatch):
+
+def pytest_runtest_setup(item):
     """`nclsm run --scheduler/--workers` export NCLSM_SCHEDULER/NCLSM_WORKERS for the notebook
-    kernels; a test that ran the CLI in-process must not leak them into later tests."""
-    monkeypatch.delenv("NCLSM_SCHEDULER", raising=False)
-    monkeypatch.delenv("NCLSM_WORKERS", raising=False)
+    kernels; a test that ran the CLI in-process must not leak them into later tests (this runs
+    before any fixture, module-scoped ones included)."""
+    import os
+
+    os.environ.pop("NCLSM_SCHEDULER", None)
+    os.environ.pop("NCLSM_WORKERS", None)
