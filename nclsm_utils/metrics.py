@@ -4,8 +4,8 @@ The NCL-SM paper (Khan et al., arXiv 2311.15113) compares an *assessed*
 segmentation (a method's prediction or a QA duplicate annotation) with the
 ground truth fibre by fibre. :func:`evaluate` produces the per-fibre table,
 :func:`summarise` the one-row summary of Tables II and III, and
-:func:`instance_metrics` the usual AP/F1/PQ over IoU thresholds (through
-``stardist.matching``).
+:func:`instance_metrics` the usual AP/F1/PQ over IoU thresholds (``stardist.matching``'s
+definitions and matching, with a numpy overlap table).
 
 Definitions (the shared README's account of the published notebook)
 --------------------------------------------------------------------
@@ -899,12 +899,110 @@ def _instance_row(thresh, tp, fp, fn, n_true, n_pred, sum_matched_score) -> dict
     }
 
 
+def label_overlap(gt_labels: np.ndarray, pred_labels: np.ndarray,
+                  chunk_rows: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel counts of every (GT label, predicted label) pair, background included.
+
+    The contingency table ``stardist.matching.label_overlap`` computes, in plain numpy
+    (``np.bincount`` over row chunks, so a 185-megapixel section needs a few hundred MB and
+    no numba compilation in each new process).
+
+    Parameters
+    ----------
+    gt_labels, pred_labels : ndarray, shape (H, W), non-negative integers
+        Instance masks, 0 = background; labels need not be contiguous.
+    chunk_rows : int
+        Rows counted at a time (memory bound).
+
+    Returns
+    -------
+    overlap : ndarray, shape (n_gt + 1, n_pred + 1), int64
+        ``overlap[i, j]`` = pixels labelled ``gt_ids[i]`` in GT and ``pred_ids[j]`` in the
+        prediction; row and column 0 are the background.
+    gt_ids, pred_ids : ndarray
+        The labels of the rows and columns (``[0, sorted labels present]``).
+
+    Examples
+    --------
+    >>> gt = np.array([[1, 1, 0], [2, 2, 2]]); pred = np.array([[5, 0, 0], [5, 9, 9]])
+    >>> overlap, gt_ids, pred_ids = label_overlap(gt, pred)
+    >>> overlap.tolist(), gt_ids.tolist(), pred_ids.tolist()
+    ([[1, 0, 0], [1, 1, 0], [0, 1, 2]], [0, 1, 2], [0, 5, 9])
+    """
+    if gt_labels.shape != pred_labels.shape:
+        raise ValueError(f"gt_labels {gt_labels.shape} and pred_labels {pred_labels.shape} "
+                         "have different shapes")
+    gt_ids = np.union1d([0], _present_labels(gt_labels, chunk_rows))
+    pred_ids = np.union1d([0], _present_labels(pred_labels, chunk_rows))
+    n_cols = len(pred_ids)
+    overlap = np.zeros(len(gt_ids) * n_cols, np.int64)
+    for start in range(0, gt_labels.shape[0], chunk_rows):
+        rows = np.searchsorted(gt_ids, gt_labels[start:start + chunk_rows].ravel())
+        cols = np.searchsorted(pred_ids, pred_labels[start:start + chunk_rows].ravel())
+        overlap += np.bincount(rows * n_cols + cols, minlength=overlap.size)
+    return overlap.reshape(len(gt_ids), n_cols), gt_ids, pred_ids
+
+
+def _present_labels(labels: np.ndarray, chunk_rows: int) -> np.ndarray:
+    """Sorted distinct values of ``labels`` (row chunks: bounded memory)."""
+    found = [np.unique(labels[start:start + chunk_rows])
+             for start in range(0, max(labels.shape[0], 1), chunk_rows)]
+    return np.unique(np.concatenate(found)) if found else np.zeros(0, labels.dtype)
+
+
+def iou_matrix(overlap: np.ndarray) -> np.ndarray:
+    """IoU of every (GT, predicted) object pair from :func:`label_overlap`'s table.
+
+    ``overlap / (pred pixels + GT pixels - overlap)`` as float32, background row and column
+    dropped: shape ``(n_gt, n_pred)``; stardist's ``intersection_over_union`` to the bit.
+    """
+    overlap = np.asarray(overlap)
+    union = overlap.sum(axis=0, keepdims=True) + overlap.sum(axis=1, keepdims=True) - overlap
+    scores = np.zeros(overlap.shape, np.float32)
+    np.divide(overlap, union, out=scores, where=union > 0, casting="unsafe")
+    return scores[1:, 1:]
+
+
+def match_counts(scores: np.ndarray, thresh: float) -> tuple[int, int, int, float]:
+    """One-to-one matching of GT and predicted objects at an IoU threshold.
+
+    The optimal assignment of ``stardist.matching.matching``: maximise the number of pairs with
+    IoU >= ``thresh``, IoU as tie-breaker (``scipy.optimize.linear_sum_assignment``).
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n_gt, n_pred)
+        :func:`iou_matrix`.
+    thresh : float
+
+    Returns
+    -------
+    tp, fp, fn : int
+    sum_matched_score : float
+        Sum of the matched pairs' IoU.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    n_true, n_pred = scores.shape
+    n_matched = min(n_true, n_pred)
+    if n_matched == 0:
+        return 0, n_pred, n_true, 0.0
+    costs = -(scores >= thresh).astype(float) - scores / (2 * n_matched)
+    true_ind, pred_ind = linear_sum_assignment(costs)
+    matched = scores[true_ind, pred_ind]
+    ok = matched >= thresh
+    tp = int(np.count_nonzero(ok))
+    return tp, n_pred - tp, n_true - tp, float(np.sum(matched[ok]))
+
+
 def instance_metrics(gt_labels: np.ndarray, pred_labels: np.ndarray,
                      thresholds=DEFAULT_IOU_THRESHOLDS) -> pd.DataFrame:
-    """Standard instance-segmentation metrics per IoU threshold (via ``stardist.matching``).
+    """Standard instance-segmentation metrics per IoU threshold (``stardist.matching``'s).
 
     A GT and a predicted object match one-to-one (optimal assignment) when their IoU
-    >= the threshold (stardist's convention; the paper's A% uses a strict >).
+    >= the threshold (stardist's convention; the paper's A% uses a strict >). Same numbers as
+    ``stardist.matching.matching(gt, pred, thresholds)`` (tested), computed with
+    :func:`label_overlap`, :func:`iou_matrix` and :func:`match_counts`.
 
     Parameters
     ----------
@@ -930,8 +1028,6 @@ def instance_metrics(gt_labels: np.ndarray, pred_labels: np.ndarray,
     >>> instance_metrics(gt, pred, [0.5])[["tp", "fp", "fn", "AP"]].to_dict("records")
     [{'tp': 1, 'fp': 0, 'fn': 1, 'AP': 0.5}]
     """
-    from stardist.matching import matching
-
     gt = _check_labels(gt_labels, "gt_labels")
     pred = _check_labels(pred_labels, "pred_labels")
     if gt.shape != pred.shape:
@@ -939,9 +1035,12 @@ def instance_metrics(gt_labels: np.ndarray, pred_labels: np.ndarray,
     thresholds = [float(t) for t in np.atleast_1d(np.asarray(thresholds, float))]
     if not thresholds or any(not 0 <= t <= 1 for t in thresholds):
         raise ValueError(f"thresholds must be IoU values in [0, 1], got {thresholds}")
-    results = matching(gt, pred, thresh=thresholds, criterion="iou")
-    rows = [_instance_row(r.thresh, r.tp, r.fp, r.fn, r.n_true, r.n_pred,
-                          r.mean_matched_score * r.tp) for r in results]
+    scores = iou_matrix(label_overlap(gt, pred)[0])
+    n_true, n_pred = scores.shape
+    rows = []
+    for thresh in thresholds:
+        tp, fp, fn, sum_matched_score = match_counts(scores, thresh)
+        rows.append(_instance_row(thresh, tp, fp, fn, n_true, n_pred, sum_matched_score))
     return pd.DataFrame(rows, columns=INSTANCE_COLUMNS)
 
 

@@ -187,6 +187,8 @@ split = "test"          # the split to predict and score
 sections = None         # or a list of section ids, e.g. ["P02", "S11"]
 quick = False           # short training, for smoke runs
 force = False           # refit and re-predict even when cached
+scheduler = None        # Dask scheduler address ("tcp://host:8786") for the per-section tasks
+workers = None          # > 1: a local Dask cluster of this many processes (None: $NCLSM_WORKERS or 1)
 ''', tags=["parameters"]),
     code(SETUP),
     md("## Fit, predict, evaluate"),
@@ -194,7 +196,8 @@ force = False           # refit and re-predict even when cached
 from nclsm_utils.pipeline import segment_method
 
 result, status = segment_method(method, dataset, split=split, sections=sections,
-                                workdir=workdir, quick=quick, force=force)
+                                workdir=workdir, quick=quick, force=force,
+                                scheduler=scheduler, workers=workers)
 pd.Series(status, name=method).to_frame()
 '''),
     md("## Summary over the scored sections"),

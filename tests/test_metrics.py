@@ -543,6 +543,42 @@ def test_instance_metrics_known_counts():
     assert default["thresh"].tolist() == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_instance_metrics_equal_stardist_matching(seed):
+    """Numpy overlap + assignment give stardist.matching's numbers, big sparse labels too."""
+    from skimage.segmentation import watershed
+    from stardist.matching import matching
+
+    rng = np.random.default_rng(seed)
+    shape = (120, 150)
+    markers = np.zeros(shape, np.int32)
+    points = rng.integers(0, 120, (40, 2))
+    markers[points[:, 0], np.minimum(points[:, 1] * 150 // 120, 149)] = np.arange(1, 41)
+    gt = watershed(np.zeros(shape), markers).astype(np.uint32)
+    gt[rng.random(shape) < 0.02] = 0
+    shifted = np.roll(gt, (int(rng.integers(-4, 5)), int(rng.integers(-4, 5))), axis=(0, 1))
+    pred = np.where(shifted > 0, shifted * 1_000 + 70_000, 0).astype(np.uint32)
+    pred[pred == pred.max()] = 0                                   # a missed fibre
+    thresholds = [0.1, 0.5, 0.75, 0.9]
+    ours = instance_metrics(gt, pred, thresholds)
+    for row, ref in zip(ours.itertuples(), matching(gt, pred, thresh=thresholds)):
+        assert (row.tp, row.fp, row.fn, row.n_true, row.n_pred) == (
+            ref.tp, ref.fp, ref.fn, ref.n_true, ref.n_pred)
+        assert row.mean_matched_score == pytest.approx(ref.mean_matched_score, rel=1e-6)
+        assert row.PQ == pytest.approx(ref.panoptic_quality, rel=1e-6)
+
+
+def test_label_overlap_counts_in_chunks():
+    gt = np.array([[1, 1, 0], [2, 2, 2], [0, 0, 7]], np.uint16)
+    pred = np.array([[5, 0, 0], [5, 9, 9], [0, 9, 9]], np.uint32)
+    whole, gt_ids, pred_ids = metrics.label_overlap(gt, pred)
+    chunked, _, _ = metrics.label_overlap(gt, pred, chunk_rows=1)
+    assert gt_ids.tolist() == [0, 1, 2, 7] and pred_ids.tolist() == [0, 5, 9]
+    assert whole.tolist() == [[2, 0, 1], [1, 1, 0], [0, 1, 2], [0, 0, 1]]
+    np.testing.assert_array_equal(whole, chunked)
+    assert metrics.iou_matrix(whole)[1, 1] == pytest.approx(2 / 5)   # GT 2 vs predicted 9
+
+
 def test_aggregate_equals_stardist_matching_dataset():
     from stardist.matching import matching_dataset
 
