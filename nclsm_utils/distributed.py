@@ -71,7 +71,7 @@ import pandas as pd
 
 from .io import DataError, write_csv, write_text
 from .segmenters.base import SegmenterError
-from .segmenters.run import RunResult
+from .segmenters.run import RunResult, evaluate_section
 
 log = logging.getLogger(__name__)
 
@@ -319,47 +319,6 @@ def _worker_segmenter(task: SectionTask, dataset):
                              "the same nclsm_utils and package versions as the client")
     _WORKER_CACHE[key] = segmenter
     return segmenter
-
-
-def evaluate_section(segmenter, section, label: str, force: bool = False):
-    """Predict (cached) and evaluate one section, as :func:`run_method` does for each section.
-
-    Returns
-    -------
-    (table, instance, note)
-        The per-fibre table with ``method``, ``modality``, ``section`` columns first; the
-        instance metrics of the section (with ``section`` and ``modality`` columns) or None;
-        ``note`` why instance metrics are missing ('' when present).
-
-    Raises
-    ------
-    Exception
-        Whatever fails for this section (bad file, shape mismatch, ...).
-    """
-    from . import metrics
-
-    pred = segmenter.predict_section(section, force=force)
-    gt = section.mask("myofibres")
-    if pred.shape != gt.shape:
-        raise DataError(f"{section.path('myofibres')}: prediction of {label} has shape "
-                        f"{pred.shape}, the section's mask {gt.shape}")
-    image = section.image() if section.has("image") else None
-    table = metrics.evaluate(gt, pred, image, half_width=section.half_width)
-    del image
-    table.insert(0, "section", section.id)
-    table.insert(0, "modality", section.modality)
-    table.insert(0, "method", label)
-    instance, note = None, ""
-    if hasattr(metrics, "instance_metrics"):
-        try:
-            instance = metrics.instance_metrics(gt, pred).assign(section=section.id,
-                                                                 modality=section.modality)
-        except ImportError as error:  # stardist missing: the paper metrics still stand
-            note = f"ImportError: {error}"
-        except Exception as error:  # noqa: BLE001 - the paper metrics still stand
-            note = _one_line(error)
-            log.warning("%s %s: instance metrics failed: %s", label, section.key, note)
-    return table, instance, note
 
 
 def _one_line(error: BaseException) -> str:
@@ -720,9 +679,8 @@ def _mask_dtype(section) -> str | None:
 
 
 def warm_up(mask_dtypes=(), methods=()) -> bool:
-    """Pay a worker's first-call costs: imports, stardist's numba matching compiled for these
-    mask dtypes (seconds, once per process), a tiny evaluation and, for methods that need no
-    model, a tiny prediction. Run on every worker while the client fits the methods."""
+    """Pay a worker's first-call costs: imports, a tiny evaluation per mask dtype and, for
+    methods that need no model, a tiny prediction. Run on every worker while the client fits the methods."""
     from . import metrics
     from .segmenters.base import get_segmenter
 
@@ -736,7 +694,7 @@ def warm_up(mask_dtypes=(), methods=()) -> bool:
             pred[6:22, 4:20] = 1
             metrics.evaluate(gt, pred, image, half_width=2)
             metrics.instance_metrics(gt, pred, [0.5])
-        except Exception:  # noqa: BLE001 - stardist missing, an odd dtype: the tasks will say
+        except Exception:  # noqa: BLE001 - an odd dtype: the tasks will say
             break
     for method in methods:
         if str(method).startswith("external:"):

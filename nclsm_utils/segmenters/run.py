@@ -102,6 +102,45 @@ def _choose_sections(dataset, split: str, sections) -> list:
     return chosen
 
 
+def evaluate_section(segmenter, section, label: str, force: bool = False):
+    """Predict (cached) and evaluate one section: the per-section step of :func:`run_method`
+    and of the Dask tasks (:mod:`nclsm_utils.distributed`).
+
+    Returns
+    -------
+    (table, instance, note)
+        The per-fibre table (:func:`nclsm_utils.metrics.evaluate`) with ``method``,
+        ``modality``, ``section`` columns first; the section's instance metrics
+        (:func:`nclsm_utils.metrics.instance_metrics`, with ``section`` and ``modality``
+        columns) or None; ``note``, why instance metrics are missing ('' when present).
+
+    Raises
+    ------
+    Exception
+        Whatever fails for this section (bad file, shape mismatch, ...).
+    """
+    from .. import metrics
+
+    pred = segmenter.predict_section(section, force=force)
+    gt = section.mask("myofibres")
+    if pred.shape != gt.shape:
+        raise DataError(f"{section.path('myofibres')}: prediction of {label} has shape "
+                        f"{pred.shape}, the section's mask {gt.shape}")
+    image = section.image() if section.has("image") else None
+    table = metrics.evaluate(gt, pred, image, half_width=section.half_width)
+    del image
+    table.insert(0, "section", section.id)
+    table.insert(0, "modality", section.modality)
+    table.insert(0, "method", label)
+    instance, note = None, ""
+    try:
+        instance = metrics.instance_metrics(gt, pred).assign(section=section.id,
+                                                             modality=section.modality)
+    except Exception as error:  # noqa: BLE001 - the paper metrics still stand
+        note = _one_line(error)
+    return table, instance, note
+
+
 def run_method(method, dataset, split: str = "test", sections=None, workdir="data",
                quick: bool = False, force: bool = False, params=None,
                progress: bool = True) -> RunResult:
@@ -163,35 +202,17 @@ def run_method(method, dataset, split: str = "test", sections=None, workdir="dat
 
     result = RunResult(method=label, source=segmenter.source)
     instance_tables = []
-    instance_available = hasattr(metrics, "instance_metrics")
     out_dir = workdir / "results" / label
     for section in tqdm(chosen, desc=f"{label}", unit="section", disable=not progress):
         try:
-            pred = segmenter.predict_section(section, force=force)
-            gt = section.mask("myofibres")
-            if pred.shape != gt.shape:
-                raise DataError(f"{section.path('myofibres')}: prediction of {label} has shape "
-                                f"{pred.shape}, the section's mask {gt.shape}")
-            image = section.image() if section.has("image") else None
-            table = metrics.evaluate(gt, pred, image, half_width=section.half_width)
-            del image
-            table.insert(0, "section", section.id)
-            table.insert(0, "modality", section.modality)
-            table.insert(0, "method", label)
+            table, instance, note = evaluate_section(segmenter, section, label, force=force)
             path = write_csv(out_dir / f"{section.modality}_{section.id}.csv", table)
             result.tables[section.key] = table
             result.paths[section.key] = path
-            if instance_available:
-                try:
-                    inst = metrics.instance_metrics(gt, pred)
-                    instance_tables.append(inst.assign(section=section.id,
-                                                       modality=section.modality))
-                except ImportError as error:  # stardist missing: paper metrics still stand
-                    log.warning("instance metrics skipped: %s", error)
-                    instance_available = False
-                except Exception as error:  # noqa: BLE001 - the paper metrics still stand
-                    log.warning("%s %s: instance metrics failed: %s", label, section.key,
-                                _one_line(error))
+            if instance is not None:
+                instance_tables.append(instance)
+            elif note:
+                log.warning("%s %s: instance metrics failed: %s", label, section.key, note)
             log.info("%s %s: %d GT fibres, %d matched", label, section.key, len(table),
                      int(table["matched"].sum()) if len(table) else 0)
         except SegmenterError as error:  # the method itself cannot run: stop, one line
