@@ -4,14 +4,18 @@
    can run, on the test sections of the default synthetic NCL-SM (generated when missing).
    Trainable methods run only with a cached model (from ``nclsm segment``) unless
    ``--train-quick`` trains them briefly; others are listed with a note.
-2. Peak resident memory (``resource.getrusage`` max RSS of a fresh subprocess) while mitocyto
-   predicts a full-size synthetic IF section (10,000 x 15,000 pixels) through
-   ``predict_section``: read the RGB TIFF, predict, write the cached label TIFF. Target < 4 GB.
+2. Peak resident memory (``resource.getrusage`` max RSS of a fresh subprocess per method)
+   while a method predicts a full-size synthetic IF section (10,000 x 15,000 pixels, 72-px
+   fibres) through ``predict_section``: read the RGB TIFF, shrink to the working scale,
+   predict in tiles, resize the labels back, write the cached label TIFF. mitocyto always;
+   trained methods when their model is cached under ``--workdir`` (or ``--train-quick``).
+   Target < 4 GB.
 
 Usage::
 
     python benchmarks/bench_segmenters.py [--data data/synthetic] [--workdir data]
         [--train-quick] [--methods mitocyto ...] [--skip-memory] [--size 10000 15000]
+        [--memory-methods mitocyto unet ...]
 
 No assertions on time; the numbers are printed (and with ``--json PATH`` written).
 """
@@ -117,40 +121,59 @@ def make_big_if_image(path: Path, size=(10000, 15000), tile: int = 2048, seed: i
     return path
 
 
-def _child_memory(image_path: str, workdir: str) -> None:
-    """Run in a fresh process: predict_section on the big image and print a JSON line."""
+def _child_memory(image_path: str, workdir: str, method: str = "mitocyto", data: str = "",
+                  train_quick: str = "0") -> None:
+    """Run in a fresh process: ``method``'s predict_section on the big image, a JSON line."""
     import resource
 
-    from nclsm_utils.dataset import Section
+    from nclsm_utils.dataset import Dataset, Section
     from nclsm_utils.segmenters import get_segmenter
 
-    seg = get_segmenter("mitocyto", params={"fibre_diameter": {"IF": 72.0}}, workdir=workdir)
-    seg.fit([])
+    quick = train_quick == "1"
+    if method == "mitocyto":
+        seg = get_segmenter("mitocyto", params={"fibre_diameter": {"IF": 72.0}}, workdir=workdir)
+        seg.fit([])
+    else:
+        seg = get_segmenter(method, workdir=workdir, quick=quick)
+        seg.fit(Dataset(data).sections(split="train"))    # loads the cached model
+        seg.diameters["IF"] = 72.0                        # the big image's fibre size
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     section = Section("BIG", "IF", files={"image": Path(image_path)}, split="test")
     start = time.perf_counter()
     labels = seg.predict_section(section, force=True)
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"shape": list(labels.shape), "fibres": int(labels.max()),
+    written = seg.prediction_dir / "IF_BIG.tiff"
+    for stale in (written, written.with_suffix(".json")):   # keep the user's workdir clean
+        stale.unlink(missing_ok=True)
+    print(json.dumps({"method": method, "shape": list(labels.shape), "fibres": int(labels.max()),
                       "seconds": round(elapsed, 1), "rss_after_imports_mb": round(before),
                       "peak_rss_mb": round(peak)}))
 
 
-def memory_run(size=(10000, 15000)) -> dict:
+def memory_run(size=(10000, 15000), methods=("mitocyto",), data: Path | None = None,
+               workdir: Path | None = None, train_quick: bool = False) -> list[dict]:
+    """Peak memory of each method predicting one big synthetic IF section (one process each)."""
+    results = []
     with tempfile.TemporaryDirectory(prefix="nclsm-bench-") as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()
         image = make_big_if_image(tmp / "BIG.tiff", size=size)
         made = time.perf_counter() - start
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.run([sys.executable, __file__, "--_child-memory", str(image),
-                               str(tmp / "work")], capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory child failed: {proc.stderr.strip()[-2000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["image_build_s"] = round(made, 1)
-        return result
+        for method in methods:
+            # mitocyto needs no model: a scratch workdir; trained methods load theirs
+            work = tmp / "work" if method == "mitocyto" else workdir
+            proc = subprocess.run([sys.executable, __file__, "--_child-memory", str(image),
+                                   str(work), method, str(data), "1" if train_quick else "0"],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                results.append({"method": method, "error": proc.stderr.strip()[-300:]})
+                continue
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result["image_build_s"] = round(made, 1)
+            results.append(result)
+    return results
 
 
 def main(argv=None) -> int:
@@ -163,7 +186,10 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--size", nargs=2, type=int, default=[10000, 15000])
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    parser.add_argument("--_child-memory", nargs=2, dest="child", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-methods", nargs="+", default=None,
+                        help="methods for the memory run (default: mitocyto and every method "
+                             "the speed table could run)")
+    parser.add_argument("--_child-memory", nargs="+", dest="child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
@@ -178,11 +204,18 @@ def main(argv=None) -> int:
         print(speed.astype(object).fillna("").to_string(index=False))
     out = {"speed": speed.to_dict("records")}
     if not args.skip_memory:
-        memory = memory_run(tuple(args.size))
-        print(f"== mitocyto predict_section on a {memory['shape'][0]} x {memory['shape'][1]} "
-              f"synthetic IF section: {memory['fibres']} fibres in {memory['seconds']} s, peak "
-              f"RSS {memory['peak_rss_mb']} MB (after imports {memory['rss_after_imports_mb']} "
-              f"MB; target < 4096 MB)")
+        ran = [r["method"] for r in out["speed"] if not r.get("note")]
+        chosen = args.memory_methods or ["mitocyto"] + sorted(set(ran) - {"mitocyto"})
+        memory = memory_run(tuple(args.size), chosen, args.data, args.workdir, args.train_quick)
+        print(f"== predict_section on a {args.size[0]} x {args.size[1]} synthetic IF section "
+              "(72-px fibres): peak RSS of a fresh process per method; target < 4096 MB")
+        for row in memory:
+            if "error" in row:
+                print(f"  {row['method']:9s} failed: {row['error']}")
+                continue
+            print(f"  {row['method']:9s} {row['fibres']:6d} fibres in {row['seconds']:6.1f} s, "
+                  f"peak RSS {row['peak_rss_mb']} MB (after imports "
+                  f"{row['rss_after_imports_mb']} MB)")
         out["memory"] = memory
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=str))

@@ -8,6 +8,7 @@ Methods are limited to mitocyto (no training) to keep this file to a couple of m
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,7 @@ def test_sources_are_clean_and_in_sync_with_the_generator():
 def test_segment_notebook_declares_method():
     params = papermill.inspect_notebook(str(NOTEBOOK_DIR / "03_segment.ipynb"))
     assert params["method"]["default"].strip("'\"") == "mitocyto"
-    assert {"data", "workdir", "quick", "force"} <= set(params)
+    assert {"data", "workdir", "quick", "force", "scheduler", "workers"} <= set(params)
 
 
 # ---------------------------------------------------------------------------- the batch
@@ -187,6 +188,28 @@ def test_plain_papermill_runs_the_segment_notebook(batch, tmp_path, monkeypatch)
     nb = nbformat.read(str(out), as_version=4)
     assert errors_in(nb) == []
     assert "mitocyto" in json.dumps(nb)
+
+
+def test_segment_notebook_runs_its_sections_on_dask(batch, tmp_path, monkeypatch):
+    """`-p workers 2`: the notebook's sections go to a local Dask cluster, same tables."""
+    from click.testing import CliRunner
+    from papermill.cli import papermill as papermill_cli
+
+    root, data, _ = batch
+    serial = {p.name: pd.read_csv(p) for p in (root / "work" / "results" / "mitocyto").glob("*.csv")}
+    assert serial
+    workdir = tmp_path / "work"
+    shutil.copytree(root / "work" / "predictions", workdir / "predictions")  # no re-prediction
+    out = tmp_path / "dask.ipynb"
+    monkeypatch.chdir(ROOT)
+    done = CliRunner().invoke(papermill_cli, [
+        "notebooks/03_segment.ipynb", str(out), "-p", "method", "mitocyto", "-p", "data",
+        str(data), "-p", "workdir", str(workdir), "-p", "reports", str(tmp_path),
+        "-p", "quick", "True", "-p", "workers", "2", "--no-progress-bar", "-k", "python3"])
+    assert done.exit_code == 0, done.output[-2000:]
+    assert errors_in(nbformat.read(str(out), as_version=4)) == []
+    for name, table in serial.items():
+        pd.testing.assert_frame_equal(pd.read_csv(workdir / "results" / "mitocyto" / name), table)
 
 
 # ---------------------------------------------------------------------------- bad input
