@@ -63,8 +63,7 @@ def speed_table(data: Path, workdir: Path, methods=None, train_quick: bool = Fal
         try:
             seg = get_segmenter(name, workdir=workdir, quick=train_quick)
             if seg.trainable and not train_quick:
-                seg.train_ids = sorted(s.key for s in train)
-                if not (seg.model_dir / "model.json").is_file():
+                if not seg.has_cached_model(train):
                     rows.append({"method": name, "note": "untrained: run `nclsm segment --method "
                                  f"{name}` first or pass --train-quick"})
                     continue

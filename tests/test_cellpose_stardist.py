@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,9 @@ def _fit_predict_and_reload(method, tiny, workdir, caplog):
         raise AssertionError("the cached model should have been loaded")
 
     again._fit = no_training
+    fresh = get_segmenter(method, workdir=Path(workdir).parent / "elsewhere", quick=True, device="cpu")
+    assert not fresh.has_cached_model(train)
+    assert again.has_cached_model(train)
     again.fit(train)
     assert again.model_dir == seg.model_dir
     assert again.source == "trained from scratch"

@@ -330,6 +330,18 @@ class Segmenter(ABC):
         self.fitted = True
         return self
 
+    def has_cached_model(self, train_sections) -> bool:
+        """Whether :meth:`fit` on ``train_sections`` would load a cached model (no training).
+
+        Sets ``train_ids`` and, when not given, the estimated ``diameters``, as :meth:`fit`
+        does; a method that needs no training is always ready.
+        """
+        train_sections = list(train_sections)
+        self.train_ids = sorted(s.key for s in train_sections)
+        if not self.diameters:
+            self.diameters = estimate_diameters(train_sections)
+        return not self.trainable or (self.model_dir / "model.json").is_file()
+
     def _fit(self, train_sections, model_dir: Path) -> None:  # pragma: no cover - trainable only
         raise NotImplementedError
 
