@@ -3,7 +3,7 @@
 1. ``speed``: :func:`nclsm_utils.distributed.run_methods` for mitocyto (or ``--methods``) on
    the default synthetic NCL-SM, in this process (serial) and on a local Dask cluster of
    ``--workers`` processes, each run in a fresh interpreter with a fresh workdir (so every
-   section is predicted and evaluated, and each run pays its own imports, numba compilation
+   section is predicted and evaluated, and each run pays its own imports, first calls
    and, for Dask, the cluster start). Prints the seconds of the ``run_methods`` call and of
    the whole process, the median of ``--repeat`` alternating runs, and checks that both
    leave byte-identical tables. ``--split all`` runs every section (14) instead of the test
