@@ -680,7 +680,8 @@ def _mask_dtype(section) -> str | None:
 
 def warm_up(mask_dtypes=(), methods=()) -> bool:
     """Pay a worker's first-call costs: imports, a tiny evaluation per mask dtype and, for
-    methods that need no model, a tiny prediction. Run on every worker while the client fits the methods."""
+    methods that need no model, a tiny prediction. Run on every worker while the client fits
+    the methods."""
     from . import metrics
     from .segmenters.base import get_segmenter
 
