@@ -502,7 +502,8 @@ def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS
     log_dir = reports / LOG_DIR
     manifest = read_manifest(reports)
     manifest.update({"version": 1, "data": str(Path(data).resolve()),
-                     "workdir": jobs[0].parameters.get("workdir", str(workdir)),
+                     "workdir": str(Path(workdir).resolve() if workdir is not None
+                                    else default_workdir(data)),
                      "methods": list(methods or ()), "quick": bool(quick)})
     manifest["last_run"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "jobs": [j.name for j in jobs], "status": "running"}

@@ -277,6 +277,8 @@ def test_failure_stops_the_batch_keeps_reports_and_the_next_run_resumes(tiny, tm
     assert failure.partial is not None and failure.partial.is_file()
     assert "boom in n2" in failure.log_file.read_text()
     manifest = json.loads((reports / "run_manifest.json").read_text())
+    # no notebook declares `workdir`: the manifest (and the site) still name the default one
+    assert manifest["workdir"] == str(pipeline.default_workdir(data))
     assert manifest["jobs"]["n1"]["status"] == "ok"
     assert manifest["jobs"]["n2"]["status"] == "failed"
     assert manifest["last_run"]["status"] == "failed at n2"
