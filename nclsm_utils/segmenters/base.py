@@ -41,6 +41,37 @@ class PretrainedUnavailable(SegmenterError):
     """Pretrained weights were requested but cannot be loaded (offline, not cached)."""
 
 
+#: How a method with optional pretrained weights uses them: ``auto`` when on disk (else it
+#: trains from scratch and logs one line), ``require`` (else :class:`PretrainedUnavailable`),
+#: ``never``.
+PRETRAINED_POLICIES = ("auto", "require", "never")
+
+
+def check_pretrained_policy(method: str, policy: str) -> None:
+    """Raise ``ValueError`` unless ``policy`` is one of :data:`PRETRAINED_POLICIES`."""
+    if policy not in PRETRAINED_POLICIES:
+        raise ValueError(f"{method}: pretrained must be one of {', '.join(PRETRAINED_POLICIES)}, "
+                         f"got {policy!r}")
+
+
+def use_pretrained(policy: str, available: bool, unavailable_message: str, logger) -> bool:
+    """Whether pretrained weights will be used under ``policy``.
+
+    ``never``: False. Weights ``available``: True. Otherwise ``require`` raises
+    :class:`PretrainedUnavailable` and ``auto`` logs ``unavailable_message`` (one warning line
+    on ``logger``, the method's own) and returns False: the method trains from scratch.
+    """
+    if policy == "never":
+        return False
+    if available:
+        return True
+    if policy == "require":
+        raise PretrainedUnavailable(unavailable_message + "; or use pretrained='auto' to train "
+                                    "from scratch")
+    logger.warning("%s; training from scratch on the train split", unavailable_message)
+    return False
+
+
 def register(cls):
     """Class decorator: make a segmenter available by its ``name``."""
     REGISTRY[cls.name] = cls

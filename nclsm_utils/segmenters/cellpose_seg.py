@@ -61,8 +61,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_text
-from .base import (BaseParams, PretrainedUnavailable, Segmenter, SegmenterError, register,
-                   remove_small, training_pairs)
+from .base import (BaseParams, Segmenter, SegmenterError, check_pretrained_policy, register,
+                   remove_small, training_pairs, use_pretrained)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,6 @@ PRETRAINED_NAME = "cyto3"
 PRETRAINED_URL = "https://www.cellpose.org/models/cyto3"
 #: Cellpose's own CPnet widths (those of cyto3).
 CELLPOSE_NBASE = (32, 64, 128, 256)
-POLICIES = ("auto", "require", "never")
 WEIGHTS_FILE = "cellpose_weights.pt"
 META_FILE = "cellpose_meta.json"
 
@@ -124,9 +123,7 @@ class CellposeSegmenter(Segmenter):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.params.pretrained not in POLICIES:
-            raise ValueError(f"cellpose: pretrained must be one of {', '.join(POLICIES)}, got "
-                             f"{self.params.pretrained!r}")
+        check_pretrained_policy(self.name, self.params.pretrained)
         self.model = None
 
     # -- pretrained weights ----------------------------------------------------------------
@@ -148,15 +145,8 @@ class CellposeSegmenter(Segmenter):
 
     def _check_pretrained(self) -> bool:
         """True when the weights will be used; raises or logs when they cannot be."""
-        if self.params.pretrained == "never":
-            return False
-        if self.pretrained_available():
-            return True
-        if self.params.pretrained == "require":
-            raise PretrainedUnavailable(self.unavailable_message() + "; or use pretrained='auto'"
-                                        " to train from scratch")
-        log.warning("%s; training from scratch on the train split", self.unavailable_message())
-        return False
+        return use_pretrained(self.params.pretrained, self.pretrained_available(),
+                              self.unavailable_message(), log)
 
     def _cache_extra(self) -> dict:
         extra = super()._cache_extra()

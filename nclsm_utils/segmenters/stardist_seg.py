@@ -63,15 +63,14 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_text
-from .base import (BaseParams, PretrainedUnavailable, Segmenter, SegmenterError, register,
-                   remove_small, training_pairs)
+from .base import (BaseParams, Segmenter, SegmenterError, check_pretrained_policy, register,
+                   remove_small, training_pairs, use_pretrained)
 
 log = logging.getLogger(__name__)
 
 PRETRAINED_NAME = "2D_versatile_fluo"
 PRETRAINED_URL = ("https://github.com/stardist/stardist-models/releases/download/v0.1/"
                   "python_2D_versatile_fluo.zip")
-POLICIES = ("auto", "require", "never")
 MODEL_NAME = "stardist"
 META_FILE = "stardist_meta.json"
 
@@ -186,9 +185,7 @@ class StarDistSegmenter(Segmenter):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.params.pretrained not in POLICIES:
-            raise ValueError(f"stardist: pretrained must be one of {', '.join(POLICIES)}, got "
-                             f"{self.params.pretrained!r}")
+        check_pretrained_policy(self.name, self.params.pretrained)
         self.model = None
         self.input_mode = "membrane+mass"
 
@@ -225,16 +222,10 @@ class StarDistSegmenter(Segmenter):
 
     def _check_pretrained(self) -> Path | None:
         """The weights' location when they will be used; raises or logs when they cannot be."""
-        if self.params.pretrained == "never":
-            return None
-        path = self.pretrained_path()
-        if path is not None:
-            return path
-        if self.params.pretrained == "require":
-            raise PretrainedUnavailable(self.unavailable_message() + "; or use pretrained='auto'"
-                                        " to train from scratch")
-        log.warning("%s; training from scratch on the train split", self.unavailable_message())
-        return None
+        path = self.pretrained_path()   # None under "never"
+        used = use_pretrained(self.params.pretrained, path is not None,
+                              self.unavailable_message(), log)
+        return path if used else None
 
     def _cache_extra(self) -> dict:
         extra = super()._cache_extra()
