@@ -66,7 +66,7 @@ def cmd_report(args) -> int:
     from .pipeline import build_report
 
     index = build_report(data_dir=args.data, reports_dir=args.reports, quick=args.quick,
-                         force=args.force)
+                         force=args.force, scheduler=args.scheduler, workers=args.workers)
     print(f"report ready: {index}")
     return 0
 
@@ -193,18 +193,15 @@ def _parse_parameters(pairs) -> dict:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import DEFAULT_METHODS, NotebookFailed, resolve_data, run_notebooks
+    from .pipeline import DEFAULT_METHODS, NotebookFailed, resolve_and_run
 
-    root = resolve_data(args.data)
     methods = [m for item in (args.methods or DEFAULT_METHODS) for m in str(item).split(",") if m]
-    if args.scheduler or args.workers > 1:  # read by pipeline.segment_method in the kernels
-        from .distributed import set_dask_environment
-        set_dask_environment(args.scheduler, args.workers)
     try:
-        result = run_notebooks(root, reports=args.reports, workdir=args.workdir, methods=methods,
-                               quick=args.quick, force=args.force,
-                               parameters=_parse_parameters(args.parameter),
-                               notebooks=args.notebooks, progress=not args.no_progress)
+        result = resolve_and_run(args.data, scheduler=args.scheduler, workers=args.workers,
+                                 reports=args.reports, workdir=args.workdir, methods=methods,
+                                 quick=args.quick, force=args.force,
+                                 parameters=_parse_parameters(args.parameter),
+                                 notebooks=args.notebooks, progress=not args.no_progress)
     except NotebookFailed as failure:
         print(f"nclsm run: {failure}", file=sys.stderr)
         print("nclsm run: the reports written before it are kept; fix the cause and rerun "
@@ -259,13 +256,18 @@ def cmd_curate(args) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
-def _add_dask_options(p) -> None:
-    """``--scheduler`` / ``--workers``: (method, section) tasks on Dask (nclsm_utils.distributed)."""
+def _add_dask_options(p, batch: bool = False) -> None:
+    """``--scheduler`` / ``--workers``: (method, section) tasks on Dask (nclsm_utils.distributed);
+    ``batch``: also up to N notebooks at once (nclsm_utils.pipeline.run_notebooks)."""
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address (tcp://host:8786) for the per-section tasks")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="without --scheduler: N > 1 runs the sections on a local Dask cluster "
-                        "of N processes (default 1: in this process)")
+    help_workers = ("without --scheduler: N > 1 runs the sections on a local Dask cluster "
+                    "of N processes (default 1: in this process)")
+    if batch:
+        help_workers = ("N > 1: up to N notebooks at once (one that trains a network runs "
+                        "alone) and, without --scheduler, one local Dask cluster of N "
+                        "processes for the batch's per-section tasks (default 1: serial)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help=help_workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default="reports")
     p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
     p.add_argument("--force", action="store_true", help="rerun everything")
+    _add_dask_options(p, batch=True)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("shape-features", help="published NTM shape features per fibre of a mask")
@@ -369,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="extra notebook parameter (YAML value); must be declared by a notebook")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_dask_options(p)
+    _add_dask_options(p, batch=True)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("site", help="render the website from reports/ into _site/ "

@@ -117,6 +117,19 @@ def set_dask_environment(scheduler=None, workers: int = 1) -> None:
         os.environ[WORKERS_ENV] = str(int(workers))
 
 
+def scheduler_address(client) -> str:
+    """The address other processes (notebook kernels) connect to for ``client``'s scheduler.
+
+    ``client``: a :class:`distributed.Client`, a cluster object or an address string.
+    """
+    if isinstance(client, (str, os.PathLike)):
+        return str(client)
+    address = getattr(client, "scheduler_address", None)   # cluster objects
+    if address is None:
+        address = client.scheduler.address                 # a Client
+    return str(address)
+
+
 class DistributedError(RuntimeError):
     """The Dask cluster cannot be reached or started (the message says which address)."""
 
@@ -373,9 +386,13 @@ def dask_client(scheduler=None, workers: int = 1):
         with contextlib.ExitStack() as stack:
             stack.enter_context(_quiet_distributed())
             try:
-                cluster = stack.enter_context(LocalCluster(
-                    n_workers=int(workers), threads_per_worker=1, processes=True,
-                    dashboard_address=":0", silence_logs=logging.ERROR))
+                # starting worker processes sets OMP_NUM_THREADS=1 (and more) in this process's
+                # environment: undone, or a notebook kernel started later would train with one
+                # thread (slower, and a different model than a serial run)
+                with _environment_kept():
+                    cluster = stack.enter_context(LocalCluster(
+                        n_workers=int(workers), threads_per_worker=1, processes=True,
+                        dashboard_address=":0", silence_logs=logging.ERROR))
                 client = stack.enter_context(Client(cluster))
             except Exception as error:  # noqa: BLE001 - say what could not start
                 raise DistributedError(f"cannot start a local Dask cluster of {workers} "
@@ -399,6 +416,20 @@ def dask_client(scheduler=None, workers: int = 1):
         return
     with Client(scheduler) as client:  # a cluster object (LocalCluster, SLURMCluster, ...)
         yield client
+
+
+@contextlib.contextmanager
+def _environment_kept():
+    """Undo what the block changes in ``os.environ`` (added, changed or removed variables)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in [n for n in os.environ if n not in saved]:
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -628,8 +659,11 @@ def _run_tasks(client, plans, todo, dataset, workdir: Path, params: dict, quick:
             return 0
 
     todo = sorted(todo, key=size)
-    tasks = [SectionTask(plan.method, plan.label, params.get(plan.method), quick, str(workdir),
-                         str(dataset.root), dict(dataset.role_overrides), dict(dataset.splits),
+    # absolute paths: a worker's working folder need not be this process's (a notebook kernel
+    # runs in notebooks/, the cluster's workers where the batch was started)
+    tasks = [SectionTask(plan.method, plan.label, params.get(plan.method), quick,
+                         str(Path(workdir).resolve()), str(Path(dataset.root).resolve()),
+                         dict(dataset.role_overrides), dict(dataset.splits),
                          section.key, force, plan.state, token)
              for plan, section in todo]
     by_task = {(plan.method, section.key): (plan, section) for plan, section in todo}
@@ -881,6 +915,6 @@ def _check_writable(folder: Path) -> None:
 
 
 __all__ = ["run_methods", "MethodRun", "DistributedError", "dask_settings",
-           "set_dask_environment", "SectionTask", "run_section_task",
+           "set_dask_environment", "scheduler_address", "SectionTask", "run_section_task",
            "evaluate_section", "dask_client", "read_manifest", "update_manifest",
            "manifest_path", "code_fingerprint"]

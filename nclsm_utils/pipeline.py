@@ -33,6 +33,7 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -65,6 +66,8 @@ class NotebookEntry:
         enter this notebook's key, so it reruns when they do).
     optional : skipped (with a log line) when the notebook file does not exist yet.
     title : page title on the site.
+    trains : a per-method notebook that trains its method's network when no model is cached
+        (in a concurrent batch such a job runs alone: training already uses every core).
     """
 
     name: str
@@ -72,13 +75,14 @@ class NotebookEntry:
     needs: tuple[str, ...] = ()
     optional: bool = False
     title: str = ""
+    trains: bool = False
 
 
 #: The notebooks of a batch run, in dependency order. Adding a notebook is one line here.
 NOTEBOOKS: tuple[NotebookEntry, ...] = (
     NotebookEntry("01_dataset", title="Dataset"),
     NotebookEntry("02_annotation_quality", title="Annotation quality"),
-    NotebookEntry("03_segment", per_method=True, title="Segment"),
+    NotebookEntry("03_segment", per_method=True, trains=True, title="Segment"),
     NotebookEntry("04_compare", needs=("03_segment",), title="Compare methods"),
     NotebookEntry("05_curation", needs=("03_segment",), optional=True, title="Curation"),
     NotebookEntry("06_explore", needs=("03_segment",), optional=True, title="Explore"),
@@ -106,10 +110,11 @@ class NotebookFailed(PipelineError):
 
 
 # ---------------------------------------------------------------------------- default data
-def resolve_data(data_dir="data", seed: int = 0, preset: str = "default") -> Path:
+def resolve_data(data_dir="data", seed: int = 0, preset: str = "default", client=None) -> Path:
     """The dataset root to use: NCL-SM found in ``data_dir``, else the synthetic default.
 
-    The synthetic dataset is generated into ``data_dir/synthetic`` when missing (idempotent).
+    The synthetic dataset is generated into ``data_dir/synthetic`` when missing (idempotent;
+    by the workers of ``client``, a Dask client, when given).
     """
     data_dir = Path(data_dir)
     if data_dir.is_dir() and data_dir.name != SYNTHETIC_DIR:
@@ -123,7 +128,7 @@ def resolve_data(data_dir="data", seed: int = 0, preset: str = "default") -> Pat
 
     out = data_dir / SYNTHETIC_DIR if data_dir.name != SYNTHETIC_DIR else data_dir
     log.info("no NCL-SM in %s: using the synthetic default dataset %s", data_dir, out)
-    return write_dataset(out, SynthConfig.preset(preset), seed=seed)
+    return write_dataset(out, SynthConfig.preset(preset), seed=seed, client=client)
 
 
 # ---------------------------------------------------------------------------- locations
@@ -208,6 +213,7 @@ class Job:
     status: str = "pending"    # pending | skipped | ran | failed
     seconds: float = 0.0
     error: str = ""
+    exclusive: bool = False    # runs alone in a concurrent batch (it trains a network)
 
 
 @dataclass
@@ -472,11 +478,22 @@ def _kernel_env() -> None:
 def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS,
                   quick: bool = False, force: bool = False, parameters: dict | None = None,
                   notebooks=None, source_dir=None, progress: bool = True,
-                  kernel_name: str = KERNEL_NAME, raise_on_failure: bool = True) -> RunResult:
+                  kernel_name: str = KERNEL_NAME, raise_on_failure: bool = True,
+                  scheduler=None, workers: int = 1) -> RunResult:
     """Execute the notebooks of :data:`NOTEBOOKS` with papermill into ``reports``.
 
     Parameters are those of :func:`plan_run`; ``progress`` shows a tqdm bar. Jobs whose key
     matches the manifest and whose output exists are skipped unless ``force``.
+
+    scheduler : str, Client or cluster, optional
+        A Dask scheduler for the segment notebooks' per-section tasks (its address is given
+        to the kernels as ``$NCLSM_SCHEDULER``).
+    workers : int
+        Up to this many notebooks run at once (each in a kernel of its own, in dependency
+        order; a notebook that trains a network runs alone, since training already uses
+        every core). Without ``scheduler``, ``workers > 1`` also starts one local Dask
+        cluster of ``workers`` single-threaded processes for the whole batch. The outputs
+        are the same as with ``workers=1``.
 
     Returns
     -------
@@ -489,11 +506,15 @@ def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS
         Before anything runs: unknown parameter / method / notebook.
     NotebookFailed
         When a notebook fails (``raise_on_failure``; else returned in ``result.failed``).
-        Reports already written are kept; the next run resumes at this notebook.
+        Reports already written are kept (in a concurrent batch the notebooks already
+        running finish first); the next run resumes at this notebook.
+    DistributedError
+        The scheduler cannot be reached or the local cluster cannot start.
     """
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    workers = max(1, int(workers or 1))
     jobs = plan_run(data, reports=reports, workdir=workdir, methods=methods, quick=quick,
                     force=force, parameters=parameters, notebooks=notebooks,
                     source_dir=source_dir)
@@ -506,48 +527,203 @@ def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS
                                     else default_workdir(data)),
                      "methods": list(methods or ()), "quick": bool(quick)})
     manifest["last_run"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "jobs": [j.name for j in jobs], "status": "running"}
+                            "jobs": [j.name for j in jobs], "status": "running",
+                            "workers": workers}
     write_manifest(reports, manifest)
     _kernel_env()
     result = RunResult(jobs, reports, reports / MANIFEST_NAME, Path(data).resolve())
-    bar = tqdm(total=len(jobs), desc="notebooks", unit="nb", disable=not progress)
-    with logging_redirect_tqdm(), bar:
-        for job in jobs:
-            bar.set_postfix_str(job.name)
-            if not force and is_up_to_date(job, manifest):
-                job.status = "skipped"
-                log.info("%s: up to date, skipped", job.name)
-                bar.update(1)
-                continue
-            log.info("%s: running %s", job.name, job.source.name)
-            try:
-                execute_job(job, log_dir, kernel_name=kernel_name)
-            except NotebookFailed as failure:
-                job.status, job.error = "failed", str(failure)
-                manifest["jobs"][job.name] = {
-                    "status": "failed", "key": job.key, "source": str(job.source),
-                    "error": failure.error, "cell": failure.cell, "seconds": round(job.seconds, 1),
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "log": str(failure.log_file)}
-                manifest["last_run"]["status"] = f"failed at {job.name}"
-                write_manifest(reports, manifest)
-                result.failed = failure
-                if raise_on_failure:
-                    raise
-                return result
-            job.status = "ran"
-            manifest["jobs"][job.name] = {
-                "status": "ok", "key": job.key, "source": str(job.source),
-                "output": job.output.name, "parameters": job.parameters,
-                "seconds": round(job.seconds, 1),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "log": str(log_dir / f"{job.name}.log")}
+    todo = []
+    for job in jobs:
+        if not force and is_up_to_date(job, manifest):
+            job.status = "skipped"
+            log.info("%s: up to date, skipped", job.name)
+        else:
+            todo.append(job)
+    bar = tqdm(total=len(jobs), desc="notebooks", unit="nb", disable=not progress,
+               initial=len(jobs) - len(todo))
+
+    def finished(job: Job, failure: NotebookFailed | None) -> None:
+        _record_job(job, failure, manifest, reports, log_dir)
+        if failure is not None and result.failed is None:
+            result.failed = failure
+        bar.update(1)
+
+    with logging_redirect_tqdm(), bar, _batch_dask(scheduler, workers, todo):
+        if workers > 1 and len(todo) > 1:
+            for job in todo:
+                job.exclusive = trains_a_network(job)
+            _run_concurrently(todo, jobs, workers, log_dir, kernel_name, finished, bar)
+        else:
+            for job in todo:
+                if result.failed is not None:
+                    break
+                bar.set_postfix_str(job.name)
+                log.info("%s: running %s", job.name, job.source.name)
+                try:
+                    execute_job(job, log_dir, kernel_name=kernel_name)
+                except NotebookFailed as failure:
+                    finished(job, failure)
+                else:
+                    finished(job, None)
+        if result.failed is None:
+            manifest["last_run"]["status"] = "ok"
+            manifest["last_run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             write_manifest(reports, manifest)
-            bar.update(1)
-        manifest["last_run"]["status"] = "ok"
-        manifest["last_run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_manifest(reports, manifest)
+    if result.failed is not None and raise_on_failure:
+        raise result.failed
     return result
+
+
+def _record_job(job: Job, failure: NotebookFailed | None, manifest: dict, reports: Path,
+                log_dir: Path) -> None:
+    """Record a finished job in the manifest (written at once, atomically)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if failure is None:
+        job.status = "ran"
+        manifest["jobs"][job.name] = {
+            "status": "ok", "key": job.key, "source": str(job.source),
+            "output": job.output.name, "parameters": job.parameters,
+            "seconds": round(job.seconds, 1), "finished": stamp,
+            "log": str(log_dir / f"{job.name}.log")}
+    else:
+        job.status, job.error = "failed", str(failure)
+        manifest["jobs"][job.name] = {
+            "status": "failed", "key": job.key, "source": str(job.source),
+            "error": failure.error, "cell": failure.cell, "seconds": round(job.seconds, 1),
+            "finished": stamp, "log": str(failure.log_file)}
+        if manifest["last_run"]["status"] == "running":
+            manifest["last_run"]["status"] = f"failed at {job.name}"
+    write_manifest(reports, manifest)
+
+
+# ---------------------------------------------------------------------------- concurrent batch
+def trains_a_network(job: Job) -> bool:
+    """Whether ``job`` will train a network: a per-method job of a trainable method with no
+    cached model (or ``-p force true``). When that cannot be told, True (it then runs alone)."""
+    if not job.entry.trains:
+        return False
+    params = job.parameters
+    method = str(params.get("method", ""))
+    if method.startswith("external:"):
+        return False
+    if params.get("force"):
+        return True
+    try:
+        from .dataset import Dataset
+        from .segmenters.base import get_segmenter
+
+        segmenter = get_segmenter(method, workdir=params.get("workdir", "data"),
+                                  quick=bool(params.get("quick")))
+        train = Dataset(params["data"]).sections(split="train")
+        return not segmenter.has_cached_model(train)
+    except Exception as error:  # noqa: BLE001 - only a scheduling hint
+        log.debug("%s: cannot tell whether it trains (%s); it runs alone", job.name, error)
+        return True
+
+
+@contextlib.contextmanager
+def _batch_dask(scheduler, workers: int, todo):
+    """One Dask cluster for the whole batch: a LocalCluster of ``workers`` processes when no
+    scheduler is given and ``workers > 1``; its address goes to the kernels as
+    ``$NCLSM_SCHEDULER`` (so no notebook starts a cluster of its own)."""
+    if not todo or (scheduler is None and workers <= 1):
+        yield None
+        return
+    from .distributed import SCHEDULER_ENV, WORKERS_ENV, dask_client, scheduler_address
+
+    with dask_client(scheduler, workers) as client, \
+            _environment({SCHEDULER_ENV: scheduler_address(client), WORKERS_ENV: None}):
+        yield client
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    """Set (value str) or remove (value None) environment variables; restore them after."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = str(value)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _execute_in_child(job: Job, log_dir: Path, kernel_name: str) -> dict:
+    """:func:`execute_job` in a pool process; the outcome as a plain dict (picklable)."""
+    try:
+        execute_job(job, log_dir, kernel_name=kernel_name)
+    except NotebookFailed as failure:
+        return {"seconds": job.seconds, "failure": (
+            failure.job, str(failure.source), failure.cell, failure.error,
+            str(failure.partial) if failure.partial else None,
+            str(failure.log_file) if failure.log_file else None)}
+    return {"seconds": job.seconds, "failure": None}
+
+
+def next_jobs(pending: list, running: list, slots: int) -> list:
+    """The jobs to start now, in table order: those whose ``needs`` are all finished, at most
+    ``slots`` of them; a job with ``exclusive`` set starts only when nothing else runs, and
+    nothing starts beside it.
+
+    ``pending`` and ``running`` are lists of :class:`Job`.
+    """
+    if any(job.exclusive for job in running):
+        return []
+    unfinished = {job.entry.name for job in [*pending, *running]}
+    ready = [job for job in pending if not (set(job.entry.needs) & unfinished)]
+    light = [job for job in ready if not job.exclusive][:max(0, slots - len(running))]
+    if light:
+        return light
+    if ready and not running:
+        return ready[:1]
+    return []
+
+
+def _run_concurrently(todo, jobs, workers: int, log_dir: Path, kernel_name: str, finished,
+                      bar) -> None:
+    """Run ``todo`` up to ``workers`` at a time in a process pool (see :func:`next_jobs`);
+    after a failure no new job starts and the running ones finish."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pending, running, failed = list(todo), {}, False
+    context = multiprocessing.get_context("spawn")  # no fork of a process with Dask threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        while pending or running:
+            if not failed:
+                for job in next_jobs(pending, list(running.values()), workers):
+                    pending.remove(job)
+                    log.info("%s: running %s%s", job.name, job.source.name,
+                             " (alone: it trains a network)" if job.exclusive else "")
+                    running[pool.submit(_execute_in_child, job, log_dir, kernel_name)] = job
+            if not running:
+                break
+            bar.set_postfix_str(", ".join(job.name for job in running.values()))
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as error:  # noqa: BLE001 - the pool process died
+                    outcome = {"seconds": 0.0, "failure": (
+                        job.name, str(job.source), "execution",
+                        f"{type(error).__name__}: {error}", None, str(log_dir / f"{job.name}.log"))}
+                job.seconds = outcome["seconds"]
+                failure = outcome["failure"]
+                if failure is not None:
+                    name, source, cell, error, partial, log_file = failure
+                    failure = NotebookFailed(name, Path(source), cell, error,
+                                             Path(partial) if partial else None,
+                                             Path(log_file) if log_file else None)
+                    failed = True
+                finished(job, failure)
 
 
 # ---------------------------------------------------------------------------- one method
@@ -604,18 +780,35 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
 
 
 # ---------------------------------------------------------------------------- report
+def resolve_and_run(data_dir="data", scheduler=None, workers: int = 1,
+                    **run_options) -> RunResult:
+    """:func:`resolve_data` then :func:`run_notebooks` on the dataset it gives, with one Dask
+    cluster for both when ``workers > 1`` or a ``scheduler`` is given (the synthetic default
+    data are then written by its workers). ``run_options``: those of :func:`run_notebooks`.
+    """
+    from .distributed import dask_client
+
+    workers = max(1, int(workers or 1))
+    with dask_client(scheduler, workers) as client:
+        root = resolve_data(data_dir, client=client)
+        return run_notebooks(root, scheduler=client, workers=workers, **run_options)
+
+
 def build_report(data_dir="data", reports_dir="reports", quick: bool = False,
-                 force: bool = False) -> Path:
+                 force: bool = False, scheduler=None, workers: int = 1) -> Path:
     """Build the report: default data when needed, every notebook, the site.
+
+    ``scheduler`` / ``workers``: see :func:`run_notebooks` (``workers=2``: two notebooks at a
+    time and a two-process local Dask cluster; the same outputs).
 
     Returns the path of ``_site/index.html``. A failing notebook raises
     :class:`NotebookFailed` (the reports already written stay; a rerun resumes).
     """
     from .site import build_site
 
-    root = resolve_data(data_dir)
     reports = Path(reports_dir)
-    result = run_notebooks(root, reports=reports, quick=quick, force=force)
+    result = resolve_and_run(data_dir, scheduler=scheduler, workers=workers, reports=reports,
+                             quick=quick, force=force)
     log.info("notebooks: %s (reports in %s)", result.summary(), reports)
     site = build_site(reports_dir=reports)
     if site.note:

@@ -554,13 +554,31 @@ def _membrane_ids_of(geometry: dict, fibre_ids: np.ndarray) -> np.ndarray:
     return np.unique(membrane[inside & (membrane > 0)])
 
 
+def write_section(out, modality: str, section_id: str, config: SynthConfig | None = None,
+                  seed: int = 0, index: int = 0) -> dict:
+    """Generate one section (:func:`generate_section`) and write its role TIFFs under ``out``.
+
+    Returns ``{"modality", "section", "myofibres"}`` (the fibre count) for the manifest. The
+    files depend only on the arguments, so sections can be written in any order or process.
+    """
+    roles = generate_section(section_id, modality, config, seed=seed, index=index)
+    for role, array in roles.items():
+        write_tiff(Path(out) / modality / SYNTH_FOLDERS[role] / f"{section_id}.tiff", array)
+    return {"modality": modality, "section": section_id,
+            "myofibres": int(len(np.unique(roles["myofibres"])) - 1)}
+
+
 def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: bool = False,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, client=None) -> Path:
     """Write a synthetic NCL-SM dataset in the real layout (``IMC/`` and ``IF/`` role folders).
 
     Idempotent: when ``out`` already holds a dataset made with the same config and seed it is
     kept as is (``force=True`` regenerates). A manifest ``synth_manifest.json`` records the
     config, seed and per-section fibre counts.
+
+    ``client``: a :class:`distributed.Client`; each section is then written by a task on its
+    cluster (the workers must see ``out`` at the same path). The files are byte-identical to
+    a run in this process.
     """
     from tqdm.auto import tqdm
 
@@ -579,15 +597,23 @@ def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: 
                                   "another --out or pass --force to overwrite")
         for modality in ("IMC", "IF"):
             shutil.rmtree(out / modality, ignore_errors=True)
-    sections = []
     items = config.section_ids()
-    for index, (modality, section_id) in enumerate(tqdm(items, desc="synthetic NCL-SM",
-                                                        disable=not progress)):
-        roles = generate_section(section_id, modality, config, seed=seed, index=index)
-        for role, array in roles.items():
-            write_tiff(out / modality / SYNTH_FOLDERS[role] / f"{section_id}.tiff", array)
-        sections.append({"modality": modality, "section": section_id,
-                         "myofibres": int(len(np.unique(roles["myofibres"])) - 1)})
+    bar = tqdm(total=len(items), desc="synthetic NCL-SM", disable=not progress)
+    with bar:
+        if client is None:
+            sections = []
+            for index, (modality, section_id) in enumerate(items):
+                sections.append(write_section(out, modality, section_id, config, seed, index))
+                bar.update(1)
+        else:
+            from distributed import as_completed
+
+            futures = [client.submit(write_section, str(out.resolve()), modality, section_id,
+                                     config, seed, index, pure=False)
+                       for index, (modality, section_id) in enumerate(items)]
+            for _ in as_completed(futures):
+                bar.update(1)
+            sections = client.gather(futures)  # in the config's order, as in this process
     if config.splits is not None:
         import yaml
 
