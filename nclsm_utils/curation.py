@@ -1562,6 +1562,68 @@ def load_myofibres(section, method: str, workdir="data") -> np.ndarray | None:
     return labels
 
 
+def evaluate_curation_methods(dataset, methods, workdir="data", split: str = "test",
+                              models: CurationModels | None = None, scheduler=None,
+                              workers: int | None = None, **options) -> tuple[dict, dict]:
+    """:func:`evaluate_curation` for several methods, one Dask task per method when a
+    scheduler is given or ``workers > 1`` (defaults: ``$NCLSM_SCHEDULER`` / ``$NCLSM_WORKERS``,
+    see :func:`nclsm_utils.distributed.dask_settings`); else one after the other here.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    methods : sequence of str
+        ``"gt"`` and/or segmentation methods with cached predictions.
+    models : CurationModels, optional
+        Default: :func:`train_models` on the train split (cached), trained here once.
+    options
+        Passed to :func:`evaluate_curation` (``match``, ``ntm``, ``write``, ``params``).
+
+    Returns
+    -------
+    (results, errors)
+        ``results``: method -> the dict of tables :func:`evaluate_curation` returns (in the
+        order of ``methods``); ``errors``: method -> ``"ErrorType: message"`` for a method
+        that could not be curated at all (e.g. no cached predictions). The tables are the
+        same wherever the tasks run.
+    """
+    from .distributed import dask_client, dask_settings
+
+    methods = list(dict.fromkeys(str(m) for m in methods))
+    if models is None:
+        models = train_models(dataset.sections(split="train"), workdir=workdir,
+                              params=options.get("params"))
+    root = str(Path(dataset.root).resolve())
+    workdir = str(Path(workdir).resolve())
+    args = [(root, dict(dataset.role_overrides), dict(dataset.splits), method, workdir, split,
+             options) for method in methods]
+    scheduler, workers = dask_settings(scheduler, workers)
+    with dask_client(scheduler, workers) as client:
+        if client is None:
+            outcomes = [_curate_method(*a, models=models, dataset=dataset) for a in args]
+        else:
+            shared = client.scatter(models, broadcast=True)
+            futures = [client.submit(_curate_method, *a, models=shared, pure=False)
+                       for a in args]
+            outcomes = client.gather(futures)
+    results = {m: out for m, (out, error) in zip(methods, outcomes) if error is None}
+    errors = {m: error for m, (out, error) in zip(methods, outcomes) if error is not None}
+    return results, errors
+
+
+def _curate_method(root, roles, splits, method, workdir, split, options, models, dataset=None):
+    """One method's :func:`evaluate_curation` (on a worker: the dataset is opened there);
+    ``(result, None)`` or ``(None, "ErrorType: message")``."""
+    from .dataset import Dataset
+
+    try:
+        dataset = dataset or Dataset(root, roles=roles or None, splits=splits)
+        return evaluate_curation(dataset, method, workdir=workdir, split=split, models=models,
+                                 **options), None
+    except Exception as error:  # noqa: BLE001 - reported per method, the others go on
+        return None, f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = "test",
                       models: CurationModels | None = None,
                       params: CurationParams | None = None, match: str = "centroid",

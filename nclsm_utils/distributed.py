@@ -85,7 +85,7 @@ _CODE_MODULES = ("nclsm_utils.metrics", "nclsm_utils.segmenters.base",
 
 
 #: Environment variables that give a Dask scheduler / worker count to code that was not
-#: passed one (``nclsm run --scheduler/--workers`` sets them for the notebooks' kernels).
+#: passed one (``nclsm run --workers/--scheduler`` gives the kernels its batch's scheduler).
 SCHEDULER_ENV = "NCLSM_SCHEDULER"
 WORKERS_ENV = "NCLSM_WORKERS"
 

@@ -23,6 +23,15 @@ A failing notebook stops the batch with a :class:`NotebookFailed` naming the not
 cell and the error; the reports already written stay, the partial output is kept in
 ``reports/logs/<job>.failed.ipynb`` and the next run resumes at the failed job.
 
+Concurrent batches (``workers > 1``, ``nclsm run --workers N``): up to N notebooks run at
+once, each in its own kernel, in dependency order (:func:`next_jobs`). A per-method notebook
+that will train a network (:func:`trains_a_network`) runs alone: PyTorch and TensorFlow
+already use every core, and two trainings side by side only slow each other down. One local
+Dask cluster of N single-threaded processes serves the whole batch (the synthetic default
+data are written by its workers, and the segment notebooks send their per-section tasks to
+it through ``$NCLSM_SCHEDULER``). The outputs are byte-identical to a serial run: every
+notebook and every fit runs exactly as it would alone (``benchmarks/bench_report.py``).
+
 Example
 -------
 >>> from nclsm_utils.pipeline import run_notebooks
@@ -548,11 +557,15 @@ def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS
             result.failed = failure
         bar.update(1)
 
-    with logging_redirect_tqdm(), bar, _batch_dask(scheduler, workers, todo):
+    with logging_redirect_tqdm(), bar, _batch_dask(scheduler, workers, todo) as client:
         if workers > 1 and len(todo) > 1:
             for job in todo:
                 job.exclusive = trains_a_network(job)
-            _run_concurrently(todo, jobs, workers, log_dir, kernel_name, finished, bar)
+            # on this machine's own cluster a job that runs alone runs as in a serial batch:
+            # its kernel has every core and the model it just trained (sending its sections
+            # to worker processes would only make them load the model again)
+            alone = {_scheduler_env(): None} if _runs_here(client) else {}
+            _run_concurrently(todo, jobs, workers, log_dir, kernel_name, finished, bar, alone)
         else:
             for job in todo:
                 if result.failed is not None:
@@ -655,10 +668,26 @@ def _environment(values: dict):
                 os.environ[name] = value
 
 
-def _execute_in_child(job: Job, log_dir: Path, kernel_name: str) -> dict:
-    """:func:`execute_job` in a pool process; the outcome as a plain dict (picklable)."""
+def _runs_here(client) -> bool:
+    """Whether ``client``'s workers are processes of this machine (a LocalCluster)."""
+    from distributed import LocalCluster
+
+    return isinstance(getattr(client, "cluster", None), LocalCluster)
+
+
+def _scheduler_env() -> str:
+    from .distributed import SCHEDULER_ENV
+
+    return SCHEDULER_ENV
+
+
+def _execute_in_child(job: Job, log_dir: Path, kernel_name: str,
+                      environment: dict | None = None) -> dict:
+    """:func:`execute_job` in a pool process, with ``environment`` changes for its kernel
+    (see :func:`_environment`); the outcome as a plain dict (picklable)."""
     try:
-        execute_job(job, log_dir, kernel_name=kernel_name)
+        with _environment(environment or {}):
+            execute_job(job, log_dir, kernel_name=kernel_name)
     except NotebookFailed as failure:
         return {"seconds": job.seconds, "failure": (
             failure.job, str(failure.source), failure.cell, failure.error,
@@ -687,9 +716,10 @@ def next_jobs(pending: list, running: list, slots: int) -> list:
 
 
 def _run_concurrently(todo, jobs, workers: int, log_dir: Path, kernel_name: str, finished,
-                      bar) -> None:
+                      bar, alone_environment: dict | None = None) -> None:
     """Run ``todo`` up to ``workers`` at a time in a process pool (see :func:`next_jobs`);
-    after a failure no new job starts and the running ones finish."""
+    after a failure no new job starts and the running ones finish. ``alone_environment``:
+    environment changes for the kernels of exclusive jobs."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -702,7 +732,9 @@ def _run_concurrently(todo, jobs, workers: int, log_dir: Path, kernel_name: str,
                     pending.remove(job)
                     log.info("%s: running %s%s", job.name, job.source.name,
                              " (alone: it trains a network)" if job.exclusive else "")
-                    running[pool.submit(_execute_in_child, job, log_dir, kernel_name)] = job
+                    environment = alone_environment if job.exclusive else None
+                    running[pool.submit(_execute_in_child, job, log_dir, kernel_name,
+                                        environment)] = job
             if not running:
                 break
             bar.set_postfix_str(", ".join(job.name for job in running.values()))
@@ -755,8 +787,9 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
     result = None
     try:
         from .distributed import dask_settings, run_methods
-        # Dask (scheduler address, or workers > 1; default $NCLSM_SCHEDULER / $NCLSM_WORKERS
-        # set by `nclsm run --scheduler/--workers`): the same tables, resumable per section
+        # Dask (scheduler address, or workers > 1; default $NCLSM_SCHEDULER / $NCLSM_WORKERS;
+        # `nclsm run --workers/--scheduler` sets the first to its batch's cluster): the same
+        # tables, resumable per section
         scheduler, workers = dask_settings(scheduler, workers)
         if scheduler or workers > 1:
             result = run_methods([method], dataset, split=split, sections=sections,

@@ -353,6 +353,8 @@ reports = "../reports"  # curation tables are written here
 methods = ["mitocyto", "cellpose", "stardist", "unet"]  # segmenters to curate end to end
 split = "test"
 quick = False           # smaller classifiers, for smoke runs
+scheduler = None        # Dask scheduler address ("tcp://host:8786"): one task per method
+workers = None          # > 1: a local Dask cluster of this many processes (None: $NCLSM_WORKERS or 1)
 ''', tags=["parameters"]),
     code(SETUP),
     code('''
@@ -362,7 +364,14 @@ if isinstance(methods, str):
     methods = [m.strip() for m in methods.split(",") if m.strip()]
 params = curation.CurationParams().quick() if quick else curation.CurationParams()
 models = curation.train_models(dataset.sections(split="train"), workdir=workdir, params=params)
-gt = curation.evaluate_curation(dataset, "gt", workdir=workdir, split=split, models=models)
+# ground truth and every method, one task per method on Dask when a scheduler is set
+# (`nclsm run --workers 2` sets $NCLSM_SCHEDULER), else one after the other
+results, failed = curation.evaluate_curation_methods(
+    dataset, ["gt", *methods], workdir=workdir, split=split, models=models,
+    scheduler=scheduler, workers=workers)
+if "gt" in failed:
+    raise RuntimeError(f"curation from the ground-truth myofibres failed: {failed['gt']}")
+gt = results["gt"]
 '''),
     md("## Per-class quality from ground-truth myofibres (test split)"),
     code('''
@@ -391,14 +400,12 @@ The analysable mask from predicted myofibres, scored with the paper metrics agai
 analysable ground truth (methods without cached predictions are listed with the reason).
 """),
     code('''
-rows, errors = [], []
+rows = []
+errors = [{"method": m, "error": e} for m, e in failed.items()]  # not run: say why, go on
 for method in methods:
-    try:
-        result = curation.evaluate_curation(dataset, method, workdir=workdir, split=split,
-                                            models=models)
-    except Exception as error:  # a method that was not run: say why, keep going
-        errors.append({"method": method, "error": str(error)})
+    if method not in results:
         continue
+    result = results[method]
     summary = result["paper_summary"]
     if len(summary):
         row = summary[summary["modality"] == "all"].drop(columns=["method"], errors="ignore")

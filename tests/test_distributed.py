@@ -272,3 +272,22 @@ def test_unreachable_scheduler_is_a_clear_error(tiny_root, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot connect to the Dask scheduler at 'tcp://127.0.0.1:9'" in err
+
+
+def test_local_cluster_keeps_this_process_environment_and_writes_identical_data(tiny_root,
+                                                                                tmp_path):
+    """Starting worker processes sets OMP_NUM_THREADS=1 (and more) in the parent; a notebook
+    kernel started after it would then train with one thread: a different, slower model."""
+    from nclsm_utils.synth import SynthConfig, write_dataset
+
+    before = dict(os.environ)
+    with dask_client(None, 2) as client:
+        assert dict(os.environ) == before
+        out = write_dataset(tmp_path / "synthetic", SynthConfig.preset("tiny"), seed=0,
+                            progress=False, client=client)
+    assert dict(os.environ) == before
+    files = sorted(p.relative_to(tiny_root) for p in tiny_root.rglob("*") if p.is_file())
+    assert len(files) > 30
+    assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    for name in files:
+        assert (out / name).read_bytes() == (tiny_root / name).read_bytes(), name

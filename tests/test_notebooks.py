@@ -8,6 +8,7 @@ Methods are limited to mitocyto (no training) to keep this file to a couple of m
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -321,3 +322,93 @@ def test_a_method_that_cannot_run_is_recorded_and_explained_in_table3(tiny, tmp_
     assert "not found" in notes["external-no_such_masks"]
     assert notes["mitocyto"].startswith("not run: no results")
     assert notes["cellpose"].startswith("not run in this report")
+
+
+# ---------------------------------------------------------------------------- concurrent batch
+def _job(name, needs=(), exclusive=False):
+    entry = NotebookEntry(name.split(":")[0], needs=needs)
+    job = pipeline.Job(name, entry, Path(f"{name}.ipynb"), Path(f"out/{name}.ipynb"), {})
+    job.exclusive = exclusive
+    return job
+
+
+def test_next_jobs_respects_needs_slots_and_exclusive_jobs():
+    a, b, c = _job("01"), _job("02"), _job("03:m")
+    train1, train2 = _job("03:cellpose", exclusive=True), _job("03:unet", exclusive=True)
+    d, e = _job("04", needs=("03",)), _job("05", needs=("03",))
+    pending = [a, b, c, train1, train2, d, e]
+    # light jobs first, in table order, as many as there are slots
+    assert pipeline.next_jobs(pending, [], 2) == [a, b]
+    assert pipeline.next_jobs(pending[1:], [a], 2) == [b]
+    assert pipeline.next_jobs([c, train1, train2, d, e], [a, b], 2) == []      # no free slot
+    # a training job waits until nothing runs, then starts alone
+    assert pipeline.next_jobs([train1, train2, d, e], [c], 2) == []
+    assert pipeline.next_jobs([train1, train2, d, e], [], 2) == [train1]
+    assert pipeline.next_jobs([train2, d, e], [train1], 2) == []               # nothing beside it
+    # 04/05 need every 03 job finished
+    assert pipeline.next_jobs([d, e], [train2], 2) == []
+    assert pipeline.next_jobs([d, e], [], 2) == [d, e]
+    assert pipeline.next_jobs([d, e], [], 1) == [d]
+
+
+def test_trains_a_network_is_false_without_a_training_notebook(tiny):
+    _, data = tiny
+    job = pipeline.plan_run(data, methods=["mitocyto"], quick=True)
+    flags = {j.name: pipeline.trains_a_network(j) for j in job}
+    assert flags["03_segment_mitocyto"] is False and not any(flags.values())
+
+
+def test_two_worker_batch_writes_the_serial_tables(batch):
+    root, data, serial = batch
+    reports, work = root / "reports-dask", root / "work-dask"
+    result = run_notebooks(data, reports=reports, workdir=work, methods=METHODS, quick=True,
+                           progress=False, workers=2)
+    assert result.ok and all(j.status == "ran" for j in result.jobs)
+    names = sorted(p.name for p in (root / "reports").glob("*.csv"))
+    assert "table3.csv" in names and names == sorted(p.name for p in reports.glob("*.csv"))
+    for name in names:
+        assert (reports / name).read_bytes() == (root / "reports" / name).read_bytes(), name
+    manifest = json.loads((reports / "run_manifest.json").read_text())
+    assert manifest["last_run"]["workers"] == 2 and manifest["last_run"]["status"] == "ok"
+    # the kernels were given the batch's cluster (and no worker count of their own)
+    segment = executed(reports, "03_segment_mitocyto")
+    assert not errors_in(segment)
+    assert "NCLSM_SCHEDULER" not in os.environ and "NCLSM_WORKERS" not in os.environ
+    # up to date: a second two-worker run skips everything
+    again = run_notebooks(data, reports=reports, workdir=work, methods=METHODS, quick=True,
+                          progress=False, workers=2)
+    assert {j.status for j in again.jobs} == {"skipped"}
+
+
+def test_concurrent_batch_overlaps_jobs_stops_after_a_failure_and_resumes(tiny, tmp_path,
+                                                                           monkeypatch):
+    _, data = tiny
+    source = tmp_path / "nbs"
+    source.mkdir()
+    stamp = ("import time\nfrom pathlib import Path\nstart = time.time()\ntime.sleep(2)\n"
+             "Path(reports, NAME).write_text(f'{start} {time.time()}')\n")
+    _toy_notebook(source / "n1.ipynb", stamp.replace("NAME", "'n1.txt'"),
+                  "data = None\nreports = None")
+    _toy_notebook(source / "n2.ipynb", stamp.replace("NAME", "'n2.txt'")
+                  + "if fail:\n    raise ValueError('boom in n2')\n",
+                  "data = None\nreports = None\nfail = False")
+    _toy_notebook(source / "n3.ipynb", "print('n3 ok')", "data = None")
+    monkeypatch.setattr(pipeline, "NOTEBOOKS", (NotebookEntry("n1"), NotebookEntry("n2"),
+                                                NotebookEntry("n3", needs=("n2",))))
+    reports = tmp_path / "reports"
+    with pytest.raises(NotebookFailed, match="boom in n2") as info:
+        run_notebooks(data, reports=reports, methods=[], parameters={"fail": True},
+                      source_dir=source, progress=False, workers=2)
+    assert info.value.job == "n2" and info.value.partial.is_file()
+    # n1 and n2 ran at the same time; n1 finished and is kept; n3 (needs n2) never started
+    (s1, e1), (s2, e2) = [map(float, (reports / f"{n}.txt").read_text().split())
+                          for n in ("n1", "n2")]
+    assert s1 < e2 and s2 < e1
+    manifest = json.loads((reports / "run_manifest.json").read_text())
+    assert manifest["jobs"]["n1"]["status"] == "ok" and (reports / "n1.ipynb").is_file()
+    assert manifest["jobs"]["n2"]["status"] == "failed" and "n3" not in manifest["jobs"]
+    assert manifest["last_run"]["status"] == "failed at n2"
+    resumed = run_notebooks(data, reports=reports, methods=[], parameters={"fail": False},
+                            source_dir=source, progress=False, workers=2)
+    assert [(j.name, j.status) for j in resumed.jobs] == [("n1", "skipped"), ("n2", "ran"),
+                                                           ("n3", "ran")]
