@@ -353,3 +353,27 @@ def test_cross_validate_fam(fam_sections):
     pooled = cv.set_index("fold").loc["all"]
     assert pooled["positive"] == table["target"].sum()
     assert pooled["f1"] >= 0.8
+
+
+def test_evaluate_curation_methods_here_and_on_two_dask_workers(tiny_models, monkeypatch):
+    from nclsm_utils.curation import evaluate_curation_methods
+
+    monkeypatch.delenv("NCLSM_SCHEDULER", raising=False)
+    monkeypatch.delenv("NCLSM_WORKERS", raising=False)
+    dataset, workdir, models = tiny_models
+    reference = evaluate_curation(dataset, "gt", workdir=workdir, models=models)
+    here, failed = evaluate_curation_methods(dataset, ["gt", "nosuchtool"], workdir=workdir,
+                                             models=models)
+    assert list(here) == ["gt", "nosuchtool"] and failed == {}
+    # a method without predictions: every section reported, as evaluate_curation does
+    assert here["nosuchtool"]["errors"]["section"].tolist() == ["P02", "S11"]
+    on_dask, failed = evaluate_curation_methods(dataset, ["gt", "nosuchtool"],
+                                                workdir=workdir, models=models, workers=2)
+    assert failed == {}
+    for name in ("classes", "fr", "counts", "paper", "paper_summary", "gt_fibres"):
+        pd.testing.assert_frame_equal(here["gt"][name], reference[name])
+        pd.testing.assert_frame_equal(on_dask["gt"][name], reference[name])
+    # a method that cannot be curated at all is reported by name, the others are kept
+    _, failed = evaluate_curation_methods(dataset, ["gt"], workdir=workdir, models=models,
+                                          split="nosuchsplit")
+    assert list(failed) == ["gt"] and "nosuchsplit" in failed["gt"]
