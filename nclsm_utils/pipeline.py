@@ -564,8 +564,10 @@ def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS
             # on this machine's own cluster a job that runs alone runs as in a serial batch:
             # its kernel has every core and the model it just trained (sending its sections
             # to worker processes would only make them load the model again)
-            alone = {_scheduler_env(): None} if _runs_here(client) else {}
-            _run_concurrently(todo, jobs, workers, log_dir, kernel_name, finished, bar, alone)
+            from .distributed import SCHEDULER_ENV
+
+            alone = {SCHEDULER_ENV: None} if _runs_here(client) else {}
+            _run_concurrently(todo, workers, log_dir, kernel_name, finished, bar, alone)
         else:
             for job in todo:
                 if result.failed is not None:
@@ -675,12 +677,6 @@ def _runs_here(client) -> bool:
     return isinstance(getattr(client, "cluster", None), LocalCluster)
 
 
-def _scheduler_env() -> str:
-    from .distributed import SCHEDULER_ENV
-
-    return SCHEDULER_ENV
-
-
 def _execute_in_child(job: Job, log_dir: Path, kernel_name: str,
                       environment: dict | None = None) -> dict:
     """:func:`execute_job` in a pool process, with ``environment`` changes for its kernel
@@ -715,7 +711,7 @@ def next_jobs(pending: list, running: list, slots: int) -> list:
     return []
 
 
-def _run_concurrently(todo, jobs, workers: int, log_dir: Path, kernel_name: str, finished,
+def _run_concurrently(todo, workers: int, log_dir: Path, kernel_name: str, finished,
                       bar, alone_environment: dict | None = None) -> None:
     """Run ``todo`` up to ``workers`` at a time in a process pool (see :func:`next_jobs`);
     after a failure no new job starts and the running ones finish. ``alone_environment``:
