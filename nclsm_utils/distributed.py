@@ -109,14 +109,6 @@ def dask_settings(scheduler=None, workers=None) -> tuple:
     return scheduler, max(1, int(workers))
 
 
-def set_dask_environment(scheduler=None, workers: int = 1) -> None:
-    """Set ``$NCLSM_SCHEDULER`` / ``$NCLSM_WORKERS`` for child processes (notebook kernels)."""
-    if scheduler:
-        os.environ[SCHEDULER_ENV] = str(scheduler)
-    if workers and int(workers) > 1:
-        os.environ[WORKERS_ENV] = str(int(workers))
-
-
 def scheduler_address(client) -> str:
     """The address other processes (notebook kernels) connect to for ``client``'s scheduler.
 
@@ -389,7 +381,7 @@ def dask_client(scheduler=None, workers: int = 1):
                 # starting worker processes sets OMP_NUM_THREADS=1 (and more) in this process's
                 # environment: undone, or a notebook kernel started later would train with one
                 # thread (slower, and a different model than a serial run)
-                with _environment_kept():
+                with environment_kept():
                     cluster = stack.enter_context(LocalCluster(
                         n_workers=int(workers), threads_per_worker=1, processes=True,
                         dashboard_address=":0", silence_logs=logging.ERROR))
@@ -419,10 +411,17 @@ def dask_client(scheduler=None, workers: int = 1):
 
 
 @contextlib.contextmanager
-def _environment_kept():
-    """Undo what the block changes in ``os.environ`` (added, changed or removed variables)."""
+def environment_kept(changes: dict | None = None):
+    """Apply ``changes`` to ``os.environ`` for the block (a value sets the variable, None
+    removes it), then undo everything the block changed (added, changed or removed
+    variables)."""
     saved = dict(os.environ)
     try:
+        for name, value in (changes or {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = str(value)
         yield
     finally:
         for name in [n for n in os.environ if n not in saved]:
@@ -915,6 +914,6 @@ def _check_writable(folder: Path) -> None:
 
 
 __all__ = ["run_methods", "MethodRun", "DistributedError", "dask_settings",
-           "set_dask_environment", "scheduler_address", "SectionTask", "run_section_task",
+           "environment_kept", "scheduler_address", "SectionTask", "run_section_task",
            "evaluate_section", "dask_client", "read_manifest", "update_manifest",
            "manifest_path", "code_fingerprint"]

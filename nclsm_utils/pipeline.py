@@ -644,30 +644,12 @@ def _batch_dask(scheduler, workers: int, todo):
     if not todo or (scheduler is None and workers <= 1):
         yield None
         return
-    from .distributed import SCHEDULER_ENV, WORKERS_ENV, dask_client, scheduler_address
+    from .distributed import (SCHEDULER_ENV, WORKERS_ENV, dask_client, environment_kept,
+                              scheduler_address)
 
     with dask_client(scheduler, workers) as client, \
-            _environment({SCHEDULER_ENV: scheduler_address(client), WORKERS_ENV: None}):
+            environment_kept({SCHEDULER_ENV: scheduler_address(client), WORKERS_ENV: None}):
         yield client
-
-
-@contextlib.contextmanager
-def _environment(values: dict):
-    """Set (value str) or remove (value None) environment variables; restore them after."""
-    saved = {name: os.environ.get(name) for name in values}
-    try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = str(value)
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _runs_here(client) -> bool:
@@ -680,9 +662,12 @@ def _runs_here(client) -> bool:
 def _execute_in_child(job: Job, log_dir: Path, kernel_name: str,
                       environment: dict | None = None) -> dict:
     """:func:`execute_job` in a pool process, with ``environment`` changes for its kernel
-    (see :func:`_environment`); the outcome as a plain dict (picklable)."""
+    (see :func:`nclsm_utils.distributed.environment_kept`); the outcome as a plain dict
+    (picklable)."""
+    from .distributed import environment_kept
+
     try:
-        with _environment(environment or {}):
+        with environment_kept(environment):
             execute_job(job, log_dir, kernel_name=kernel_name)
     except NotebookFailed as failure:
         return {"seconds": job.seconds, "failure": (

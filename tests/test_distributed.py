@@ -19,8 +19,7 @@ import tifffile
 
 from nclsm_utils.dataset import Dataset
 from nclsm_utils.distributed import (KILL_AFTER_ENV, DistributedError, MethodRun, dask_client,
-                                     dask_settings, manifest_path, read_manifest, run_methods,
-                                     set_dask_environment)
+                                     dask_settings, manifest_path, read_manifest, run_methods)
 from nclsm_utils.segmenters.run import run_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +175,8 @@ def test_dask_settings_and_environment(monkeypatch):
     monkeypatch.delenv("NCLSM_WORKERS", raising=False)
     assert dask_settings() == (None, 1)
     assert dask_settings("tcp://h:8786", 3) == ("tcp://h:8786", 3)
-    set_dask_environment("tcp://h:8786", 4)
+    monkeypatch.setenv("NCLSM_SCHEDULER", "tcp://h:8786")
+    monkeypatch.setenv("NCLSM_WORKERS", "4")
     assert dask_settings() == ("tcp://h:8786", 4)
     monkeypatch.setenv("NCLSM_WORKERS", "many")
     with pytest.raises(ValueError, match="NCLSM_WORKERS"):
