@@ -17,10 +17,13 @@
    ``metrics.evaluate`` on the three arrays read from TIFF, and a whole batch task
    (``run_methods`` with the perturbed mask as ``external:`` masks: read, evaluate, instance
    metrics, write). Target < 4 GB.
+3. ``idle``: CPU taken by an idle local cluster (the one ``nclsm run --workers N`` keeps
+   for a whole batch, idle while a network trains) over ``--idle-seconds``, with Dask's
+   default settings and with ours (``nclsm_utils.distributed.LOCAL_CLUSTER_CONFIG``).
 
 Usage::
 
-    python benchmarks/bench_dask.py [speed|memory|all] [--data data/synthetic]
+    python benchmarks/bench_dask.py [speed|memory|idle|all] [--idle-seconds 60] [--data data/synthetic]
         [--methods mitocyto] [--split test|all] [--workers 2] [--repeat 1] [--warm]
         [--sample ../shared/ncl-sm-sample/S11_groundtruth_mask.tiff] [--json PATH]
 
@@ -312,6 +315,48 @@ def bench_memory(sample: Path) -> dict:
     return results
 
 
+def child_idle(argv) -> None:
+    """CPU of an idle local cluster (this process, the nannies and workers) over ``seconds``."""
+    import dask
+    import psutil
+
+    from nclsm_utils import distributed
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--config", choices=["dask-default", "nclsm"])
+    args = parser.parse_args(argv)
+    if args.config == "dask-default":
+        distributed.LOCAL_CLUSTER_CONFIG = {}
+    with distributed.dask_client(None, args.workers):
+        time.sleep(5)  # let the workers finish starting
+        me = psutil.Process()
+        processes = [me, *me.children(recursive=True)]
+
+        def cpu() -> float:
+            return sum(sum(p.cpu_times()[:4]) for p in processes)
+
+        before = cpu()
+        time.sleep(args.seconds)
+        used = cpu() - before
+    print(json.dumps({"core_percent": 100 * used / args.seconds, "processes": len(processes)}))
+
+
+def bench_idle(workers: int, seconds: float) -> dict:
+    """Idle CPU of the local cluster with Dask's default settings and with
+    :data:`nclsm_utils.distributed.LOCAL_CLUSTER_CONFIG`."""
+    results = {}
+    print(f"idle local cluster of {workers} workers, {seconds:.0f} s:", flush=True)
+    for config in ("dask-default", "nclsm"):
+        out, _ = _child(["_idle", "--workers", str(workers), "--seconds", str(seconds),
+                         "--config", config])
+        results[config] = out
+        print(f"  {config:12s}: {out['core_percent']:5.1f} % of a core "
+              f"({out['processes']} processes)", flush=True)
+    return results
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_run"]:
@@ -328,8 +373,11 @@ def main(argv=None) -> int:
     if argv[:1] == ["_memory"]:
         child_memory(argv[1:])
         return 0
+    if argv[:1] == ["_idle"]:
+        child_idle(argv[1:])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["speed", "memory", "all"])
+    parser.add_argument("what", nargs="?", default="all", choices=["speed", "memory", "idle", "all"])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "synthetic")
     parser.add_argument("--methods", nargs="+", default=["mitocyto"])
     parser.add_argument("--split", default="test", choices=["test", "validation", "train", "all"])
@@ -339,6 +387,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mosaic", type=int, default=1,
                         help="tile every section K x K (K**2 times the pixels; default 1)")
     parser.add_argument("--sample", type=Path, default=SAMPLE)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     report = {}
@@ -347,6 +396,8 @@ def main(argv=None) -> int:
                                       args.repeat, args.warm, args.mosaic)
     if args.what in ("memory", "all"):
         report["memory"] = bench_memory(args.sample)
+    if args.what in ("idle", "all"):
+        report["idle"] = bench_idle(args.workers, args.idle_seconds)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0

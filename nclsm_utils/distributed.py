@@ -88,6 +88,17 @@ _CODE_MODULES = ("nclsm_utils.metrics", "nclsm_utils.segmenters.base",
 #: passed one (``nclsm run --workers/--scheduler`` gives the kernels its batch's scheduler).
 SCHEDULER_ENV = "NCLSM_SCHEDULER"
 WORKERS_ENV = "NCLSM_WORKERS"
+# Dask settings of the local cluster: its workers' statistical profiler (a sample of every
+# thread each 10 ms), the 20 ms event-loop tick and the 0.5 s system monitor cost an idle
+# two-worker cluster about 11 % of a core, taken from the training that runs beside it;
+# with these, about 1.5 % (benchmarks/bench_dask.py --idle). Only the dashboard's profile
+# page and the blocked-event-loop warnings are lost.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 
 
 def dask_settings(scheduler=None, workers=None) -> tuple:
@@ -369,6 +380,7 @@ def dask_client(scheduler=None, workers: int = 1):
         yield None
         return
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError as error:
         raise DistributedError("Dask runs need the `distributed` package "
@@ -381,7 +393,7 @@ def dask_client(scheduler=None, workers: int = 1):
                 # starting worker processes sets OMP_NUM_THREADS=1 (and more) in this process's
                 # environment: undone, or a notebook kernel started later would train with one
                 # thread (slower, and a different model than a serial run)
-                with environment_kept():
+                with environment_kept(), dask.config.set(LOCAL_CLUSTER_CONFIG):
                     cluster = stack.enter_context(LocalCluster(
                         n_workers=int(workers), threads_per_worker=1, processes=True,
                         dashboard_address=":0", silence_logs=logging.ERROR))
