@@ -90,9 +90,9 @@ SCHEDULER_ENV = "NCLSM_SCHEDULER"
 WORKERS_ENV = "NCLSM_WORKERS"
 # Dask settings of the local cluster: its workers' statistical profiler (a sample of every
 # thread each 10 ms), the 20 ms event-loop tick and the 0.5 s system monitor cost an idle
-# two-worker cluster about 11 % of a core, taken from the training that runs beside it;
-# with these, about 1.5 % (benchmarks/bench_dask.py --idle). Only the dashboard's profile
-# page and the blocked-event-loop warnings are lost.
+# two-worker cluster 13.5 % of a core, taken from the network training that runs beside it
+# in a batch; with these, 1.9 % (`python benchmarks/bench_dask.py idle`). Only the
+# dashboard's profile page and the blocked-event-loop warnings are lost.
 LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",

@@ -63,9 +63,6 @@ DEFAULT_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
 MANIFEST_NAME = "run_manifest.json"
 LOG_DIR = "logs"
 KERNEL_NAME = "python3"
-#: Added to the scheduling priority (``nice``) of light notebooks' kernels and of the local
-#: cluster's workers in a concurrent batch: a network's training beside them keeps its cores.
-LIGHT_JOB_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -225,8 +222,7 @@ class Job:
     status: str = "pending"    # pending | skipped | ran | failed
     seconds: float = 0.0
     error: str = ""
-    exclusive: bool = False    # trains a network: never beside another training job
-    shares_cpu: bool = False   # exclusive, yet light jobs may run beside it (TensorFlow)
+    exclusive: bool = False    # runs alone in a concurrent batch (it trains a network)
 
 
 @dataclass
@@ -565,7 +561,6 @@ def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS
         if workers > 1 and len(todo) > 1:
             for job in todo:
                 job.exclusive = trains_a_network(job)
-                job.shares_cpu = job.exclusive and training_shares_cpu(job)
             # on this machine's own cluster a job that runs alone runs as in a serial batch:
             # its kernel has every core and the model it just trained (sending its sections
             # to worker processes would only make them load the model again)
@@ -617,46 +612,28 @@ def _record_job(job: Job, failure: NotebookFailed | None, manifest: dict, report
 
 
 # ---------------------------------------------------------------------------- concurrent batch
-def _job_segmenter(job: Job):
-    """The segmenter of a per-method job of a trainable method, else None."""
-    method = str(job.parameters.get("method", ""))
-    if not job.entry.trains or not method or method.startswith("external:"):
-        return None
-    from .segmenters.base import get_segmenter
-
-    return get_segmenter(method, workdir=job.parameters.get("workdir", "data"),
-                         quick=bool(job.parameters.get("quick")))
-
-
 def trains_a_network(job: Job) -> bool:
     """Whether ``job`` will train a network: a per-method job of a trainable method with no
     cached model (or ``-p force true``). When that cannot be told, True (it then runs alone)."""
-    if not job.entry.trains or str(job.parameters.get("method", "")).startswith("external:"):
+    if not job.entry.trains:
         return False
+    params = job.parameters
+    method = str(params.get("method", ""))
+    if method.startswith("external:"):
+        return False
+    if params.get("force"):
+        return True
     try:
-        segmenter = _job_segmenter(job)
-        if segmenter is None or not segmenter.trainable:
-            return False
-        if job.parameters.get("force"):
-            return True
         from .dataset import Dataset
+        from .segmenters.base import get_segmenter
 
-        train = Dataset(job.parameters["data"]).sections(split="train")
+        segmenter = get_segmenter(method, workdir=params.get("workdir", "data"),
+                                  quick=bool(params.get("quick")))
+        train = Dataset(params["data"]).sections(split="train")
         return not segmenter.has_cached_model(train)
     except Exception as error:  # noqa: BLE001 - only a scheduling hint
         log.debug("%s: cannot tell whether it trains (%s); it runs alone", job.name, error)
         return True
-
-
-def training_shares_cpu(job: Job) -> bool:
-    """Whether light notebooks may run beside ``job``'s training: its method's
-    ``training_shares_cpu`` (TensorFlow's StarDist: yes; PyTorch trainings: no). False when
-    that cannot be told."""
-    try:
-        segmenter = _job_segmenter(job)
-    except Exception:  # noqa: BLE001 - only a scheduling hint
-        return False
-    return bool(segmenter is not None and segmenter.training_shares_cpu)
 
 
 @contextlib.contextmanager
@@ -672,9 +649,6 @@ def _batch_dask(scheduler, workers: int, todo):
 
     with dask_client(scheduler, workers) as client, \
             environment_kept({SCHEDULER_ENV: scheduler_address(client), WORKERS_ENV: None}):
-        if _runs_here(client):
-            # the workers serve the light notebooks: behind a training that runs beside them
-            client.run(os.nice, LIGHT_JOB_NICENESS)
         yield client
 
 
@@ -686,15 +660,12 @@ def _runs_here(client) -> bool:
 
 
 def _execute_in_child(job: Job, log_dir: Path, kernel_name: str,
-                      environment: dict | None = None, niceness: int = 0) -> dict:
-    """:func:`execute_job` in a pool process of its own, with ``environment`` changes for
-    its kernel (see :func:`nclsm_utils.distributed.environment_kept`) and ``niceness`` added
-    to its scheduling priority (the kernel inherits it); the outcome as a plain dict
+                      environment: dict | None = None) -> dict:
+    """:func:`execute_job` in a pool process, with ``environment`` changes for its kernel
+    (see :func:`nclsm_utils.distributed.environment_kept`); the outcome as a plain dict
     (picklable)."""
     from .distributed import environment_kept
 
-    if niceness:
-        os.nice(niceness)
     try:
         with environment_kept(environment):
             execute_job(job, log_dir, kernel_name=kernel_name)
@@ -707,41 +678,19 @@ def _execute_in_child(job: Job, log_dir: Path, kernel_name: str,
 
 
 def next_jobs(pending: list, running: list, slots: int) -> list:
-    """The jobs to start now, in table order, at most ``slots`` running in all; a job starts
-    when its ``needs`` are all finished.
-
-    A job with ``exclusive`` set (it trains a network) never runs beside another one. One
-    that also has ``shares_cpu`` starts first among the ready jobs, and light jobs fill the
-    other slots beside it (its training leaves CPU idle and keeps its pace beside them);
-    any other exclusive job starts only when nothing runs, and nothing starts beside it.
+    """The jobs to start now, in table order: those whose ``needs`` are all finished, at most
+    ``slots`` of them; a job with ``exclusive`` set starts only when nothing else runs, and
+    nothing starts beside it.
 
     ``pending`` and ``running`` are lists of :class:`Job`.
-
-    Examples
-    --------
-    >>> from pathlib import Path
-    >>> def job(name, exclusive=False, shares_cpu=False):
-    ...     entry = NotebookEntry(name)
-    ...     return Job(name, entry, Path(name), Path(name), {}, exclusive=exclusive,
-    ...                shares_cpu=shares_cpu)
-    >>> light, torch, tf = job("01"), job("03a", exclusive=True), job("03b", True, True)
-    >>> [j.name for j in next_jobs([light, torch, tf], [], slots=2)]
-    ['03b', '01']
-    >>> [j.name for j in next_jobs([torch], [light], slots=2)]
-    []
     """
-    if any(job.exclusive and not job.shares_cpu for job in running):
+    if any(job.exclusive for job in running):
         return []
-    free = max(0, slots - len(running))
     unfinished = {job.entry.name for job in [*pending, *running]}
     ready = [job for job in pending if not (set(job.entry.needs) & unfinished)]
-    light = [job for job in ready if not job.exclusive]
-    training = any(job.exclusive for job in running)
-    sharing = [job for job in ready if job.exclusive and job.shares_cpu]
-    if free and sharing and not training:
-        return [sharing[0], *light[:free - 1]]
-    if light[:free]:
-        return light[:free]
+    light = [job for job in ready if not job.exclusive][:max(0, slots - len(running))]
+    if light:
+        return light
     if ready and not running:
         return ready[:1]
     return []
@@ -757,9 +706,7 @@ def _run_concurrently(todo, workers: int, log_dir: Path, kernel_name: str, finis
 
     pending, running, failed = list(todo), {}, False
     context = multiprocessing.get_context("spawn")  # no fork of a process with Dask threads
-    # a process per job: a light job's niceness must not stay with the next job
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         while pending or running:
             if not failed:
                 for job in next_jobs(pending, list(running.values()), workers):
@@ -767,9 +714,8 @@ def _run_concurrently(todo, workers: int, log_dir: Path, kernel_name: str, finis
                     log.info("%s: running %s%s", job.name, job.source.name,
                              " (alone: it trains a network)" if job.exclusive else "")
                     environment = alone_environment if job.exclusive else None
-                    niceness = 0 if job.exclusive else LIGHT_JOB_NICENESS
                     running[pool.submit(_execute_in_child, job, log_dir, kernel_name,
-                                        environment, niceness)] = job
+                                        environment)] = job
             if not running:
                 break
             bar.set_postfix_str(", ".join(job.name for job in running.values()))

@@ -280,9 +280,15 @@ def test_local_cluster_keeps_this_process_environment_and_writes_identical_data(
     kernel started after it would then train with one thread: a different, slower model."""
     from nclsm_utils.synth import SynthConfig, write_dataset
 
+    import dask
+
     before = dict(os.environ)
     with dask_client(None, 2) as client:
         assert dict(os.environ) == before
+        # the quiet settings reach the workers (an idle cluster: ~2 % of a core, not ~13 %)
+        settings = client.run(lambda: (dask.config.get("distributed.worker.profile.enabled"),
+                                       dask.config.get("distributed.admin.tick.interval")))
+        assert list(settings.values()) == [(False, "1s")] * 2
         out = write_dataset(tmp_path / "synthetic", SynthConfig.preset("tiny"), seed=0,
                             progress=False, client=client)
     assert dict(os.environ) == before

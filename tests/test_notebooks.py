@@ -325,10 +325,10 @@ def test_a_method_that_cannot_run_is_recorded_and_explained_in_table3(tiny, tmp_
 
 
 # ---------------------------------------------------------------------------- concurrent batch
-def _job(name, needs=(), exclusive=False, shares_cpu=False):
+def _job(name, needs=(), exclusive=False):
     entry = NotebookEntry(name.split(":")[0], needs=needs)
     job = pipeline.Job(name, entry, Path(f"{name}.ipynb"), Path(f"out/{name}.ipynb"), {})
-    job.exclusive, job.shares_cpu = exclusive, shares_cpu
+    job.exclusive = exclusive
     return job
 
 
@@ -349,34 +349,6 @@ def test_next_jobs_respects_needs_slots_and_exclusive_jobs():
     assert pipeline.next_jobs([d, e], [train2], 2) == []
     assert pipeline.next_jobs([d, e], [], 2) == [d, e]
     assert pipeline.next_jobs([d, e], [], 1) == [d]
-
-
-def test_next_jobs_runs_light_jobs_beside_a_training_that_shares_the_cpu():
-    a, b, c = _job("01"), _job("02"), _job("03:mitocyto")
-    torch1, torch2 = _job("03:cellpose", exclusive=True), _job("03:unet", exclusive=True)
-    tf = _job("03:stardist", exclusive=True, shares_cpu=True)
-    d = _job("04", needs=("03",))
-    # the sharing training starts first, light jobs fill the other slots beside it
-    assert pipeline.next_jobs([a, b, c, torch1, tf, torch2, d], [], 2) == [tf, a]
-    assert pipeline.next_jobs([a, b, c, torch1, tf, torch2, d], [], 3) == [tf, a, b]
-    assert pipeline.next_jobs([b, c, torch1, torch2, d], [tf, a], 2) == []      # no free slot
-    assert pipeline.next_jobs([b, c, torch1, torch2, d], [tf], 2) == [b]
-    assert pipeline.next_jobs([torch1, torch2, d], [tf], 2) == []   # never two trainings
-    assert pipeline.next_jobs([torch1, torch2, d], [], 2) == [torch1]
-    assert pipeline.next_jobs([torch2, d], [torch1], 2) == []
-    # it waits for a running PyTorch training, not for light jobs
-    assert pipeline.next_jobs([tf, d], [torch1], 2) == []
-    assert pipeline.next_jobs([tf, torch2, d], [c], 2) == [tf]
-    assert pipeline.next_jobs([tf, a], [], 1) == [tf]
-
-
-def test_only_stardist_training_shares_the_cpu(tiny):
-    _, data = tiny
-    jobs = pipeline.plan_run(data, methods=["mitocyto", "cellpose", "stardist", "unet"],
-                             quick=True)
-    shares = {j.name: pipeline.training_shares_cpu(j) for j in jobs}
-    assert [name for name, flag in shares.items() if flag] == ["03_segment_stardist"]
-    assert len(shares) == 9
 
 
 def test_trains_a_network_is_false_without_a_training_notebook(tiny):

@@ -298,12 +298,6 @@ class Segmenter(ABC):
     name: str = "base"
     Params: type = BaseParams
     trainable: bool = False
-    #: Its training keeps its speed beside a light, lower-priority process (a concurrent
-    #: batch then runs light notebooks beside it; see :func:`nclsm_utils.pipeline.next_jobs`).
-    #: False for PyTorch trainings: their OpenMP threads wait for each other at every
-    #: operation, and one preempted thread stalls the rest (Cellpose, 2 threads on 2 cores:
-    #: 81 s alone, 110 s beside a busy process at nice 19, 266 s beside one at nice 0).
-    training_shares_cpu: bool = False
 
     def __init__(self, params=None, workdir="data", device: str | None = None, quick: bool = False):
         params = params if params is not None else self.Params()

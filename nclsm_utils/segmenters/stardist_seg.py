@@ -182,10 +182,6 @@ class StarDistSegmenter(Segmenter):
     name = "stardist"
     Params = StarDistParams
     trainable = True
-    # TensorFlow's thread pool keeps its pace beside a niced process (12 epochs on 2 cores:
-    # 97 s alone and 97 s beside a busy process at nice 19), and its training leaves about a
-    # fifth of the CPU idle (282 s wall, 451 s CPU for the default fit)
-    training_shares_cpu = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
