@@ -278,9 +278,9 @@ def test_local_cluster_keeps_this_process_environment_and_writes_identical_data(
                                                                                 tmp_path):
     """Starting worker processes sets OMP_NUM_THREADS=1 (and more) in the parent; a notebook
     kernel started after it would then train with one thread: a different, slower model."""
-    from nclsm_utils.synth import SynthConfig, write_dataset
-
     import dask
+
+    from nclsm_utils.synth import SynthConfig, write_dataset
 
     before = dict(os.environ)
     with dask_client(None, 2) as client:
