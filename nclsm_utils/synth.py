@@ -106,6 +106,9 @@ class SynthConfig:
     imc_ids: list[str] = field(default_factory=lambda: list(DEFAULT_IMC_IDS))
     if_ids: list[str] = field(default_factory=lambda: list(DEFAULT_IF_IDS))
     splits: dict | None = None         # written as nclsm_splits.yaml when given
+    #: domain randomisation: every section draws its geometry extras (fibre size, gaps,
+    #: perimysium, sparseness, rounding) and its :class:`Appearance` from wide ranges
+    randomise: bool = True
 
     @classmethod
     def preset(cls, name: str = "default") -> "SynthConfig":
@@ -279,30 +282,86 @@ def fraction_per_label(mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return fraction
 
 
+def perimysium(shape, mean_diameter: float, fraction: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """Curved bands of connective tissue between fascicles: a level-set band of smooth noise
+    covering about ``fraction`` of the image (bool)."""
+    if fraction <= 0:
+        return np.zeros(shape, bool)
+    noise = np.abs(smooth_noise(shape, rng.uniform(2.5, 5.0) * mean_diameter, rng))
+    return noise < np.quantile(noise, fraction)
+
+
+@dataclass
+class GeometryDraw:
+    """The geometry of one section (drawn by :func:`draw_geometry`)."""
+
+    fibre_diameter: float
+    size_cv: float
+    tissue_coverage: float
+    gap: int                 # pixels carved on each side of a fibre border
+    perimysium: float        # fraction of the image in perimysium bands
+    sparse: float            # fraction of fibres removed (isolated fibres, wide spaces)
+    rounding: float          # opening radius that rounds fibre corners (x diameter)
+
+
+def draw_geometry(params: ModalityParams, config: SynthConfig,
+                  rng: np.random.Generator) -> GeometryDraw:
+    """The config's geometry, or (``config.randomise``) one drawn around it.
+
+    Ranges cover the real S11 mask's packing (41 % fibre, gaps between neighbours of
+    0.09-0.3 fibre diameters, diameters 110-750 px around a median of 360 px) and the real
+    panel's dense fascicles with wide black perimysium.
+    """
+    if not config.randomise:
+        return GeometryDraw(params.fibre_diameter, params.size_cv, config.tissue_coverage,
+                            params.gap, 0.0, 0.0, 0.0)
+    d = params.fibre_diameter * float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+    return GeometryDraw(
+        fibre_diameter=d, size_cv=rng.uniform(0.2, 0.45),
+        tissue_coverage=rng.uniform(0.6, 0.97),
+        gap=max(1, int(round(rng.uniform(0.01, 0.06) * d))),
+        perimysium=rng.uniform(0.0, 0.08),
+        sparse=rng.uniform(0.1, 0.5) if rng.random() < 0.2 else 0.0,
+        rounding=rng.uniform(0.0, 0.12))
+
+
 def fibre_geometry(shape, params: ModalityParams, config: SynthConfig,
                    rng: np.random.Generator) -> dict:
     """Tissue, tessellation (membrane layout), annotated fibres and folded regions of a section.
 
     Returns
     -------
-    dict with ``tissue`` (bool), ``membrane_labels`` (int32 tessellation inside tissue, used to
+    dict with ``tissue`` (bool), ``membrane_labels`` (int32 fibres inside tissue, used to
     draw membranes, folded regions included), ``labels`` (int32 annotated fibres, 1..N,
-    gaps carved, folded-region fibres removed), ``fr`` (bool), ``oblique`` (bool per label, index
-    = label).
+    gaps carved, folded-region fibres removed), ``fr`` (bool), ``oblique`` (bool per label,
+    index = label), ``draw`` (the :class:`GeometryDraw`).
     """
-    d = params.fibre_diameter
-    tissue = tissue_mask(shape, config.tissue_coverage, rng)
+    draw_ = draw_geometry(params, config, rng)
+    d = draw_.fibre_diameter
+    tissue = tissue_mask(shape, draw_.tissue_coverage, rng)
     tissue = ndimage.binary_opening(tissue, iterations=max(1, int(d / 8)))
-    base = tessellate(shape, d, params.size_cv, rng)
+    base = tessellate(shape, d, draw_.size_cv, rng)
     oblique_region = blob_mask(shape, config.oblique_fraction, max(shape) / 9, rng)
     stretch = rng.uniform(*config.oblique_stretch)
-    oblique = stretched_tessellation(shape, d, params.size_cv, stretch, rng.uniform(0, 180), rng)
+    oblique = stretched_tessellation(shape, d, draw_.size_cv, stretch, rng.uniform(0, 180), rng)
     combined = np.where(oblique_region, oblique + base.max() + 1, base)
     combined[(oblique_region) & (oblique == 0)] = 0
     combined[~tissue] = 0
+    if draw_.perimysium > 0:
+        band = perimysium(shape, d, draw_.perimysium, rng)
+        combined[band] = 0
     # split pieces cut apart by region borders into their own labels
     combined = measure.label(combined, background=0, connectivity=1).astype(np.int32)
-    membrane_labels = carve_gaps(combined, params.gap)
+    membrane_labels = carve_gaps(combined, draw_.gap)
+    radius = int(round(draw_.rounding * d))
+    if radius >= 1:
+        opened = ndimage.binary_opening(membrane_labels > 0, structure=_disk(radius))
+        membrane_labels = measure.label(np.where(opened, membrane_labels, 0), background=0,
+                                        connectivity=1).astype(np.int32)
+    if draw_.sparse > 0 and membrane_labels.max():
+        gone = np.flatnonzero(rng.random(membrane_labels.max() + 1) < draw_.sparse)
+        membrane_labels[np.isin(membrane_labels, gone[gone > 0])] = 0
     is_oblique = np.zeros(membrane_labels.max() + 1, bool)
     if membrane_labels.max():
         is_oblique = fraction_per_label(oblique_region, membrane_labels) > 0.5
@@ -321,7 +380,12 @@ def fibre_geometry(shape, params: ModalityParams, config: SynthConfig,
     new_oblique[forward.out_values] = is_oblique[forward.in_values]
     new_oblique[0] = False
     return {"tissue": tissue, "membrane_labels": membrane_labels, "labels": labels.astype(np.int32),
-            "fr": fr, "oblique": new_oblique}
+            "fr": fr, "oblique": new_oblique, "draw": draw_}
+
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return (yy ** 2 + xx ** 2) <= radius ** 2 + 0.5
 
 
 def classify_fibres(labels: np.ndarray, oblique: np.ndarray, config: SynthConfig,
@@ -391,116 +455,318 @@ def qa_annotation(labels: np.ndarray, fraction: float, amplitude: float,
     return qa
 
 
+# ----------------------------------------------------------------------------- appearance
+@dataclass
+class Appearance:
+    """How one section looks. Lengths are fractions of the mean fibre diameter ``d``.
+
+    The defaults (:meth:`typical`) are calibrated on the LEFT half of the one real NCL-SM
+    image with ground truth at hand (the paper's overview figure, panel A; the measured
+    targets are :data:`nclsm_utils.calibration.REAL_TARGETS`): a thin red membrane line
+    straddling each annotated fibre edge (peak just outside it, ~2 px wide at 16 px
+    fibres), near-black endomysium, perimysium and background, per-fibre mitochondrial mass
+    spanning ~3.7x between the 5th and 95th percentile fibre (fibre-type mosaic) with a
+    granular texture (within-fibre s.d. ~0.3 x the mean). :meth:`draw` randomises every
+    parameter over wide ranges around those values (domain randomisation), so that models
+    trained on synthetic sections cannot rely on one look.
+    """
+
+    membrane_sigma: float = 0.035    # Gaussian half-width of the membrane line (x d)
+    membrane_offset: float = 0.01    # line centre outside the annotated edge (x d)
+    membrane_cv: float = 0.25        # spread of per-fibre membrane strength
+    membrane_dropout: float = 0.3    # depth of smooth dropouts along the membranes (0..1)
+    interior_red: float = 0.06       # R inside fibres (x membrane peak)
+    gap_red: float = 0.05            # R in interstitial tissue (x membrane peak)
+    debris: float = 1.0              # faint debris blobs in interstitial tissue (x gap level)
+    type_one_fraction: float = 0.35  # oxidative (bright) fibres
+    type_one_ratio: float = 1.6      # their mass / the others'
+    mass_sigma: float = 0.22         # log-normal spread of per-fibre mass within a type
+    grain_scale: float = 0.015       # granule size (x d)
+    grain_amplitude: float = 0.35    # granular texture (relative s.d.)
+    rim_fraction: float = 0.15       # fibres with a brighter subsarcolemmal rim
+    rim_gain: float = 0.6
+    gap_mass: float = 0.05           # G in interstitial tissue (x a dim fibre's mass)
+    gradient: float = 0.15           # s.d. of the log illumination field
+    blur: float = 0.02               # PSF sigma (x d; at least 0.5 px)
+    photons: float = 150.0           # photon count at signal 1
+    read_noise: float = 3.0          # counts
+    stretch_high: float = 99.7       # upper percentile of the 8-bit contrast stretch
+    gamma: tuple = (1.0, 1.0)        # display gamma of (R, G)
+    coarsen: float = 1.0             # > 1: shrink by this factor and enlarge back (coarser)
+    jpeg_quality: int = 0            # > 0: lossy JPEG round trip at this quality
+
+    @classmethod
+    def typical(cls) -> "Appearance":
+        """The calibrated central look (no randomisation)."""
+        return cls()
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "Appearance":
+        """A random look from wide ranges around the calibrated values."""
+        u = rng.uniform
+        return cls(
+            membrane_sigma=float(np.exp(u(np.log(0.012), np.log(0.07)))),
+            membrane_offset=u(-0.01, 0.03), membrane_cv=u(0.1, 0.45),
+            membrane_dropout=u(0.0, 0.75), interior_red=u(0.01, 0.12), gap_red=u(0.0, 0.08),
+            debris=u(0.0, 2.5), type_one_fraction=u(0.15, 0.6), type_one_ratio=u(1.2, 2.2),
+            mass_sigma=u(0.1, 0.4), grain_scale=u(0.005, 0.035), grain_amplitude=u(0.1, 0.6),
+            rim_fraction=u(0.0, 0.5), rim_gain=u(0.2, 1.2), gap_mass=u(0.0, 0.1),
+            gradient=u(0.0, 0.4), blur=float(np.exp(u(np.log(0.008), np.log(0.05)))),
+            photons=float(np.exp(u(np.log(40), np.log(800)))), read_noise=u(0.5, 4.0),
+            stretch_high=u(98.5, 99.95), gamma=(u(0.6, 1.5), u(0.6, 1.5)),
+            coarsen=u(1.5, 3.0) if rng.random() < 0.3 else 1.0,
+            jpeg_quality=int(rng.integers(35, 90)) if rng.random() < 0.25 else 0)
+
+
 # ----------------------------------------------------------------------------- rendering
-def render_signals(labels: np.ndarray, params: ModalityParams, rng: np.random.Generator,
-                   fam_labels=(), fr: np.ndarray | None = None,
-                   tissue: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Noise-free membrane and mass signals (float32, ~0..1.5) for a fibre label image.
+def _fibre_tables(n: int, look: Appearance, rng: np.random.Generator) -> dict:
+    """Per-fibre mass level, membrane strength and rim flag (arrays indexed by label)."""
+    type_one = rng.random(n + 1) < look.type_one_fraction
+    level = np.exp(rng.normal(0.0, look.mass_sigma, n + 1)) * np.where(type_one,
+                                                                       look.type_one_ratio, 1.0)
+    level = (0.5 * level).astype(np.float32)
+    strength = np.exp(rng.normal(0.0, look.membrane_cv, n + 1)).astype(np.float32)
+    rim = rng.random(n + 1) < look.rim_fraction
+    return {"level": level, "strength": strength, "rim": rim}
+
+
+def _coarse_field(shape, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth zero-mean unit-s.d. field of length scale ``scale`` px, built on a coarse grid
+    (cheap for any image size), float32 ``shape``."""
+    import cv2
+
+    step = max(1.0, scale / 4.0)
+    small = (max(2, int(np.ceil(shape[0] / step)) + 1), max(2, int(np.ceil(shape[1] / step)) + 1))
+    coarse = smooth_noise(small, 4.0 if min(small) > 8 else 1.0, rng)
+    return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _render_window(labels: np.ndarray, d: float, look: Appearance, tables: dict,
+                   rng: np.random.Generator, fam: np.ndarray, fr: np.ndarray | None,
+                   tissue: np.ndarray | None, illumination: np.ndarray):
+    """Membrane and mass signals of one window (see :func:`render_signals`)."""
+    inside = labels > 0
+    edge = segmentation.find_boundaries(labels, mode="inner") & inside
+    if edge.any():
+        dist, (ri, ci) = ndimage.distance_transform_edt(~edge, return_indices=True)
+        dist = dist.astype(np.float32)
+        nearest = labels[ri, ci]
+        del ri, ci
+    else:
+        dist = np.full(labels.shape, np.float32(1e6))
+        nearest = labels
+    if tissue is None:
+        tissue = inside | (dist < 0.15 * d)
+    interstitial = tissue & ~inside
+    signed = np.where(inside, -dist, dist) - np.float32(0.5 + look.membrane_offset * d)
+    width = max(0.5, look.membrane_sigma * d)
+    membrane = np.exp(-(signed ** 2) / np.float32(2 * width ** 2)).astype(np.float32)
+    del signed
+    membrane *= tables["strength"][nearest]
+    if look.membrane_dropout > 0:
+        dropout = np.clip(smooth_noise(labels.shape, max(1.0, 0.2 * d), rng), 0, None)
+        membrane *= 1.0 - look.membrane_dropout * np.clip(0.7 * dropout, 0, 1)
+    debris = np.clip(smooth_noise(labels.shape, max(1.0, 0.06 * d), rng), 0, None) ** 2
+    membrane += look.interior_red * inside * tables["strength"][labels]
+    membrane += look.gap_red * interstitial * (1.0 + look.debris * debris)
+    # mass: fibre-type mosaic, granular texture, bright rims in some fibres
+    level = tables["level"][labels]
+    grain = ndimage.gaussian_filter(rng.standard_normal(labels.shape).astype(np.float32),
+                                    max(0.5, look.grain_scale * d))
+    grain /= grain.std() + 1e-6
+    mass = np.where(inside, level * np.clip(1.0 + look.grain_amplitude * grain, 0.05, None), 0)
+    del grain
+    if look.rim_fraction > 0:
+        rim = tables["rim"][labels] & inside
+        mass = np.where(rim, mass * (1.0 + look.rim_gain * np.exp(-dist / max(1.0, 0.07 * d))),
+                        mass)
+    mass = mass + look.gap_mass * 0.5 * interstitial * (1.0 + look.debris * debris)
+    if fam.size:
+        in_fam = np.isin(labels, fam)
+        if in_fam.any():
+            spot_radius = max(1.5, 0.07 * d)
+            centres = (rng.random(labels.shape) < 0.35 / (np.pi * spot_radius ** 2)) & in_fam
+            holes = ndimage.distance_transform_edt(~centres) < spot_radius * rng.uniform(0.7, 1.3)
+            mass = np.where(holes & in_fam, 0.12 * mass, mass)
+            membrane = np.where(holes & in_fam, membrane + 0.3 * look.gap_red, membrane)
+    if fr is not None and fr.any():
+        shift = tuple((rng.normal(0, 0.25, 2) * d).astype(int) + 2)
+        second = np.roll(membrane, shift, axis=(0, 1))
+        membrane = np.where(fr, np.maximum(membrane, second) * 1.2, membrane)
+        mass = np.where(fr, 0.5 * (mass + np.roll(mass, shift, axis=(0, 1))) + 0.1, mass)
+    return ((membrane * illumination).astype(np.float32),
+            (mass * illumination).astype(np.float32))
+
+
+def render_signals(labels: np.ndarray, fibre_diameter: float, look: Appearance,
+                   rng: np.random.Generator, fam_labels=(), fr: np.ndarray | None = None,
+                   tissue: np.ndarray | None = None, tile: int = 2048):
+    """Noise-free membrane and mass signals (float32, ~0..2) of a fibre label image.
 
     Parameters
     ----------
     labels : (H, W) int
-        Fibres whose membranes and mass are drawn (gaps between them are endomysium).
-    params : ModalityParams
-        ``membrane_width`` and ``fibre_diameter`` set the texture scales.
+        Fibres (0 = gaps, interstitial space and background).
+    fibre_diameter : float
+        Mean fibre diameter in pixels: every length of ``look`` is relative to it.
+    look : Appearance
     fam_labels : iterable of int
         Fibres drawn with freezing-artefact holes (leopard spots) in the mass channel.
     fr : (H, W) bool, optional
         Folded regions: a second, shifted copy of the membrane mesh is drawn there.
     tissue : (H, W) bool, optional
-        Tissue area (gaps inside it carry membrane signal); default: fibres dilated.
+        Tissue (interstitial space inside it carries faint signal and debris); default:
+        pixels within 0.15 fibre diameters of a fibre.
+    tile : int
+        Images larger than ``tile`` x ``tile`` are rendered in overlapping windows (every
+        step is local), so a full-size IF section (~12k x 15k px) fits in a few GB.
+
+    Returns
+    -------
+    membrane, mass : (H, W) float32
     """
+    labels = np.asarray(labels)
+    d = float(fibre_diameter)
+    tables = _fibre_tables(int(labels.max()), look, rng)
+    fam = np.asarray(list(fam_labels), dtype=np.int64)
     shape = labels.shape
-    inside = labels > 0
-    if tissue is None:
-        tissue = ndimage.binary_dilation(inside, iterations=3)
-    depth = ndimage.distance_transform_edt(inside).astype(np.float32)
-    n = int(labels.max())
-    strength = rng.uniform(0.7, 1.25, n + 1).astype(np.float32)
-    membrane = np.where(inside, np.exp(-depth ** 2 / (2 * params.membrane_width ** 2)), 0.0)
-    membrane = membrane * strength[labels]
-    membrane[tissue & ~inside] = 1.0
-    membrane += 0.04 * tissue
-    # mass: fibre type (oxidative type I bright, type II dim), granular texture
-    type_one = rng.random(n + 1) < 0.4
-    level = np.where(type_one, rng.normal(0.85, 0.08, n + 1), rng.normal(0.45, 0.08, n + 1))
-    level = np.clip(level, 0.15, 1.2).astype(np.float32)
-    grain = ndimage.gaussian_filter(rng.random(shape).astype(np.float32), 0.8)
-    grain = (grain - grain.mean()) / (grain.std() + 1e-6)
-    mass = np.where(inside, level[labels] * (1.0 + 0.35 * grain), 0.0)
-    mass += np.where(inside, 0.25 * np.exp(-depth / 3.0), 0.0) * level[labels]
-    mass += 0.03 * tissue
-    fam_labels = np.asarray(list(fam_labels), dtype=np.int64)
-    if fam_labels.size:
-        in_fam = np.isin(labels, fam_labels)
-        spot_radius = max(1.5, 0.07 * params.fibre_diameter)
-        density = 0.35 / (np.pi * spot_radius ** 2)
-        centres = (rng.random(shape) < density) & in_fam
-        holes = ndimage.distance_transform_edt(~centres) < spot_radius * rng.uniform(0.7, 1.3)
-        mass = np.where(holes & in_fam, 0.12 * mass, mass)
-        membrane = np.where(holes & in_fam, 0.6 * membrane, membrane)
-    if fr is not None and fr.any():
-        shift = (rng.normal(0, 0.25, 2) * params.fibre_diameter).astype(int) + 2
-        second = np.roll(membrane, tuple(shift), axis=(0, 1))
-        membrane = np.where(fr, np.maximum(membrane, second) * 1.2, membrane)
-        mass = np.where(fr, 0.5 * (mass + np.roll(mass, tuple(shift), axis=(0, 1))) + 0.2, mass)
-    return membrane.astype(np.float32), mass.astype(np.float32)
+    illumination = np.exp(look.gradient * _coarse_field(shape, max(shape) / 2.5, rng))
+    illumination = illumination.astype(np.float32)
+    window_seed = int(rng.integers(2 ** 31))
+    if max(shape) <= tile:
+        return _render_window(labels, d, look, tables, rng, fam, fr, tissue, illumination)
+    halo = int(0.6 * d) + 16
+    membrane = np.empty(shape, np.float32)
+    mass = np.empty(shape, np.float32)
+    for i, r in enumerate(range(0, shape[0], tile)):
+        for j, c in enumerate(range(0, shape[1], tile)):
+            r0, c0 = max(r - halo, 0), max(c - halo, 0)
+            r1, c1 = min(r + tile + halo, shape[0]), min(c + tile + halo, shape[1])
+            window = (slice(r0, r1), slice(c0, c1))
+            m, g = _render_window(labels[window], d, look, tables,
+                                  np.random.default_rng([window_seed, i, j]), fam,
+                                  None if fr is None else fr[window],
+                                  None if tissue is None else tissue[window],
+                                  illumination[window])
+            core = (slice(r - r0, r - r0 + min(tile, shape[0] - r)),
+                    slice(c - c0, c - c0 + min(tile, shape[1] - c)))
+            out = (slice(r, r + tile), slice(c, c + tile))
+            membrane[out], mass[out] = m[core], g[core]
+    return membrane, mass
 
 
-def acquire(signal: np.ndarray, params: ModalityParams, rng: np.random.Generator) -> np.ndarray:
+def acquire(signal: np.ndarray, blur_px: float, photons: float, read_noise: float,
+            rng: np.random.Generator, offset: float = 10.0) -> np.ndarray:
     """Optical blur, Poisson photon counts and Gaussian read noise -> raw uint16 counts."""
-    blurred = ndimage.gaussian_filter(signal, params.psf_sigma)
-    counts = rng.poisson(np.clip(blurred, 0, None) * params.photons).astype(np.float32)
-    counts += rng.normal(params.offset, params.read_noise, signal.shape).astype(np.float32)
+    blurred = ndimage.gaussian_filter(signal, blur_px)
+    counts = rng.poisson(np.clip(blurred, 0, None) * photons).astype(np.float32)
+    del blurred
+    counts += rng.normal(offset, read_noise, signal.shape).astype(np.float32)
     return np.clip(np.round(counts), 0, 65535).astype(np.uint16)
 
 
-def stretch_to_uint8(channel: np.ndarray, low: float = 5.0, high: float = 95.0) -> np.ndarray:
-    """Linear contrast stretch of percentiles ``low``..``high`` to 0..255 (uint8)."""
-    lo, hi = np.percentile(channel, [low, high])
+def _percentiles(channel: np.ndarray, qs) -> np.ndarray:
+    """Percentiles of a channel (a regular subsample of at most ~16 M pixels for big ones)."""
+    step = int(np.ceil(np.sqrt(channel.size / 16e6))) if channel.size > 16e6 else 1
+    return np.percentile(channel[::step, ::step], qs)
+
+
+def stretch_to_uint8(channel: np.ndarray, low: float = 5.0, high: float = 95.0,
+                     gamma: float = 1.0) -> np.ndarray:
+    """Contrast stretch of percentiles ``low``..``high`` to 0..255 (uint8), then ``gamma``."""
+    lo, hi = _percentiles(channel, [low, high])
     if hi <= lo:
         hi = lo + 1.0
-    return np.clip((channel.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    scaled = np.clip((channel.astype(np.float32) - lo) * (1.0 / (hi - lo)), 0, 1)
+    if gamma != 1.0:
+        scaled **= np.float32(gamma)
+    return np.round(scaled * 255.0).astype(np.uint8)
 
 
-def compose_rgb(raw: np.ndarray) -> np.ndarray:
-    """``(H, W, 2)`` raw (membrane, mass) -> ``(H, W, 3)`` uint8 RGB (R membrane, G mass, B 0)."""
+def compose_rgb(raw: np.ndarray, look: Appearance | None = None) -> np.ndarray:
+    """``(H, W, 2)`` raw (membrane, mass) -> ``(H, W, 3)`` uint8 RGB (R membrane, G mass, B 0).
+
+    Each channel is contrast-stretched from its 5th to its ``look.stretch_high`` percentile
+    (NCL-SM's images are stretched 5-95 %), with the look's display gamma, optional
+    coarsening (shrink and enlarge back) and lossy JPEG compression.
+    """
+    import cv2
+
+    look = look or Appearance.typical()
     rgb = np.zeros(raw.shape[:2] + (3,), np.uint8)
-    rgb[..., 0] = stretch_to_uint8(raw[..., 0])
-    rgb[..., 1] = stretch_to_uint8(raw[..., 1])
+    for c in range(2):
+        rgb[..., c] = stretch_to_uint8(raw[..., c], 5.0, look.stretch_high, look.gamma[c])
+    if look.coarsen > 1.0:
+        height, width = raw.shape[:2]
+        small = (max(1, int(round(width / look.coarsen))), max(1, int(round(height / look.coarsen))))
+        shrunk = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(shrunk, (width, height), interpolation=cv2.INTER_LINEAR)
+        rgb[..., 2] = 0
+    if look.jpeg_quality > 0:
+        ok, encoded = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY,
+                                                           int(look.jpeg_quality)])
+        if ok:
+            rgb = np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1])
+            rgb[..., 2] = 0
     return rgb
+
+
+def render_raw(labels: np.ndarray, fibre_diameter: float, look: Appearance,
+               rng: np.random.Generator, fam_labels=(), fr=None, tissue=None) -> np.ndarray:
+    """Signals of :func:`render_signals` through :func:`acquire` -> raw ``(H, W, 2)`` uint16."""
+    membrane, mass = render_signals(labels, fibre_diameter, look, rng, fam_labels, fr, tissue)
+    blur_px = max(0.5, look.blur * fibre_diameter)
+    raw = np.empty(labels.shape + (2,), np.uint16)
+    raw[..., 0] = acquire(membrane, blur_px, look.photons, look.read_noise, rng)
+    del membrane
+    raw[..., 1] = acquire(mass, blur_px, look.photons, look.read_noise, rng)
+    return raw
 
 
 def render_image(labels: np.ndarray, modality: str = "IF", seed: int = 0, fam_labels=(),
                  fr: np.ndarray | None = None, tissue: np.ndarray | None = None,
-                 config: SynthConfig | None = None,
-                 fibre_diameter: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 config: SynthConfig | None = None, fibre_diameter: float | None = None,
+                 look: Appearance | str = "typical") -> tuple[np.ndarray, np.ndarray]:
     """Render raw and RGB images for a given instance mask (synthetic or real).
 
     Parameters
     ----------
     labels : (H, W) int
-        Instance mask, e.g. the real S11 ground truth (downscale big masks first).
+        Instance mask, e.g. the real S11 ground truth (12272 x 15129 px is rendered in
+        windows, in about 2 GB).
     modality : {"IMC", "IF"}
-        Sets blur, noise and membrane width.
+        Kept for the signature; the look is the same calibrated one for both.
     fibre_diameter : float, optional
-        Mean fibre diameter in pixels; default: estimated from the median label area.
+        Mean fibre diameter in pixels; default: the median equivalent diameter of the labels.
+    look : Appearance, "typical" or "random"
+        ``typical`` (default) is the look calibrated on the real panel; ``random`` draws one
+        from the domain-randomisation ranges with ``seed``.
 
     Returns
     -------
     raw : (H, W, 2) uint16, rgb : (H, W, 3) uint8
+
+    Example
+    -------
+    >>> lab = tessellate((96, 96), 24.0, 0.2, np.random.default_rng(0))
+    >>> raw, rgb = render_image(carve_gaps(lab, 1), "IMC", seed=0)
+    >>> rgb.shape, raw.dtype
+    ((96, 96, 3), dtype('uint16'))
     """
     config = config or SynthConfig()
-    params = config.params(modality)
+    config.params(modality)   # validates the modality
+    labels = np.asarray(labels)
     if fibre_diameter is None:
         areas = np.bincount(labels.ravel())[1:]
         areas = areas[areas > 0]
         fibre_diameter = float(2 * np.sqrt(np.median(areas) / np.pi)) if areas.size else 40.0
-    params = replace(params, fibre_diameter=fibre_diameter, shape=labels.shape)
     rng = np.random.default_rng(seed)
-    membrane, mass = render_signals(labels, params, rng, fam_labels, fr, tissue)
-    raw = np.stack([acquire(membrane, params, rng), acquire(mass, params, rng)], axis=-1)
-    return raw, compose_rgb(raw)
+    if isinstance(look, str):
+        if look not in ("typical", "random"):
+            raise ValueError(f"look must be an Appearance, 'typical' or 'random', got {look!r}")
+        look = Appearance.draw(rng) if look == "random" else Appearance.typical()
+    raw = render_raw(labels, fibre_diameter, look, rng, fam_labels, fr, tissue)
+    return raw, compose_rgb(raw, look)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -522,10 +788,10 @@ def generate_section(section_id: str, modality: str, config: SynthConfig | None 
     ntm, fam = classify_fibres(labels, geometry["oblique"], config, rng)
     analysable = ~ntm & ~fam
     analysable[0] = False
-    membrane, mass = render_signals(geometry["membrane_labels"], params, rng,
-                                    fam_labels=_membrane_ids_of(geometry, np.flatnonzero(fam)),
-                                    fr=geometry["fr"], tissue=geometry["tissue"])
-    raw = np.stack([acquire(membrane, params, rng), acquire(mass, params, rng)], axis=-1)
+    look = Appearance.draw(rng) if config.randomise else Appearance.typical()
+    raw = render_raw(geometry["membrane_labels"], geometry["draw"].fibre_diameter, look, rng,
+                     fam_labels=_membrane_ids_of(geometry, np.flatnonzero(fam)),
+                     fr=geometry["fr"], tissue=geometry["tissue"])
     qa = qa_annotation(labels, config.qa_fraction, config.qa_amplitude, rng, exclude=ntm)
 
     def keep(flags):
@@ -533,7 +799,7 @@ def generate_section(section_id: str, modality: str, config: SynthConfig | None 
 
     am_vs_nam = np.where(labels > 0, np.where(analysable[labels], AM_CLASS, NAM_CLASS), 0)
     return {
-        "image": compose_rgb(raw),
+        "image": compose_rgb(raw, look),
         "image_raw": raw,
         "myofibres": labels.astype(np.uint16),
         "analysable": keep(analysable),
@@ -585,7 +851,7 @@ def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: 
     config = config or SynthConfig()
     out = Path(out)
     manifest_path = out / "synth_manifest.json"
-    wanted = {"generator": "nclsm.synth", "version": 1, "seed": seed, "config": config.to_dict()}
+    wanted = {"generator": "nclsm.synth", "version": 2, "seed": seed, "config": config.to_dict()}
     if manifest_path.is_file() and not force:
         existing = json.loads(manifest_path.read_text())
         if {k: existing.get(k) for k in wanted} == wanted:

@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_text
+from .augment import intensity
 from .base import (BaseParams, Segmenter, SegmenterError, check_pretrained_policy, register,
                    remove_small, training_pairs, use_pretrained)
 
@@ -94,6 +95,7 @@ class CellposeParams(BaseParams):
     flow_threshold: float = 0.4
     cellprob_threshold: float = 0.0
     min_size: int = 30                  # smallest kept object (working-scale pixels)
+    intensity_copies: int = 2           # intensity-augmented copies of each training image
     eval_bsize: int = 224               # network tile side at prediction
 
     def quick(self):
@@ -192,6 +194,13 @@ class CellposeSegmenter(Segmenter):
         if not usable:
             raise SegmenterError("cellpose: no training section has any labelled fibre")
         images, labels = [images[i] for i in usable], [labels[i] for i in usable]
+        # Cellpose's train_seg flips, rotates and rescales; intensity augmentation (shared
+        # with the other methods) is added offline: augmented copies of every image
+        rng = np.random.default_rng([params.seed, 3])
+        copies = max(0, int(params.intensity_copies))
+        images = images + [intensity(image, rng, channel_axis=0)
+                           for _ in range(copies) for image in images]
+        labels = labels * (copies + 1)
         images, labels = _pad_to(images, labels, params.bsize)
         start, cpu = time.time(), time.process_time()
         filename, losses, _ = train.train_seg(

@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_text
+from .augment import augment_pair
 from .base import (BaseParams, Segmenter, SegmenterError, check_pretrained_policy, register,
                    remove_small, training_pairs, use_pretrained)
 
@@ -163,16 +164,9 @@ def _import_stardist():
 
 
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
-    """Random flips, 90-degree rotations and per-channel intensity jitter of a patch."""
-    k = int(rng.integers(4))
-    x, y = np.rot90(x, k, axes=(0, 1)), np.rot90(y, k, axes=(0, 1))
-    if rng.random() < 0.5:
-        x, y = x[:, ::-1], y[:, ::-1]
-    scale = rng.uniform(0.8, 1.2, size=x.shape[-1]).astype(np.float32)
-    shift = rng.uniform(-0.1, 0.1, size=x.shape[-1]).astype(np.float32)
-    x = x * scale + shift
-    x = x + rng.normal(0, 0.02, x.shape).astype(np.float32)
-    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y)
+    """Flips, rotations, scale jitter and intensity augmentation of a patch (the shared
+    :func:`nclsm_utils.segmenters.augment.augment_pair`)."""
+    return augment_pair(x, y, rng)
 
 
 @register

@@ -12,7 +12,8 @@ Loss
     ``w_c`` balances the class frequencies and ``d1``, ``d2`` are the distances to the nearest
     and second-nearest fibre (see :func:`weight_map`); the maps are cached on disk.
 Training
-    Random crops with flips, 90-degree rotations, brightness/contrast, Gaussian noise and blur.
+    Random crops with flips, 90-degree rotations, scale jitter and the shared intensity
+    augmentation (:mod:`.augment`: gamma, contrast, brightness, blur, coarsening, noise).
     First pretrained on a separately generated synthetic NCL-SM (the ``pretrain`` preset,
     written to ``<workdir>/synthetic-pretrain``), cached under
     ``<workdir>/models/unet-pretrained-<hash>/`` so several fine-tunings share it; then
@@ -43,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io import write_text
+from .augment import ZOOM, intensity
 from .base import (BaseParams, Segmenter, SegmenterError, estimate_diameters, register,
                    remove_small, training_pairs)
 
@@ -349,33 +351,38 @@ class _Sampler:
         for i in range(size):
             image, target, weight = self.items[rng.choice(len(self.items), p=self.p)]
             h, w = target.shape
-            r = rng.integers(0, h - crop + 1)
-            c = rng.integers(0, w - crop + 1)
-            x = image[:, r:r + crop, c:c + crop]
-            y = target[r:r + crop, c:c + crop]
-            z = weight[r:r + crop, c:c + crop]
+            size = crop
+            if rng.random() < 0.5:   # scale jitter: a larger or smaller window resized to crop
+                size = int(round(crop / np.exp(rng.uniform(np.log(ZOOM[0]), np.log(ZOOM[1])))))
+                size = min(max(size, 16), h, w)
+            r = rng.integers(0, h - size + 1)
+            c = rng.integers(0, w - size + 1)
+            x = image[:, r:r + size, c:c + size]
+            y = target[r:r + size, c:c + size]
+            z = weight[r:r + size, c:c + size]
+            if size != crop:
+                x, y, z = _resize_crop(x, y, z, crop)
             k = int(rng.integers(4))
             flip = bool(rng.integers(2))
             x, y, z = (np.rot90(a, k, axes=(-2, -1)) for a in (x, y, z))
             if flip:
                 x, y, z = x[..., ::-1], y[..., ::-1], z[..., ::-1]
-            images[i] = _augment_intensity(np.array(x, np.float32), rng)
+            images[i] = intensity(x, rng, channel_axis=0)
             targets[i] = y
             weights[i] = z
         return images, targets, weights
 
 
-def _augment_intensity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Blur, per-channel contrast/brightness and Gaussian noise on a ``(2, h, w)`` crop."""
-    if rng.random() < 0.3:
-        sigma = rng.uniform(0.3, 1.0)
-        x = ndimage.gaussian_filter(x, (0, sigma, sigma))
-    contrast = np.exp(rng.normal(0.0, 0.2, (x.shape[0], 1, 1))).astype(np.float32)
-    brightness = rng.normal(0.0, 0.08, (x.shape[0], 1, 1)).astype(np.float32)
-    x = x * contrast + brightness
-    if rng.random() < 0.5:
-        x = x + rng.normal(0.0, rng.uniform(0.01, 0.08), x.shape).astype(np.float32)
-    return x
+def _resize_crop(x, y, z, crop: int):
+    """Resize a ``(C, s, s)`` image, its class targets and weights to ``crop`` x ``crop``."""
+    import cv2
+
+    size = (crop, crop)
+    x = np.stack([cv2.resize(np.ascontiguousarray(c, np.float32), size,
+                             interpolation=cv2.INTER_LINEAR) for c in x])
+    y = cv2.resize(np.ascontiguousarray(y, np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    z = cv2.resize(np.ascontiguousarray(z, np.float32), size, interpolation=cv2.INTER_LINEAR)
+    return x, y.astype(np.int64), z
 
 
 def train_unet(model, triples, steps: int, lr: float, params: UNetParams, seed: int,

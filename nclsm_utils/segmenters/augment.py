@@ -1,0 +1,119 @@
+"""Training augmentation shared by every trained method (U-Net, Cellpose, StarDist).
+
+All functions take percentile-normalised float images (membrane, mass channels; ~0..1) and
+a :class:`numpy.random.Generator`, and return new arrays (no hidden state):
+
+* :func:`intensity` - per-channel gamma, contrast and brightness, blur, coarsening (shrink
+  and enlarge back, as in images 2-3x coarser than native) and Gaussian noise: real sections
+  differ in all of these (see :class:`nclsm_utils.synth.Appearance`);
+* :func:`geometric` - flips and 90-degree rotations of an image and its label image;
+* :func:`scale_jitter` - a random zoom of image and labels that keeps the array shape;
+* :func:`augment_pair` - all three, the augmenter StarDist calls per patch.
+
+Scipy and OpenCV do the resampling; the parameters are ours because the ranges are tied to
+what real NCL-SM sections show.
+
+Example
+-------
+>>> rng = np.random.default_rng(0)
+>>> x = rng.random((32, 32, 2)).astype(np.float32); y = np.zeros((32, 32), np.int32)
+>>> x2, y2 = augment_pair(x, y, rng)
+>>> x2.shape, x2.dtype, y2.shape
+((32, 32, 2), dtype('float32'), (32, 32))
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+#: Ranges of :func:`intensity` (per channel unless said otherwise).
+GAMMA = (0.6, 1.6)
+CONTRAST_SD = 0.25          # log-normal s.d. of the contrast factor
+BRIGHTNESS_SD = 0.08
+BLUR = (0.3, 1.5)           # Gaussian sigma (px), with probability P_BLUR
+P_BLUR = 0.3
+P_COARSEN = 0.15            # shrink 1.5-3x and enlarge back (both channels)
+NOISE = (0.01, 0.1)         # Gaussian noise s.d., with probability P_NOISE
+P_NOISE = 0.5
+#: Zoom range of :func:`scale_jitter` (fibre size around the working diameter).
+ZOOM = (0.75, 1.33)
+
+
+def intensity(x: np.ndarray, rng: np.random.Generator, channel_axis: int = -1) -> np.ndarray:
+    """Random per-channel gamma, contrast, brightness; blur, coarsening and noise.
+
+    Parameters
+    ----------
+    x : float array with a channel axis (``(h, w, C)`` or ``(C, h, w)``)
+    channel_axis : int
+        Where the channels are (-1 or 0).
+
+    Returns
+    -------
+    float32 array of the same shape.
+    """
+    x = np.moveaxis(np.asarray(x, np.float32), channel_axis, 0).copy()
+    for c in range(x.shape[0]):
+        channel = np.clip(x[c], 0, None)
+        channel = channel ** np.float32(rng.uniform(*GAMMA))
+        channel = channel * np.float32(np.exp(rng.normal(0.0, CONTRAST_SD)))
+        x[c] = channel + np.float32(rng.normal(0.0, BRIGHTNESS_SD))
+    if rng.random() < P_BLUR:
+        sigma = rng.uniform(*BLUR)
+        x = ndimage.gaussian_filter(x, (0, sigma, sigma))
+    if rng.random() < P_COARSEN:
+        import cv2
+
+        factor = rng.uniform(1.5, 3.0)
+        h, w = x.shape[1:]
+        small = (max(1, int(round(w / factor))), max(1, int(round(h / factor))))
+        x = np.stack([cv2.resize(cv2.resize(c, small, interpolation=cv2.INTER_AREA), (w, h),
+                                 interpolation=cv2.INTER_LINEAR) for c in x])
+    if rng.random() < P_NOISE:
+        x = x + rng.normal(0.0, rng.uniform(*NOISE), x.shape).astype(np.float32)
+    return np.ascontiguousarray(np.moveaxis(x.astype(np.float32), 0, channel_axis))
+
+
+def geometric(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+    """A random 90-degree rotation and flip of ``x`` ``(h, w, ...)`` and ``y`` ``(h, w)``."""
+    k = int(rng.integers(4))
+    x, y = np.rot90(x, k, axes=(0, 1)), np.rot90(y, k, axes=(0, 1))
+    if rng.random() < 0.5:
+        x, y = x[:, ::-1], y[:, ::-1]
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
+def scale_jitter(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, zoom=ZOOM,
+                 probability: float = 0.5):
+    """Zoom image ``(h, w, C)`` and labels ``(h, w)`` by a random factor, keeping the shape.
+
+    Zooming in crops the centre; zooming out pads with zeros (background). Labels are
+    resampled nearest-neighbour, the image bilinearly.
+    """
+    if rng.random() >= probability:
+        return x, y
+    import cv2
+
+    factor = float(np.exp(rng.uniform(np.log(zoom[0]), np.log(zoom[1]))))
+    h, w = y.shape
+    nh, nw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
+    xs = np.stack([cv2.resize(np.ascontiguousarray(x[..., c], np.float32), (nw, nh),
+                              interpolation=cv2.INTER_LINEAR) for c in range(x.shape[-1])], -1)
+    ys = cv2.resize(np.ascontiguousarray(y).astype(np.float32), (nw, nh),
+                    interpolation=cv2.INTER_NEAREST).astype(y.dtype)
+    out_x = np.zeros_like(x, dtype=np.float32)
+    out_y = np.zeros_like(y)
+    r0, c0 = max(0, (nh - h) // 2), max(0, (nw - w) // 2)      # source offset (zoom in)
+    t0, u0 = max(0, (h - nh) // 2), max(0, (w - nw) // 2)      # target offset (zoom out)
+    hh, ww = min(h, nh), min(w, nw)
+    out_x[t0:t0 + hh, u0:u0 + ww] = xs[r0:r0 + hh, c0:c0 + ww]
+    out_y[t0:t0 + hh, u0:u0 + ww] = ys[r0:r0 + hh, c0:c0 + ww]
+    return out_x, out_y
+
+
+def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+    """:func:`geometric`, :func:`scale_jitter` and :func:`intensity` of a training patch
+    (``x`` ``(h, w, C)`` float, ``y`` ``(h, w)`` labels); shapes are kept."""
+    x, y = geometric(x, y, rng)
+    x, y = scale_jitter(x, y, rng)
+    return intensity(x, rng), np.ascontiguousarray(y)
