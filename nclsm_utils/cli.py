@@ -141,6 +141,40 @@ def cmd_segment(args) -> int:
     return 1 if result.errors else 0
 
 
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from .io import write_tiff
+    from .segmenters import SegmenterError, get_segmenter
+    from .segmenters.apply import estimate_fibre_diameter, predict_image, read_rgb_image
+
+    image = read_rgb_image(args.image)
+    try:
+        # an unknown method fails here, before any data is read or generated (exit code 2)
+        segmenter = get_segmenter(args.method, workdir=args.workdir, quick=args.quick)
+        diameter = args.fibre_diameter
+        if diameter is None:
+            diameter = estimate_fibre_diameter(image)
+            print(f"estimated fibre diameter: {diameter:.1f} px (set it with --fibre-diameter)")
+        if args.data is None:   # the default data of `nclsm report` / `make report`
+            from .pipeline import resolve_data
+
+            data = resolve_data("data")
+        else:
+            data = args.data
+        labels = predict_image(segmenter, image, modality=args.modality,
+                               fibre_diameter=diameter, data=data, workdir=args.workdir,
+                               quick=args.quick)
+        count = int(labels.max())
+        dtype = np.uint16 if count < 2 ** 16 else np.uint32
+        write_tiff(args.out, labels.astype(dtype))
+    except (SegmenterError, OSError) as error:  # OSError: unwritable output or workdir
+        print(f"nclsm predict: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{count} objects -> {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- metrics
 def cmd_evaluate(args) -> int:
     from .dataset import as_labels, as_rgb
@@ -330,6 +364,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dask_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("predict", help="segment any RGB image (R membrane, G mass) with a "
+                                       "method trained on a dataset's train split")
+    p.add_argument("--method", required=True,
+                   help="mitocyto | cellpose | stardist | unet | unet2")
+    p.add_argument("--image", required=True, help="RGB image (TIFF, PNG, JPEG): R = membrane "
+                   "marker, G = mitochondrial-mass marker, B ignored; RGBA, 2-channel, "
+                   "channels-first and 16-bit images are converted")
+    p.add_argument("--out", required=True, help="label mask TIFF to write (0 = background)")
+    p.add_argument("--modality", choices=["IMC", "IF"], default="IMC",
+                   help="selects the method's per-modality settings (default IMC)")
+    p.add_argument("--fibre-diameter", type=float, default=None, metavar="PX",
+                   help="median fibre diameter in pixels of the image (default: estimated "
+                        "from the membrane channel and printed)")
+    p.add_argument("--data", default=None, help="dataset whose train split trains the method "
+                   "(default: as `nclsm report`: NCL-SM found in data/, else the synthetic "
+                   "data/synthetic, generated when missing)")
+    p.add_argument("--workdir", default="data", help="models are cached here (as for "
+                   "`nclsm segment`)")
+    p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="per-fibre paper metrics of a predicted mask vs the GT")
     p.add_argument("--gt", required=True, help="ground-truth label mask (TIFF/PNG)")

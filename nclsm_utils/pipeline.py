@@ -77,6 +77,9 @@ class NotebookEntry:
     title : page title on the site.
     trains : a per-method notebook that trains its method's network when no model is cached
         (in a concurrent batch such a job runs alone: training already uses every core).
+    reads : files in the reports folder that the notebook shows when present but no notebook
+        of the batch writes (e.g. a benchmark's table); their sizes and modification times
+        enter the key, so the notebook reruns when one appears or changes.
     """
 
     name: str
@@ -85,6 +88,7 @@ class NotebookEntry:
     optional: bool = False
     title: str = ""
     trains: bool = False
+    reads: tuple[str, ...] = ()
 
 
 #: The notebooks of a batch run, in dependency order. Adding a notebook is one line here.
@@ -95,6 +99,7 @@ NOTEBOOKS: tuple[NotebookEntry, ...] = (
     NotebookEntry("04_compare", needs=("03_segment",), title="Compare methods"),
     NotebookEntry("05_curation", needs=("03_segment",), optional=True, title="Curation"),
     NotebookEntry("06_explore", needs=("03_segment",), optional=True, title="Explore"),
+    NotebookEntry("07_synthetic_vs_real", reads=("real_transfer.csv",), title="Synthetic vs real"),
 )
 
 
@@ -206,6 +211,19 @@ def code_fingerprint() -> str:
             digest.update(path.relative_to(package).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def reads_fingerprint(reports, names) -> dict:
+    """Size and modification time of each file ``names`` in ``reports`` (None when absent)."""
+    out = {}
+    for name in names:
+        path = Path(reports) / name
+        if path.is_file():
+            stat = path.stat()
+            out[name] = (stat.st_size, stat.st_mtime_ns)
+        else:
+            out[name] = None
+    return out
 
 
 # ---------------------------------------------------------------------------- planning
@@ -361,8 +379,11 @@ def plan_run(data, reports="reports", workdir=None, methods=DEFAULT_METHODS, qui
                 params["method"] = own["method"]
             key_params = {k: v for k, v in params.items() if k != "force"}
             needs = {n: keys_by_entry.get(n, []) for n in entry.needs}
-            key = _sha({"source": source_hash, "params": key_params, "data": data_fp,
-                        "code": code_fp, "needs": needs})[:20]
+            payload = {"source": source_hash, "params": key_params, "data": data_fp,
+                       "code": code_fp, "needs": needs}
+            if entry.reads:
+                payload["reads"] = reads_fingerprint(reports, entry.reads)
+            key = _sha(payload)[:20]
             jobs.append(Job(name, entry, path, reports / f"{name}.ipynb", params, key))
             keys_by_entry.setdefault(entry.name, []).append(key)
     return jobs

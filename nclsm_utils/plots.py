@@ -422,3 +422,115 @@ def morphology_distributions(per_fibre: pd.DataFrame, features=("area", "circula
         ax.set_title(feature, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------- synthetic vs real
+def _outlined(image: np.ndarray, labels: np.ndarray, colour=COLOURS["gt"]) -> np.ndarray:
+    """A copy of ``image`` with the mask outline (``find_boundaries``, inner) in ``colour``."""
+    from skimage.segmentation import find_boundaries
+
+    rgb = np.array(image[..., :3], dtype=np.uint8, copy=True)
+    rgb[find_boundaries(labels, mode="inner") & (np.asarray(labels) > 0)] = colour
+    return rgb
+
+
+def real_vs_synthetic_figure(real_image: np.ndarray, real_labels: np.ndarray, synthetic_pairs,
+                             n: int = 3, size: int = 128, real_title: str = "real NCL-SM (IF, left half)"):
+    """The real image beside ``n`` synthetic sections at the same fibre size and crop size.
+
+    Each synthetic section is rescaled with :func:`nclsm_utils.calibration.at_diameter` so its
+    median fibre diameter equals the real one; every panel is then a square crop of the same
+    side (``size``, or less when an image is smaller), centred on the labelled area. Top row:
+    the images; bottom row: the same crops with the mask outline (cyan).
+
+    Parameters
+    ----------
+    real_image, real_labels : arrays
+        The real image and its instance mask as they may be shown (the caller passes the
+        real panel's LEFT half only: ``realcheck.real_left_half()``).
+    synthetic_pairs : sequence
+        ``(image, labels)`` or ``(title, image, labels)`` per synthetic section (full size).
+    n : int
+        How many synthetic sections to show (the first ``n``).
+    """
+    from .calibration import at_diameter
+    from .realpanel import median_diameter
+
+    plt = _plt()
+    diameter = median_diameter(real_labels)
+    panels = [(real_title, np.asarray(real_image)[..., :3], np.asarray(real_labels))]
+    for i, pair in enumerate(list(synthetic_pairs)[:n]):
+        title, image, labels = pair if len(pair) == 3 else (f"synthetic {i + 1}", *pair)
+        small, small_labels = at_diameter(image, labels, diameter)
+        panels.append((f"synthetic {title}", small, small_labels))
+    side = min([size] + [min(labels.shape) for _, _, labels in panels])
+    ncols = len(panels)
+    fig, axes = plt.subplots(2, ncols, figsize=(2.7 * ncols, 5.6), squeeze=False)
+    for col, (title, image, labels) in enumerate(panels):
+        r0, r1, c0, c1 = choose_region(labels, side)
+        crop, crop_labels = image[r0:r1, c0:c1], labels[r0:r1, c0:c1]
+        axes[0, col].imshow(crop, interpolation="nearest")
+        axes[0, col].set_title(title, fontsize=9)
+        axes[1, col].imshow(_outlined(crop, crop_labels), interpolation="nearest")
+        for row in (0, 1):
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+    axes[0, 0].set_ylabel("image", fontsize=9)
+    axes[1, 0].set_ylabel("with the mask outline", fontsize=9)
+    fig.suptitle(f"{side} x {side} px crops, median fibre diameter {diameter:.1f} px in every "
+                 "panel", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _profile_rows(comparison: pd.DataFrame, channel: str) -> pd.DataFrame:
+    pattern = rf"^{channel}_profile_([+-]?\d+(?:\.\d+)?)$"
+    steps = comparison["statistic"].str.extract(pattern, expand=False)
+    rows = comparison[steps.notna()].assign(distance=steps.dropna().astype(float))
+    return rows.sort_values("distance")
+
+
+def calibration_profile_figure(comparison, synthetic=None):
+    """Membrane (R) and mass (G) profiles across the annotated fibre edge: real vs synthetic.
+
+    Parameters
+    ----------
+    comparison : DataFrame or dict
+        :func:`nclsm_utils.calibration.compare`'s table (columns ``statistic``, ``real``,
+        ``synthetic_median``, ``synthetic_p10``, ``synthetic_p90``); or the real statistics
+        dict, with ``synthetic`` the list of synthetic statistics dicts (or their frame).
+
+    The x axis is the signed distance from the annotated edge in fibre diameters (negative:
+    inside the fibre); the real profile is a black line, the synthetic median a coloured line
+    with its 10-90 % band.
+    """
+    if not isinstance(comparison, pd.DataFrame):
+        from .calibration import compare
+
+        if synthetic is None:
+            raise ValueError("pass compare()'s table, or the real statistics and the synthetic "
+                             "statistics (synthetic=...)")
+        records = synthetic.to_dict("records") if isinstance(synthetic, pd.DataFrame) \
+            else list(synthetic)
+        comparison = compare(comparison, records)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, channel, name, colour in ((axes[0], "R", "membrane marker (R)", "tab:red"),
+                                      (axes[1], "G", "mitochondrial mass (G)", "tab:green")):
+        rows = _profile_rows(comparison, channel)
+        x = rows["distance"].to_numpy(float)
+        if len(rows):
+            ax.fill_between(x, rows["synthetic_p10"].to_numpy(float),
+                            rows["synthetic_p90"].to_numpy(float), color=colour, alpha=0.2,
+                            lw=0, label="synthetic 10-90 %")
+            ax.plot(x, rows["synthetic_median"].to_numpy(float), color=colour, marker="o",
+                    ms=3, label="synthetic median")
+            ax.plot(x, rows["real"].to_numpy(float), color="k", marker="s", ms=3.5,
+                    label="real (left half)")
+        ax.axvline(0, color="0.5", lw=0.8, ls=":")
+        ax.set_xlabel("distance from the fibre edge (x diameter; < 0 inside)")
+        ax.set_ylabel("mean level (8-bit)")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

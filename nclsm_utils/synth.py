@@ -371,8 +371,8 @@ def fibre_geometry(shape, params: ModalityParams, config: SynthConfig,
         drop = np.flatnonzero(fraction_per_label(fr, labels) > 0.15)
         labels[np.isin(labels, drop)] = 0
         labels[fr] = 0
-    # drop slivers below 3 % of a mean fibre area
-    min_area = 0.03 * np.pi * (d / 2) ** 2
+    # drop slivers below 6 % of a mean fibre area
+    min_area = 0.06 * np.pi * (d / 2) ** 2
     areas = np.bincount(labels.ravel())
     labels[areas[labels] < min_area] = 0
     labels, forward, _ = segmentation.relabel_sequential(labels)
@@ -505,16 +505,16 @@ class Appearance:
         """A random look from wide ranges around the calibrated values."""
         u = rng.uniform
         return cls(
-            membrane_sigma=float(np.exp(u(np.log(0.012), np.log(0.07)))),
-            membrane_offset=u(-0.01, 0.03), membrane_cv=u(0.1, 0.45),
-            membrane_dropout=u(0.0, 0.75), interior_red=u(0.01, 0.12), gap_red=u(0.0, 0.08),
+            membrane_sigma=float(np.exp(u(np.log(0.015), np.log(0.06)))),
+            membrane_offset=u(-0.01, 0.03), membrane_cv=u(0.1, 0.35),
+            membrane_dropout=u(0.0, 0.5), interior_red=u(0.01, 0.12), gap_red=u(0.0, 0.08),
             debris=u(0.0, 2.5), type_one_fraction=u(0.15, 0.6), type_one_ratio=u(1.2, 2.2),
             mass_sigma=u(0.1, 0.4), grain_scale=u(0.005, 0.035), grain_amplitude=u(0.1, 0.6),
             rim_fraction=u(0.0, 0.5), rim_gain=u(0.2, 1.2), gap_mass=u(0.0, 0.1),
             gradient=u(0.0, 0.4), blur=float(np.exp(u(np.log(0.008), np.log(0.05)))),
-            photons=float(np.exp(u(np.log(40), np.log(800)))), read_noise=u(0.5, 4.0),
+            photons=float(np.exp(u(np.log(60), np.log(800)))), read_noise=u(0.5, 4.0),
             stretch_high=u(98.5, 99.95), gamma=(u(0.6, 1.5), u(0.6, 1.5)),
-            coarsen=u(1.5, 3.0) if rng.random() < 0.3 else 1.0,
+            coarsen=u(1.5, 2.5) if rng.random() < 0.25 else 1.0,
             jpeg_quality=int(rng.integers(35, 90)) if rng.random() < 0.25 else 0)
 
 
@@ -834,13 +834,20 @@ def write_section(out, modality: str, section_id: str, config: SynthConfig | Non
             "myofibres": int(len(np.unique(roles["myofibres"])) - 1)}
 
 
+def renderer_fingerprint() -> str:
+    """A hash of this module's source: a dataset written by another renderer is regenerated."""
+    import hashlib
+
+    return hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
+
+
 def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: bool = False,
                   progress: bool = True, client=None) -> Path:
     """Write a synthetic NCL-SM dataset in the real layout (``IMC/`` and ``IF/`` role folders).
 
-    Idempotent: when ``out`` already holds a dataset made with the same config and seed it is
-    kept as is (``force=True`` regenerates). A manifest ``synth_manifest.json`` records the
-    config, seed and per-section fibre counts.
+    Idempotent: when ``out`` already holds a dataset made with the same config, seed and
+    renderer (:func:`renderer_fingerprint`) it is kept as is (``force=True`` regenerates). A
+    manifest ``synth_manifest.json`` records the config, seed and per-section fibre counts.
 
     ``client``: a :class:`distributed.Client`; each section is then written by a task on its
     cluster (the workers must see ``out`` at the same path). The files are byte-identical to
@@ -851,7 +858,8 @@ def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: 
     config = config or SynthConfig()
     out = Path(out)
     manifest_path = out / "synth_manifest.json"
-    wanted = {"generator": "nclsm.synth", "version": 2, "seed": seed, "config": config.to_dict()}
+    wanted = {"generator": "nclsm.synth", "version": 2, "renderer": renderer_fingerprint(),
+              "seed": seed, "config": config.to_dict()}
     if manifest_path.is_file() and not force:
         existing = json.loads(manifest_path.read_text())
         if {k: existing.get(k) for k in wanted} == wanted:

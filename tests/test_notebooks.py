@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 METHODS = ["mitocyto"]
 #: The notebooks written by scripts/make_notebooks.py (others join the run table later).
-GENERATED = ("01_dataset", "02_annotation_quality", "03_segment", "04_compare")
+GENERATED = ("01_dataset", "02_annotation_quality", "03_segment", "04_compare",
+             "07_synthetic_vs_real")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -153,13 +154,82 @@ def test_notebook_outputs_show_tables_and_figures(batch):
         return [key for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                 for key in o.get("data", {})]
 
-    for name in ("01_dataset", "02_annotation_quality", "03_segment_mitocyto", "04_compare"):
+    for name in ("01_dataset", "02_annotation_quality", "03_segment_mitocyto", "04_compare",
+                 "07_synthetic_vs_real"):
         found = kinds(executed(reports, name))
         assert "image/png" in found, f"{name} shows no figure"
         assert "text/html" in found, f"{name} shows no table"
     text = json.dumps(executed(reports, "04_compare"))
     assert "Mann" in text or "p_value" in text
     assert "AP@0.75" in text
+
+
+def _page_text(nb) -> str:
+    """Markdown cells and the text/markdown, text/html and stream outputs of a notebook."""
+    parts = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            parts.append(output.get("text", ""))
+            data = output.get("data", {})
+            parts += [data.get("text/markdown", ""), data.get("text/html", "")]
+    return " ".join(" ".join(parts).split())   # whitespace normalised
+
+
+def test_synthetic_vs_real_page(batch):
+    """07: the calibration table of every section against the real left half, its reading,
+    the crops and profile figures, and how to produce the real-image check (not run here)."""
+    from nclsm_utils import realcheck, realpanel
+
+    root, data, _ = batch
+    reports = root / "reports"
+    nb = executed(reports, "07_synthetic_vs_real")
+    text = _page_text(nb)
+    assert "one real NCL-SM section (IF)" in text and "left half" in text
+    assert "right half is held out" in text
+    table = pd.read_csv(reports / "calibration.csv")
+    expected = realcheck.calibration_table(realcheck.synthetic_statistics(data))
+    pd.testing.assert_frame_equal(table, expected, check_exact=False, atol=1e-9)
+    assert "R_profile_+0.06" in set(table["statistic"]) and "fibres" not in set(table["statistic"])
+    assert realcheck.calibration_reading(table, 4) in text   # the tiny data has 4 sections
+    figures = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                  for o in c.get("outputs", []))
+    assert figures == (2 if realpanel.FIGURE.is_file() else 1)  # crops (needs the figure), profiles
+    assert "python benchmarks/bench_real_transfer.py" in text   # no real_transfer.csv here
+
+
+def test_synthetic_vs_real_shows_the_real_image_check_and_reruns_when_it_changes(tiny, tmp_path):
+    """With reports/real_transfer.csv present the page shows it (never a right-half row), and
+    a new or changed csv reruns the notebook (its size and time enter the job key)."""
+    _, data = tiny
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    name = "07_synthetic_vs_real"
+
+    def key():
+        return {j.name: j.key for j in pipeline.plan_run(data, reports=reports, methods=METHODS)}
+
+    before = key()
+    pd.DataFrame({"case": ["real-left", "synthetic-control", "real-right"],
+                  "method": ["mitocyto"] * 3, "n_gt": [255, 171, 250], "n_pred": [180, 55, 9],
+                  "F1@0.5": [0.7954, 0.2832, 0.1111], "mean IoU": [0.8448, 0.7909, 0.5]}
+                 ).to_csv(reports / "real_transfer.csv", index=False)
+    after = key()
+    assert after[name] != before[name]
+    assert {n: k for n, k in after.items() if n != name} == \
+        {n: k for n, k in before.items() if n != name}
+    result = run_notebooks(data, reports=reports, methods=METHODS, notebooks=[name],
+                           progress=False)
+    assert [(j.name, j.status) for j in result.jobs] == [(name, "ran")]
+    nb = executed(reports, name)
+    assert errors_in(nb) == []
+    text = _page_text(nb)
+    assert "one real section at reduced resolution" in text
+    assert "real-left" in text and "synthetic-control" in text and "0.795" in text
+    assert "real-right" not in text                                 # the right half is held out
+    assert "has not been run" not in text
+    again = run_notebooks(data, reports=reports, methods=METHODS, notebooks=[name],
+                          progress=False)
+    assert [j.status for j in again.jobs] == ["skipped"]
 
 
 def test_second_run_skips_up_to_date_notebooks(batch):

@@ -28,7 +28,8 @@ from nclsm_utils.tables import TABLE3_COLUMNS, TABLE3_METHODS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHOD_NAMES = [*TABLE3_METHODS, "QA"]
-PAGES = ["Overview", "Dataset", "Annotation quality", "Methods", "Curation", "Explore", "Reproduce"]
+PAGES = ["Overview", "Dataset", "Annotation quality", "Methods", "Curation", "Explore",
+         "Synthetic vs real", "Reproduce"]
 QUARTO_REASON = ("Quarto is a system install (https://quarto.org/docs/get-started/) and no "
                  "`quarto` binary is on PATH here; the nbconvert fallback is tested instead")
 
@@ -119,6 +120,7 @@ def test_quarto_config_has_the_pages_and_does_not_execute():
     hrefs = site._nav_hrefs(site.nav_items(config))
     for name in TABLE3_METHODS:
         assert f"reports/03_segment_{name}.ipynb" in hrefs
+    assert "reports/07_synthetic_vs_real.ipynb" in hrefs
     for href in hrefs:
         if not href.startswith("reports/"):
             assert (ROOT / href).is_file(), href
@@ -144,6 +146,8 @@ def test_fallback_builds_every_page_with_navigation(built):
         assert (out / page).is_file(), page
     # navigation missing targets got placeholders, so no link is broken
     assert (out / "reports" / "05_curation.html").is_file()
+    placeholder = " ".join(page_text(out / "reports" / "07_synthetic_vs_real.html").split())
+    assert "07_synthetic_vs_real has not been run" in placeholder
     index = result.index.read_text()
     for name in PAGES:
         assert f">{name}<" in index or f">{name} " in index, name

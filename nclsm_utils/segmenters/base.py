@@ -116,6 +116,9 @@ class BaseParams:
     fibre_diameter: dict | None = None
     tile_size: int = 1024          # working-scale tile side for big images
     tile_overlap: int = 128        # working-scale overlap (> the largest fibre)
+    #: predicted objects smaller than this fraction of a fibre's area (pi d^2 / 4 at the
+    #: image's fibre diameter d) are dropped: fragments and debris, not fibres
+    min_fibre_fraction: float = 0.1
     seed: int = 0
 
     def quick(self):
@@ -218,7 +221,9 @@ def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray
 
     Each tile is predicted whole; an object is kept from the tile whose *core* (the tile minus
     half the overlap on inner sides) holds its centroid, so every object that fits in the
-    overlap is taken complete from exactly one tile. Kept objects only fill pixels still free.
+    overlap is taken complete from exactly one tile. Kept objects only fill pixels still free;
+    one whose free part is under half of it (a duplicate of an object already placed) is
+    dropped.
 
     Parameters
     ----------
@@ -262,6 +267,13 @@ def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray
             mapped = lookup[labels]
             window = out[r:r1, c:c1]
             free = (window == 0) & (mapped > 0)
+            # an object mostly taken by objects of earlier tiles is a duplicate: skip it
+            # rather than leave its free fragment
+            whole = np.bincount(mapped.ravel(), minlength=next_label)
+            kept = np.bincount(mapped[free], minlength=next_label)
+            duplicate = kept < 0.5 * whole
+            duplicate[0] = False
+            free &= ~duplicate[mapped]
             window[free] = mapped[free]
     return _sequential(out)
 
@@ -380,18 +392,30 @@ class Segmenter(ABC):
         raise NotImplementedError
 
     # -- prediction -----------------------------------------------------------------------
-    def scale_for(self, modality: str) -> float:
-        diameter = self.diameters.get(modality) or DEFAULT_DIAMETER.get(modality, 36.0)
+    def scale_for(self, modality: str, fibre_diameter: float | None = None) -> float:
+        """Working scale: ``target_diameter`` over ``fibre_diameter`` (pixels of the image)
+        when given, else over the modality's fibre diameter (estimated from training masks)."""
+        diameter = fibre_diameter or self.diameters.get(modality) or \
+            DEFAULT_DIAMETER.get(modality, 36.0)
         return float(self.params.target_diameter) / float(diameter)
 
-    def predict(self, image: np.ndarray, modality: str = "IMC") -> np.ndarray:
-        """Segment an RGB image ``(H, W, 3)`` uint8 -> ``(H, W)`` uint32 labels (0 background)."""
+    def predict(self, image: np.ndarray, modality: str = "IMC",
+                fibre_diameter: float | None = None) -> np.ndarray:
+        """Segment an RGB image ``(H, W, 3)`` uint8 -> ``(H, W)`` uint32 labels (0 background).
+
+        ``fibre_diameter`` (pixels of ``image``), when given, sets the working scale to
+        ``target_diameter / fibre_diameter`` instead of :meth:`scale_for` ``(modality)``.
+        """
         if image.ndim != 3 or image.shape[-1] < 2:
             raise ValueError(f"{self.name}: expected an RGB image (H, W, 3), got {image.shape}")
-        working = working_image(image, self.scale_for(modality))
+        scale = self.scale_for(modality, fibre_diameter)
+        working = working_image(image, scale)
         labels = predict_tiled(lambda tile: self._predict_working(tile, modality), working,
                                self.params.tile_size, self.params.tile_overlap)
-        return resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2])
+        labels = resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2])
+        # objects that cannot be fibres at this fibre size (fragments, debris) are dropped
+        fibre_area = np.pi * (float(self.params.target_diameter) / scale / 2) ** 2
+        return remove_small(labels, int(self.params.min_fibre_fraction * fibre_area))
 
     @abstractmethod
     def _predict_working(self, image: np.ndarray, modality: str) -> np.ndarray:

@@ -316,11 +316,15 @@ class MitocytoSegmenter(Segmenter):
         """The absolute mitocyto arguments used at the working scale for ``modality``."""
         return mitocyto_args(self.params.settings(modality), self.params.target_diameter)
 
-    def predict(self, image: np.ndarray, modality: str = "IMC") -> np.ndarray:
-        """Segment an RGB image ``(H, W, 3)`` -> ``(H, W)`` uint32 labels (membrane channel only)."""
+    def predict(self, image: np.ndarray, modality: str = "IMC",
+                fibre_diameter: float | None = None) -> np.ndarray:
+        """Segment an RGB image ``(H, W, 3)`` -> ``(H, W)`` uint32 labels (membrane channel only).
+
+        ``fibre_diameter`` as in :meth:`Segmenter.predict`.
+        """
         if image.ndim != 3 or image.shape[-1] < 2:
             raise ValueError(f"{self.name}: expected an RGB image (H, W, 3), got {image.shape}")
-        working = membrane_uint8(image[..., 0], self.scale_for(modality))
+        working = membrane_uint8(image[..., 0], self.scale_for(modality, fibre_diameter))
         labels = predict_tiled(lambda tile: self._segment(tile, modality), working,
                                self.params.tile_size, self.params.tile_overlap)
         return resize_labels(labels, image.shape[:2]).astype(np.uint32, copy=False)
