@@ -112,11 +112,14 @@ class SynthConfig:
 
     @classmethod
     def preset(cls, name: str = "default") -> "SynthConfig":
-        """``default`` (the report's data), ``tiny`` (tests) or ``pretrain`` (U-Net pre-training)."""
+        """``default`` (the report's data), ``tiny`` (tests and quick runs; not randomised) or
+        ``pretrain`` (U-Net pre-training)."""
         if name == "default":
             return cls()
         if name == "tiny":
-            config = cls(n_imc=2, n_if=2, imc_ids=["P01", "P02"], if_ids=["S10", "S11"])
+            # the calibrated look and fixed geometry: small, stable fixtures for tests
+            config = cls(n_imc=2, n_if=2, imc_ids=["P01", "P02"], if_ids=["S10", "S11"],
+                         randomise=False)
             config.imc = replace(config.imc, shape=(192, 192))
             config.if_ = replace(config.if_, shape=(256, 256), fibre_diameter=48.0)
             return config
@@ -318,7 +321,7 @@ def draw_geometry(params: ModalityParams, config: SynthConfig,
                             params.gap, 0.0, 0.0, 0.0)
     d = params.fibre_diameter * float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
     return GeometryDraw(
-        fibre_diameter=d, size_cv=rng.uniform(0.2, 0.45),
+        fibre_diameter=d, size_cv=rng.uniform(0.2, 0.55),
         tissue_coverage=rng.uniform(0.6, 0.97),
         gap=max(1, int(round(rng.uniform(0.01, 0.06) * d))),
         perimysium=rng.uniform(0.0, 0.08),
@@ -591,9 +594,9 @@ def _render_window(labels: np.ndarray, d: float, look: Appearance, tables: dict,
             membrane = np.where(holes & in_fam, membrane + 0.3 * look.gap_red, membrane)
     if fr is not None and fr.any():
         shift = tuple((rng.normal(0, 0.25, 2) * d).astype(int) + 2)
-        second = np.roll(membrane, shift, axis=(0, 1))
-        membrane = np.where(fr, np.maximum(membrane, second) * 1.2, membrane)
-        mass = np.where(fr, 0.5 * (mass + np.roll(mass, shift, axis=(0, 1))) + 0.1, mass)
+        # two layers of tissue on top of each other: both signals add up
+        membrane = np.where(fr, membrane + np.roll(membrane, shift, axis=(0, 1)), membrane)
+        mass = np.where(fr, mass + np.roll(mass, shift, axis=(0, 1)) + 0.1, mass)
     return ((membrane * illumination).astype(np.float32),
             (mass * illumination).astype(np.float32))
 
