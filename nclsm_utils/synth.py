@@ -109,6 +109,8 @@ class SynthConfig:
     #: domain randomisation: every section draws its geometry extras (fibre size, gaps,
     #: perimysium, sparseness, rounding) and its :class:`Appearance` from wide ranges
     randomise: bool = True
+    #: how far a section's look may stray from the calibrated one (see Appearance.draw)
+    look_spread: float = 0.6
 
     @classmethod
     def preset(cls, name: str = "default") -> "SynthConfig":
@@ -126,7 +128,7 @@ class SynthConfig:
         if name == "pretrain":
             return cls(n_imc=12, n_if=8, imc_ids=[f"X{i:02d}" for i in range(1, 13)],
                        if_ids=[f"Y{i:02d}" for i in range(1, 9)],
-                       splits={"test": [], "validation": []})
+                       splits={"test": [], "validation": []}, look_spread=1.0)
         raise ValueError(f"unknown synthetic preset {name!r}; use default, tiny or pretrain")
 
     def params(self, modality: str) -> ModalityParams:
@@ -504,21 +506,50 @@ class Appearance:
         return cls()
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> "Appearance":
-        """A random look from wide ranges around the calibrated values."""
+    def draw(cls, rng: np.random.Generator, spread: float = 1.0) -> "Appearance":
+        """A random look from wide ranges around the calibrated values.
+
+        ``spread`` (0..1) scales every draw's distance from the typical look: 1 uses the full
+        ranges (the U-Net's pretraining set), smaller values keep sections closer to the
+        real calibration (the benchmark's default data); coarsening and JPEG are drawn with
+        probability x ``spread``.
+        """
         u = rng.uniform
+        typical = cls.typical()
+
+        def near(name, value, log=False):
+            centre = getattr(typical, name)
+            if log:
+                return float(np.exp(np.log(centre) + spread * (np.log(value) - np.log(centre))))
+            return float(centre + spread * (value - centre))
+
+        def log_uniform(low, high):
+            return float(np.exp(u(np.log(low), np.log(high))))
+
         return cls(
-            membrane_sigma=float(np.exp(u(np.log(0.015), np.log(0.06)))),
-            membrane_offset=u(-0.01, 0.03), membrane_cv=u(0.1, 0.35),
-            membrane_dropout=u(0.0, 0.5), interior_red=u(0.01, 0.12), gap_red=u(0.0, 0.08),
-            debris=u(0.0, 2.5), type_one_fraction=u(0.15, 0.6), type_one_ratio=u(1.2, 2.2),
-            mass_sigma=u(0.1, 0.4), grain_scale=u(0.005, 0.035), grain_amplitude=u(0.1, 0.6),
-            rim_fraction=u(0.0, 0.5), rim_gain=u(0.2, 1.2), gap_mass=u(0.0, 0.1),
-            gradient=u(0.0, 0.4), blur=float(np.exp(u(np.log(0.008), np.log(0.05)))),
-            photons=float(np.exp(u(np.log(60), np.log(800)))), read_noise=u(0.5, 4.0),
-            stretch_high=u(98.5, 99.95), gamma=(u(0.6, 1.5), u(0.6, 1.5)),
-            coarsen=u(1.5, 2.5) if rng.random() < 0.25 else 1.0,
-            jpeg_quality=int(rng.integers(35, 90)) if rng.random() < 0.25 else 0)
+            membrane_sigma=near("membrane_sigma", log_uniform(0.015, 0.06), log=True),
+            membrane_offset=near("membrane_offset", u(-0.01, 0.03)),
+            membrane_cv=near("membrane_cv", u(0.1, 0.35)),
+            membrane_dropout=near("membrane_dropout", u(0.0, 0.5)),
+            interior_red=near("interior_red", u(0.01, 0.12)),
+            gap_red=near("gap_red", u(0.0, 0.08)),
+            debris=near("debris", u(0.0, 2.5)),
+            type_one_fraction=near("type_one_fraction", u(0.15, 0.6)),
+            type_one_ratio=near("type_one_ratio", u(1.2, 2.2)),
+            mass_sigma=near("mass_sigma", u(0.1, 0.4)),
+            grain_scale=near("grain_scale", u(0.005, 0.035)),
+            grain_amplitude=near("grain_amplitude", u(0.1, 0.6)),
+            rim_fraction=near("rim_fraction", u(0.0, 0.5)),
+            rim_gain=near("rim_gain", u(0.2, 1.2)),
+            gap_mass=near("gap_mass", u(0.0, 0.1)),
+            gradient=near("gradient", u(0.0, 0.4)),
+            blur=near("blur", log_uniform(0.008, 0.05), log=True),
+            photons=near("photons", log_uniform(60, 800), log=True),
+            read_noise=near("read_noise", u(0.5, 4.0)),
+            stretch_high=near("stretch_high", u(98.5, 99.95)),
+            gamma=(1.0 + spread * (u(0.6, 1.5) - 1.0), 1.0 + spread * (u(0.6, 1.5) - 1.0)),
+            coarsen=u(1.5, 2.5) if rng.random() < 0.25 * spread else 1.0,
+            jpeg_quality=int(rng.integers(35, 90)) if rng.random() < 0.25 * spread else 0)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -791,7 +822,7 @@ def generate_section(section_id: str, modality: str, config: SynthConfig | None 
     ntm, fam = classify_fibres(labels, geometry["oblique"], config, rng)
     analysable = ~ntm & ~fam
     analysable[0] = False
-    look = Appearance.draw(rng) if config.randomise else Appearance.typical()
+    look = Appearance.draw(rng, config.look_spread) if config.randomise else Appearance.typical()
     raw = render_raw(geometry["membrane_labels"], geometry["draw"].fibre_diameter, look, rng,
                      fam_labels=_membrane_ids_of(geometry, np.flatnonzero(fam)),
                      fr=geometry["fr"], tissue=geometry["tissue"])

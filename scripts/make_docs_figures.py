@@ -1,7 +1,10 @@
-"""Make docs/synthetic_section.png: a synthetic section in the layout of NCL-SM's overview figure.
+"""Make the README's figures.
 
-A image (R membrane, G mitochondrial mass), B instance mask, C freezing-artefact fibres,
-D non-transverse fibres, E folded regions, F analysable fibres.
+``docs/synthetic_section.png``: a synthetic section in the layout of NCL-SM's overview figure
+(A image (R membrane, G mitochondrial mass), B instance mask, C freezing-artefact fibres,
+D non-transverse fibres, E folded regions, F analysable fibres).
+``docs/real_vs_synthetic.png``: the real panel's LEFT half (the right half is held out)
+beside synthetic sections of the default generator shrunk to the same fibre size.
 Run: ``python scripts/make_docs_figures.py``.
 """
 from __future__ import annotations
@@ -47,5 +50,27 @@ def main(out="docs/synthetic_section.png") -> None:
     print(out)
 
 
+def real_vs_synthetic(out="docs/real_vs_synthetic.png", n: int = 4) -> None:
+    from nclsm_utils import plots, realcheck
+
+    real = realcheck.real_left_half()
+    if real is None:
+        print("real figure missing: docs/real_vs_synthetic.png not made")
+        return
+    config = SynthConfig()
+    pairs = []
+    items = list(enumerate(config.section_ids()))
+    imc = [item for item in items if item[1][0] == "IMC"]
+    if_ = [item for item in items if item[1][0] == "IF"]
+    alternating = [item for pair in zip(imc, if_) for item in pair][:n]
+    for index, (modality, section_id) in alternating:   # as in data/synthetic (seed 0)
+        roles = generate_section(section_id, modality, config, seed=0, index=index)
+        pairs.append((f"{modality}/{section_id}", roles["image"], roles["myofibres"]))
+    fig = plots.real_vs_synthetic_figure(real.image, real.labels, pairs, n=n, size=160)
+    fig.savefig(out, dpi=80)
+    print(out)
+
+
 if __name__ == "__main__":
     main()
+    real_vs_synthetic()

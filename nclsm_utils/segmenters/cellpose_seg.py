@@ -196,12 +196,16 @@ class CellposeSegmenter(Segmenter):
         images, labels = [images[i] for i in usable], [labels[i] for i in usable]
         # Cellpose's train_seg flips, rotates and rescales; intensity augmentation (shared
         # with the other methods) is added offline: augmented copies of every image
+        images, labels = _pad_to(images, labels, params.bsize)
+        from cellpose import dynamics
+
+        # the flows are computed once (Cellpose skips labels that already carry flows)
+        flows = dynamics.labels_to_flows(labels, device=torch.device("cpu"))
         rng = np.random.default_rng([params.seed, 3])
         copies = max(0, int(params.intensity_copies))
         images = images + [intensity(image, rng, channel_axis=0)
                            for _ in range(copies) for image in images]
-        labels = labels * (copies + 1)
-        images, labels = _pad_to(images, labels, params.bsize)
+        labels = flows * (copies + 1)
         start, cpu = time.time(), time.process_time()
         filename, losses, _ = train.train_seg(
             model.net, train_data=images, train_labels=labels, channels=None,
