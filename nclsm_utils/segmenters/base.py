@@ -412,10 +412,11 @@ class Segmenter(ABC):
         working = working_image(image, scale)
         labels = predict_tiled(lambda tile: self._predict_working(tile, modality), working,
                                self.params.tile_size, self.params.tile_overlap)
-        labels = resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2])
-        # objects that cannot be fibres at this fibre size (fragments, debris) are dropped
-        fibre_area = np.pi * (float(self.params.target_diameter) / scale / 2) ** 2
-        return remove_small(labels, int(self.params.min_fibre_fraction * fibre_area))
+        # objects that cannot be fibres at this fibre size (fragments, debris) are dropped,
+        # at the working scale (a full-size copy of the labels would double the peak memory)
+        fibre_area = np.pi * (float(self.params.target_diameter) / 2) ** 2
+        labels = remove_small(labels, int(self.params.min_fibre_fraction * fibre_area))
+        return resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2])
 
     @abstractmethod
     def _predict_working(self, image: np.ndarray, modality: str) -> np.ndarray:
