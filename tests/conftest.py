@@ -17,6 +17,17 @@ def sample_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def panel():
+    """The real overview figure's panel A and registered panel B (``realpanel.load_panel``);
+    tests look at its LEFT half only."""
+    from nclsm_utils import realpanel
+
+    if not realpanel.FIGURE.is_file():
+        pytest.skip(f"the NCL-SM overview figure is missing: {realpanel.FIGURE}")
+    return realpanel.load_panel()
+
+
+@pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """A tiny synthetic NCL-SM (2 IMC + 2 IF sections), generated once per test session."""
     from nclsm_utils.synth import SynthConfig, write_dataset

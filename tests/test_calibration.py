@@ -6,13 +6,6 @@ from nclsm_utils import calibration, realpanel
 from nclsm_utils.synth import Appearance, SynthConfig, generate_section, render_image, tessellate
 
 
-@pytest.fixture(scope="module")
-def panel():
-    if not realpanel.FIGURE.is_file():
-        pytest.skip(f"{realpanel.FIGURE} missing")
-    return realpanel.load_panel()
-
-
 def test_real_targets_remeasured_on_the_left_half(panel):
     left = (slice(None), slice(0, realpanel.LEFT_HALF_X))
     stats = calibration.image_statistics(panel.image[left], panel.labels[left])

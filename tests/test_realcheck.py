@@ -23,9 +23,7 @@ def tiny(tiny_root):
 
 
 @pytest.fixture(scope="module")
-def real():
-    if not realpanel.FIGURE.is_file():
-        pytest.skip(f"the NCL-SM overview figure is missing: {realpanel.FIGURE}")
+def real(panel):   # the shared fixture skips when the figure is missing
     return realcheck.real_left_half()
 
 

@@ -17,13 +17,6 @@ from nclsm_utils.realpanel import (
 )
 
 
-@pytest.fixture(scope="module")
-def panel():
-    if not realpanel.FIGURE.is_file():
-        pytest.skip(f"the NCL-SM overview figure is missing: {realpanel.FIGURE}")
-    return load_panel()
-
-
 # ---------------------------------------------------------------------------- real figure
 def test_panel_shapes_and_types(panel):
     assert panel.image.shape == (364, 479, 3)
