@@ -191,20 +191,43 @@ def gap_width(labels: np.ndarray, diameter: float) -> float:
 def at_diameter(image: np.ndarray, labels: np.ndarray, diameter: float):
     """Shrink (or enlarge) an image and its mask so the median fibre diameter is ``diameter``.
 
-    Image: area interpolation per channel (uint8 result); labels: nearest neighbour.
+    The factor is ``diameter`` over the labels' median equivalent diameter. Image: area
+    averaging when shrinking, bilinear when enlarging (per channel, float32, rounded back to
+    uint8); labels: nearest neighbour at pixel centres (no new labels; fibres may vanish).
+
+    Returns
+    -------
+    image : (h, w, C) uint8, labels : (h, w) of ``labels``' dtype
+
+    Raises
+    ------
+    ValueError
+        When ``labels`` has no fibre or ``diameter`` is not a positive number.
     """
     import cv2
 
-    ids = np.unique(labels[labels > 0])
-    areas = np.bincount(np.asarray(labels).ravel())[ids]
-    current = float(np.median(2 * np.sqrt(areas / np.pi)))
-    factor = diameter / current
+    labels = np.asarray(labels)
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        raise ValueError("the label image has no fibres; cannot shrink it to a fibre diameter")
+    if not (np.isfinite(float(diameter)) and diameter > 0):
+        raise ValueError(f"diameter must be a positive number of pixels, got {diameter}")
+    factor = float(diameter) / float(np.median(2 * np.sqrt(areas / np.pi)))
     height, width = (max(1, int(round(s * factor))) for s in labels.shape)
     interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interpolation)
-    rows = np.minimum(((np.arange(height) + 0.5) / factor).astype(int), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) / factor).astype(int), labels.shape[1] - 1)
-    return small, np.asarray(labels)[rows[:, None], cols[None, :]]
+    image = np.asarray(image)
+    channels = image[..., None] if image.ndim == 2 else image
+    small = np.stack([cv2.resize(np.ascontiguousarray(channels[..., c], np.float32),
+                                 (width, height), interpolation=interpolation)
+                      for c in range(channels.shape[-1])], axis=-1)
+    small = np.clip(np.round(small), 0, 255).astype(np.uint8).reshape(
+        (height, width) + image.shape[2:])
+    rows = np.minimum((np.arange(height) + 0.5) * labels.shape[0] / height,
+                      labels.shape[0] - 1).astype(np.intp)
+    cols = np.minimum((np.arange(width) + 0.5) * labels.shape[1] / width,
+                      labels.shape[1] - 1).astype(np.intp)
+    return small, labels[rows[:, None], cols[None, :]]
 
 
 def compare(real: dict, synthetic: list[dict]) -> pd.DataFrame:

@@ -40,6 +40,7 @@ import numpy as np
 
 from .metrics import MetricWarning, a_column, evaluate, instance_metrics, summarise
 from . import synth
+from .calibration import at_diameter
 from .realpanel import half_of, median_diameter
 
 log = logging.getLogger(__name__)
@@ -152,10 +153,8 @@ def restrict_to_half(gt: np.ndarray, pred: np.ndarray, half: str = "left"):
 def shrink_to_diameter(image: np.ndarray, labels: np.ndarray, diameter: float):
     """Resize a section so that its median fibre diameter becomes ``diameter`` pixels.
 
-    The factor is ``diameter / median_diameter(labels)``; the image is resized with area
-    averaging when shrinking (:func:`segmenters.base.rescale_image`, rounded back to
-    uint8) and the labels with nearest neighbour to the same shape
-    (:func:`segmenters.base.resize_labels`; fibres that vanish are gone, no new labels).
+    :func:`nclsm_utils.calibration.at_diameter`, plus the factor
+    ``diameter / median_diameter(labels)``.
 
     Parameters
     ----------
@@ -178,17 +177,8 @@ def shrink_to_diameter(image: np.ndarray, labels: np.ndarray, diameter: float):
     >>> small.shape, small_labels.shape, round(factor, 2)
     ((30, 30, 3), (30, 30), 0.5)
     """
-    from .segmenters.base import rescale_image, resize_labels
-
-    source = median_diameter(labels)
-    if not (math.isfinite(source) and source > 0):
-        raise ValueError("the label image has no fibres; cannot shrink it to a fibre diameter")
-    if not (math.isfinite(float(diameter)) and diameter > 0):
-        raise ValueError(f"diameter must be a positive number of pixels, got {diameter}")
-    factor = float(diameter) / source
-    small = rescale_image(np.asarray(image), factor)
-    small = np.clip(np.round(small), 0, 255).astype(np.uint8)
-    return small, resize_labels(np.asarray(labels), small.shape[:2]), factor
+    small, small_labels = at_diameter(image, labels, diameter)   # validates both
+    return small, small_labels, float(diameter) / median_diameter(labels)
 
 
 def downscale_labels(labels: np.ndarray, factor: float) -> np.ndarray:
