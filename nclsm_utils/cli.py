@@ -230,11 +230,17 @@ def cmd_run(args) -> int:
     from .pipeline import DEFAULT_METHODS, NotebookFailed, resolve_and_run
 
     methods = [m for item in (args.methods or DEFAULT_METHODS) for m in str(item).split(",") if m]
+    parameters = _parse_parameters(args.parameter)
+    if args.seeds < 1:
+        print(f"nclsm run: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+        return 2
+    if args.seeds > 1:   # one seed: the parameter is left out, so the default run is unchanged
+        parameters = {**(parameters or {}), "seeds": args.seeds}
     try:
         result = resolve_and_run(args.data, scheduler=args.scheduler, workers=args.workers,
                                  reports=args.reports, workdir=args.workdir, methods=methods,
                                  quick=args.quick, force=args.force,
-                                 parameters=_parse_parameters(args.parameter),
+                                 parameters=parameters,
                                  notebooks=args.notebooks, progress=not args.no_progress)
     except NotebookFailed as failure:
         print(f"nclsm run: {failure}", file=sys.stderr)
@@ -427,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="extra notebook parameter (YAML value); must be declared by a notebook")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train each trained method with this many seeds; Table III adds the "
+                        "spread across them (default 1)")
     _add_dask_options(p, batch=True)
     p.set_defaults(func=cmd_run)
 

@@ -763,12 +763,18 @@ def _run_concurrently(todo, workers: int, log_dir: Path, kernel_name: str, finis
 # ---------------------------------------------------------------------------- one method
 def segment_method(method: str, dataset, split: str = "test", workdir="data", quick: bool = False,
                    force: bool = False, sections=None, progress: bool = True,
-                   scheduler=None, workers=None):
+                   scheduler=None, workers=None, seeds: int = 1):
     """Fit, predict and evaluate one method (:func:`~nclsm_utils.segmenters.run.run_method`)
     and record how it went in ``<workdir>/results/<label>_run.json``.
 
     A method that cannot run at all (missing weights offline, a missing optional package, no
     training sections) does not raise: the record says why and Table III shows it.
+
+    With ``seeds`` > 1 a trained method is trained and scored again with training seeds
+    ``seed + 1`` ... ``seed + seeds - 1``, each in its own work directory
+    (:func:`nclsm_utils.tables.seed_workdir`: ``<workdir>/seeds/seed<k>/``, models cached
+    there), one after the other; Table III then reports the spread across seeds. A method
+    without training (mitocyto, external masks) runs once.
 
     Returns
     -------
@@ -782,6 +788,8 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
     from .segmenters.run import run_method
     from .tables import method_label
 
+    if int(seeds) < 1:
+        raise RunError(f"seeds must be >= 1, got {seeds}")
     label = method_label(method)
     start = time.perf_counter()
     record = {"method": str(method), "label": label, "split": split, "quick": bool(quick),
@@ -808,10 +816,44 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
     else:
         record.update(status="ok" if result.ok else "partial", source=result.source,
                       errors=dict(result.errors), sections=sorted(result.tables))
+    if result is not None and int(seeds) > 1:
+        record["seeds"] = _other_seeds(method, dataset, split, workdir, quick, force, sections,
+                                       progress, int(seeds))
     record["seconds"] = round(time.perf_counter() - start, 1)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_text(Path(workdir) / "results" / f"{label}_run.json", json.dumps(record, indent=2))
     return result, record
+
+
+def _other_seeds(method, dataset, split, workdir, quick, force, sections, progress,
+                 seeds: int) -> dict:
+    """Train and score a trained method with seeds 1 .. seeds-1 (see :func:`segment_method`);
+    returns ``{"<k>": status}`` (``ok``, ``partial``, ``failed: ...`` or ``not trained``)."""
+    import dataclasses
+
+    from .segmenters import get_segmenter
+    from .segmenters.run import run_method
+    from .tables import seed_workdir
+
+    out = {}
+    for k in range(1, seeds):
+        folder = seed_workdir(workdir, k)
+        segmenter = get_segmenter(str(method), workdir=folder, quick=quick)
+        if not segmenter.trainable:
+            out[str(k)] = "not trained: one run stands for every seed"
+            break
+        segmenter.params = dataclasses.replace(segmenter.params,
+                                               seed=int(segmenter.params.seed) + k)
+        try:
+            result = run_method(segmenter, dataset, split=split, sections=sections,
+                                workdir=folder, force=force, progress=progress)
+        except Exception as error:  # noqa: BLE001 - seed 0's results stand; say why
+            out[str(k)] = "failed: " + " ".join(str(error).split())
+            log.error("%s seed %d: %s", method, k, out[str(k)])
+            continue
+        out[str(k)] = "ok" if result.ok else "partial"
+        log.info("%s seed %d: %s (%s)", method, k, out[str(k)], folder)
+    return out
 
 
 # ---------------------------------------------------------------------------- report

@@ -373,6 +373,38 @@ def summary_bars(table: pd.DataFrame, columns=("mean IoU", "r_AoB", "r_AiB"), la
     return fig
 
 
+def forest_plot(table: pd.DataFrame, columns=("mean IoU", "r_AoB", "r_AiB", "A%(IoU>0.90)",
+                                                "F1@0.5"), label: str = "method"):
+    """Each metric's value per row (method) with its 95 % interval, one panel per metric.
+
+    ``table`` has the metric columns and their ``<metric> CI low`` / ``CI high`` columns
+    (Table III as :func:`nclsm_utils.tables.table3` writes it); rows without a value are
+    left out of that panel, and a value without an interval is drawn as a bare point.
+    """
+    plt = _plt()
+    columns = [c for c in columns if c in table]
+    fig, axes = plt.subplots(1, len(columns), figsize=(2.9 * len(columns), 0.45 * len(table) + 1.4),
+                             sharey=True, squeeze=False)
+    names = list(table[label].astype(str))
+    for ax, column in zip(axes.ravel(), columns):
+        low = table.get(f"{column} CI low", pd.Series(np.nan, index=table.index)).astype(float)
+        high = table.get(f"{column} CI high", pd.Series(np.nan, index=table.index)).astype(float)
+        value = table[column].astype(float)
+        for y, (v, lo, hi) in enumerate(zip(value, low, high)):
+            if not np.isfinite(v):
+                continue
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.plot([lo, hi], [y, y], color="0.3", lw=2, solid_capstyle="butt")
+            ax.plot([v], [y], "o", color=f"C{y % 10}", ms=6)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set_title(column, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("value and 95 % bootstrap interval", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def instance_curves(metrics: pd.DataFrame, columns=("AP", "f1", "PQ"), hue: str = "method"):
     """AP, F1 and PQ over the IoU thresholds, one line per method.
 

@@ -152,18 +152,88 @@ def table3_fragment(reports: Path) -> str:
     if not path.is_file():
         return ("*Table III has not been computed yet: run `nclsm run` (or `make report`), "
                 "then `nclsm site`.*\n")
+    from .tables import with_intervals
+
     table = pd.read_csv(path, dtype={"TS": str, "note": str, "source": str})
-    shown = table.drop(columns=[c for c in ("note",) if c in table])
+    shown = with_intervals(table.drop(columns=[c for c in ("note",) if c in table]))
     text = ""
     sections = set(table["TS"].dropna()) if "TS" in table else set()
     if len(sections) == 1:  # the same test sections in every row: say it once
         text = f"Test sections (TS) of every row: {sections.pop()}.\n\n"
         shown = shown.drop(columns=["TS"])
     text += markdown_table(shown)
+    if any(str(c).endswith(" CI low") for c in table.columns):
+        text += ("\nIn brackets: 95 % bootstrap intervals (matched fibres, or for AP/F1/PQ "
+                 "tiles, resampled within sections).\n")
+    text += ranking_sentence(reports / "table3_pairwise.csv")
     notes = [(m, n) for m, n in zip(table["method"], table.get("note", [])) if isinstance(n, str) and n]
     if notes:
         text += "\n" + "\n".join(f"- **{m}**: {html.escape(n)}" for m, n in notes) + "\n"
     return text
+
+
+#: Columns of the README's Table III block (values with their intervals).
+README_TABLE3_COLUMNS = ("method", "source", "MF-A", "r_AoB", "r_AiB", "mean IoU",
+                         "A%(IoU>0.80)", "A%(IoU>0.90)", "A%(IoU>0.95)", "AP@0.5", "F1@0.5",
+                         "PQ")
+
+
+def readme_results(reports) -> str:
+    """The README's generated results block from ``reports/table3.csv`` (and
+    ``table3_pairwise.csv`` when present): Table III with 95 % intervals, the spread over
+    training seeds when the run had several, and the paired-comparison sentence.
+
+    ``scripts/readme_tables.py`` writes it between the README's ``<!-- results:start -->``
+    and ``<!-- results:end -->`` markers, so the README's numbers are a run's, never typed.
+    """
+    from .tables import SEED_METRICS, seed_columns, with_intervals
+
+    reports = Path(reports)
+    table = pd.read_csv(reports / "table3.csv", dtype={"TS": str, "note": str, "source": str})
+    shown = with_intervals(table, digits=3)[[c for c in README_TABLE3_COLUMNS if c in table]]
+    text = markdown_table(shown)
+    if "seeds" in table and table["seeds"].notna().any():
+        rows = []
+        for _, row in table.dropna(subset=["seeds"]).iterrows():
+            entry = {"method": row["method"], "seeds": int(row["seeds"])}
+            for metric in SEED_METRICS:
+                mean, sd, low, high = (row[c] for c in seed_columns(metric))
+                digits = 1 if metric.startswith("A%") else 3
+                entry[metric] = (f"{mean:.{digits}f} ± {sd:.{digits}f} "
+                                 f"({low:.{digits}f}-{high:.{digits}f})")
+            rows.append(entry)
+        text += ("\nAcross training seeds (mean ± sd (min-max) of the seeds' values; the "
+                 "table above is seed 0):\n\n" + markdown_table(pd.DataFrame(rows)))
+    text += ranking_sentence(reports / "table3_pairwise.csv")
+    return text
+
+
+def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:
+    """Which method has the best per-fibre ``metric`` and which others cannot be told apart
+    from it (paired comparisons of ``table3_pairwise.csv``); '' without that file."""
+    if not Path(pairwise_csv).is_file():
+        return ""
+    pairs = pd.read_csv(pairwise_csv)
+    pairs = pairs[pairs["metric"] == metric]
+    if not len(pairs):
+        return ""
+    methods = sorted(set(pairs["method_a"]) | set(pairs["method_b"]))
+    wins = {m: int(((pairs["better"] == m) & pairs["distinguishable"].astype(bool)).sum())
+            for m in methods}
+    best = max(methods, key=lambda m: wins[m])
+    involved = pairs[(pairs["method_a"] == best) | (pairs["method_b"] == best)]
+    ties = [b if a == best else a for a, b, d in zip(involved["method_a"], involved["method_b"],
+                                                        involved["distinguishable"].astype(bool))
+            if not d]
+    text = (f"\nPaired comparison on the fibres both methods matched (`table3_pairwise.csv`): "
+            f"**{best}** has the best per-fibre {metric}")
+    if ties:
+        text += (f", but it cannot be told apart from {', '.join(ties)} (Holm-adjusted "
+                 "Wilcoxon p >= 0.05 or an interval that includes 0)")
+    else:
+        text += ", distinguishably better than every other method (Holm-adjusted Wilcoxon "
+        text += "p < 0.05, interval excluding 0)"
+    return text + ".\n"
 
 
 def _dataset_description(data: Path | None) -> list[str]:

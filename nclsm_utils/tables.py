@@ -5,6 +5,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .uncertainty import (INSTANCE_CI, ci_columns, instance_intervals, paper_metric_intervals,
+                          tile_counts)
+
+#: Paper metrics and instance metrics that get a 95 % bootstrap interval in Tables II and III
+#: (MF-A is a count and gets none).
+PAPER_CI_METRICS = ("r_AoB", "r_AiB", "mean IoU", "A%(IoU>0.80)", "A%(IoU>0.90)",
+                    "A%(IoU>0.95)")
+INSTANCE_CI_METRICS = tuple(column for column, _, _ in INSTANCE_CI)
+
 TABLE1_COLUMNS = ["technique", "sections", "myofibres", "analysable", "non-transverse",
                   "freezing artefact", "folded regions"]
 
@@ -164,8 +173,11 @@ def qa_per_fibre(dataset, sections=None) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def summary_row(per_fibre: pd.DataFrame, name: str) -> pd.DataFrame:
-    """One-row table: ``method`` name, ``TS`` (section ids used) and the paper summary columns."""
+def summary_row(per_fibre: pd.DataFrame, name: str, intervals: bool = True) -> pd.DataFrame:
+    """One-row table: ``method`` name, ``TS`` (section ids used), the paper summary columns
+    and, with ``intervals``, their 95 % bootstrap intervals (``<metric> CI low`` / ``CI high``
+    for :data:`PAPER_CI_METRICS`; :func:`nclsm_utils.uncertainty.paper_metric_intervals`:
+    matched fibres resampled within sections)."""
     from .metrics import SUMMARY_COLUMNS, summarise
 
     if len(per_fibre):
@@ -176,6 +188,12 @@ def summary_row(per_fibre: pd.DataFrame, name: str) -> pd.DataFrame:
         ids = []
     summary.insert(0, "TS", ", ".join(str(i) for i in ids))
     summary.insert(0, "method", name)
+    if intervals:
+        found = paper_metric_intervals(per_fibre) if len(per_fibre) else {}
+        for metric in PAPER_CI_METRICS:
+            low, high = found.get(metric, (np.nan, np.nan))
+            for column, value in zip(ci_columns(metric), (low, high)):
+                summary[column] = value
     return summary
 
 
@@ -244,7 +262,8 @@ TABLE3_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
 #: Columns of :func:`table3`.
 TABLE3_COLUMNS = ["method", "TS", "MF-A", "r_AoB", "r_AiB", "mean IoU", "A%(IoU>0.80)",
                   "A%(IoU>0.90)", "A%(IoU>0.95)", "AP@0.5", "AP@0.75", "F1@0.5", "PQ",
-                  "source", "note"]
+                  "source", "note",
+                  *(c for m in (*PAPER_CI_METRICS, *INSTANCE_CI_METRICS) for c in ci_columns(m))]
 
 
 def method_label(method: str) -> str:
@@ -333,8 +352,9 @@ def _at(instance, column: str, thresh: float) -> float:
     return float(match[column].iloc[0]) if len(match) else np.nan
 
 
-def table3_row(method: str, sections, workdir="data") -> dict:
-    """One Table III row (a dict of :data:`TABLE3_COLUMNS`) from a method's results."""
+def table3_row(method: str, sections, workdir="data", intervals: bool = True) -> dict:
+    """One Table III row (a dict of :data:`TABLE3_COLUMNS`) from a method's results; with
+    ``intervals`` the bootstrap intervals too (else those columns are NaN)."""
     from .metrics import summarise
 
     found = method_results(method, sections, workdir)
@@ -349,11 +369,144 @@ def table3_row(method: str, sections, workdir="data") -> dict:
         instance = found["instance"]
         row.update({"AP@0.5": _at(instance, "AP", 0.5), "AP@0.75": _at(instance, "AP", 0.75),
                     "F1@0.5": _at(instance, "f1", 0.5), "PQ": _at(instance, "PQ", 0.5)})
+        bounds = paper_metric_intervals(list(found["tables"].values())) if intervals else {}
+        if intervals and instance is not None:
+            bounds.update(instance_intervals(method_tile_counts(method, [
+                s for s in sections if s.key in found["tables"]], workdir)))
+        for metric, (low, high) in bounds.items():
+            if metric in PAPER_CI_METRICS or metric in INSTANCE_CI_METRICS:
+                row.update(zip(ci_columns(metric), (low, high)))
     return row
 
 
+def table3_pairwise(dataset, methods=TABLE3_METHODS, workdir="data", split: str = "test",
+                    sections=None) -> pd.DataFrame:
+    """Every pair of methods of Table III compared on the ground-truth fibres both matched.
+
+    Per fibre: IoU, and the absolute errors of the membrane-included and mass-missed
+    percentages against the ground truth's; the mean difference with a 95 % bootstrap
+    interval (fibres resampled within sections), the Wilcoxon signed-rank p-value and its
+    Holm adjustment over all rows (:func:`nclsm_utils.uncertainty.pairwise_comparisons`).
+
+    Returns
+    -------
+    DataFrame
+        :data:`nclsm_utils.uncertainty.PAIRWISE_COLUMNS`; methods without results are left
+        out.
+    """
+    from .uncertainty import pairwise_comparisons
+
+    chosen = dataset.sections(split=split) if sections is None else \
+        [dataset.section(str(s)) if isinstance(s, str) else s for s in sections]
+    per_fibre = {}
+    for method in methods:
+        found = method_results(method, chosen, workdir)
+        if found["tables"]:
+            per_fibre[found["label"]] = pd.concat(
+                [t.assign(section=key) for key, t in found["tables"].items()], ignore_index=True)
+    return pairwise_comparisons(per_fibre)
+
+
+def with_intervals(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A display copy of Table II or III: each metric with an interval shown as
+    ``value [low, high]`` (text), the interval columns dropped.
+
+    >>> t = pd.DataFrame({"method": ["a"], "mean IoU": [0.8712],
+    ...                   "mean IoU CI low": [0.86], "mean IoU CI high": [0.881]})
+    >>> with_intervals(t).to_dict("records")
+    [{'method': 'a', 'mean IoU': '0.871 [0.860, 0.881]'}]
+    """
+    out = table.copy()
+    for column in list(table.columns):
+        low, high = ci_columns(column)
+        if low not in table or high not in table:
+            continue
+        # percentages with one decimal, the rest with `digits`
+        fmt = "{:.1f}" if column.startswith("A%") else "{:.%df}" % digits
+
+        def show(v, lo, hi, fmt=fmt):
+            if not np.isfinite(v):
+                return "–"
+            text = fmt.format(v)
+            if np.isfinite(lo) and np.isfinite(hi):
+                text += f" [{fmt.format(lo)}, {fmt.format(hi)}]"
+            return text
+
+        out[column] = [show(float(v), float(lo), float(hi)) for v, lo, hi in
+                       zip(table[column], table[low], table[high])]
+        out = out.drop(columns=[low, high])
+    return out
+
+
+def method_tile_counts(method: str, sections, workdir="data") -> list:
+    """Per-tile TP/FP/FN of a method's cached predictions (:func:`nclsm_utils.uncertainty.
+    tile_counts`), one table per section that has a prediction; the instance metrics'
+    intervals resample these tiles."""
+    out = []
+    for section in sections:
+        pred = load_prediction(method, section, workdir)
+        if pred is None:
+            continue
+        out.append(tile_counts(section.mask("myofibres"), pred))
+    return out
+
+
+#: Table III metrics that get the spread across training seeds (``nclsm run --seeds N``).
+SEED_METRICS = ("mean IoU", "r_AoB", "r_AiB", "A%(IoU>0.90)", "F1@0.5")
+
+
+def seed_workdir(workdir, k: int):
+    """Work directory of training seed number ``k``: ``workdir`` itself for 0, else
+    ``<workdir>/seeds/seed<k>`` (its own models, predictions and results).
+
+    >>> str(seed_workdir("data", 0)), str(seed_workdir("data", 2))
+    ('data', 'data/seeds/seed2')
+    """
+    from pathlib import Path
+
+    return Path(workdir) if int(k) == 0 else Path(workdir) / "seeds" / f"seed{int(k)}"
+
+
+def seed_columns(metric: str) -> list[str]:
+    """Names of a metric's across-seed columns: mean, sd, min and max over the seeds.
+
+    >>> seed_columns("mean IoU")
+    ['mean IoU seeds mean', 'mean IoU seeds sd', 'mean IoU seeds min', 'mean IoU seeds max']
+    """
+    return [f"{metric} seeds {s}" for s in ("mean", "sd", "min", "max")]
+
+
+def seed_spread(method: str, sections, workdir="data", seeds: int = 1) -> dict:
+    """Across-seed statistics of a method's Table III metrics (:data:`SEED_METRICS`).
+
+    Reads each seed's results (:func:`seed_workdir`); a seed without results is left out.
+
+    Returns
+    -------
+    dict
+        ``seeds`` (how many seeds had results) and, per metric, the
+        :func:`seed_columns` values (sd with ``ddof=1``; NaN with one seed).
+    """
+    values = {m: [] for m in SEED_METRICS}
+    n = 0
+    for k in range(max(1, int(seeds))):
+        found = table3_row(method, sections, seed_workdir(workdir, k), intervals=False)
+        if not found["TS"]:
+            continue
+        n += 1
+        for metric in SEED_METRICS:
+            values[metric].append(float(found[metric]))
+    out = {"seeds": n}
+    for metric, got in values.items():
+        got = np.asarray(got, float)
+        stats_ = (got.mean(), got.std(ddof=1) if got.size > 1 else np.nan, got.min(), got.max()) \
+            if got.size else (np.nan,) * 4
+        out.update(zip(seed_columns(metric), map(float, stats_)))
+    return out
+
+
 def table3(dataset, methods=TABLE3_METHODS, workdir="data", split: str = "test",
-           sections=None, qa: bool = True) -> pd.DataFrame:
+           sections=None, qa: bool = True, seeds: int = 1) -> pd.DataFrame:
     """Table III: each method and the QA duplicate annotation vs the ground truth.
 
     Parameters
@@ -370,6 +523,10 @@ def table3(dataset, methods=TABLE3_METHODS, workdir="data", split: str = "test",
         ``TS`` lists the ones a row has results for.
     qa : bool
         Add the QA row (:func:`qa_row` on the sections that have QA masks).
+    seeds : int
+        With > 1 (``nclsm run --seeds N``): a ``seeds`` column and, for
+        :data:`SEED_METRICS`, the mean, sd, min and max over the training seeds
+        (:func:`seed_spread`) beside the first seed's value and interval.
 
     Returns
     -------
@@ -395,7 +552,14 @@ def table3(dataset, methods=TABLE3_METHODS, workdir="data", split: str = "test",
         rows.append(row)
     if qa:
         rows.append(_qa_table3_row(dataset, chosen))
-    table = pd.DataFrame(rows, columns=TABLE3_COLUMNS)
+    columns = list(TABLE3_COLUMNS)
+    if int(seeds) > 1:
+        columns += ["seeds", *(c for m in SEED_METRICS for c in seed_columns(m))]
+        for row in rows:
+            if row["method"] != "QA" and row.get("TS"):
+                row.update(seed_spread(row["method"], [s for s in chosen if s.id in
+                                                       row["TS"].split(", ")], workdir, seeds))
+    table = pd.DataFrame(rows, columns=columns)
     table["MF-A"] = table["MF-A"].astype("Int64") if table["MF-A"].notna().any() else table["MF-A"]
     return table
 
@@ -414,7 +578,7 @@ def _qa_table3_row(dataset, sections) -> dict:
         return row
     found = builder(dataset, with_qa)
     found = found.iloc[0] if isinstance(found, pd.DataFrame) else pd.Series(found)
-    for column in TABLE3_COLUMNS[2:9]:
+    for column in TABLE3_COLUMNS[2:9] + TABLE3_COLUMNS[15:]:
         if column in found:
             row[column] = found[column]
     return row

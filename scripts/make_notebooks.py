@@ -146,7 +146,7 @@ reports = "../reports"  # Table II is written here (table2.csv)
     code('''
 table2 = tables.table2(dataset)
 write_csv(reports / "table2.csv", table2)
-table2
+tables.with_intervals(table2)   # value [95 % interval]: matched fibres resampled within sections
 '''),
     md("## Per-fibre agreement"),
     code('''
@@ -189,6 +189,7 @@ quick = False           # short training, for smoke runs
 force = False           # refit and re-predict even when cached
 scheduler = None        # Dask scheduler address ("tcp://host:8786") for the per-section tasks
 workers = None          # > 1: a local Dask cluster of this many processes (None: $NCLSM_WORKERS or 1)
+seeds = 1               # > 1: train and score a trained method again with further seeds
 ''', tags=["parameters"]),
     code(SETUP),
     md("## Fit, predict, evaluate"),
@@ -197,7 +198,7 @@ from nclsm_utils.pipeline import segment_method
 
 result, status = segment_method(method, dataset, split=split, sections=sections,
                                 workdir=workdir, quick=quick, force=force,
-                                scheduler=scheduler, workers=workers)
+                                scheduler=scheduler, workers=workers, seeds=seeds)
 pd.Series(status, name=method).to_frame()
 '''),
     md("## Summary over the scored sections"),
@@ -266,6 +267,7 @@ reports = "../reports"  # Table III is written here (table3.csv)
 methods = ["mitocyto", "cellpose", "stardist", "unet"]  # or "mitocyto,unet"
 split = "test"
 sections = None         # or a list of section ids
+seeds = 1               # > 1: Table III adds the spread over the training seeds 03_segment ran
 ''', tags=["parameters"]),
     code(SETUP),
     code('''
@@ -275,16 +277,50 @@ chosen = dataset.sections(split=split) if sections is None else dataset.sections
 print("methods:", ", ".join(methods))
 print("sections:", ", ".join(s.key for s in chosen))
 '''),
-    md("## Table III"),
+    md("""
+## Table III
+
+Each value with its 95 % bootstrap interval in brackets: the paper's metrics resample the
+matched fibres within each section, AP, F1 and PQ resample fixed tiles (4 x 4 per section)
+within each section (`nclsm_utils.uncertainty`). `table3.csv` has the intervals as
+`<metric> CI low` / `<metric> CI high` columns. With `nclsm run --seeds N` it also has,
+for mean IoU, r_AoB, r_AiB, A%(IoU>0.90) and F1@0.5, the mean, sd, min and max over the N
+training seeds (`<metric> seeds mean` ...): the interval is the spread from other fibres,
+the seed columns the spread from training the same method again.
+"""),
     code('''
-table3 = tables.table3(dataset, methods=methods, workdir=workdir, sections=chosen)
+table3 = tables.table3(dataset, methods=methods, workdir=workdir, sections=chosen, seeds=seeds)
 write_csv(reports / "table3.csv", table3)
-table3
+tables.with_intervals(table3)
+'''),
+    code('''
+if seeds > 1:   # the spread over training seeds, beside the first seed's value
+    spread = table3[["method", "seeds", *(c for m in tables.SEED_METRICS
+                                          for c in tables.seed_columns(m))]]
+    display(spread.dropna(subset=["seeds"]).round(3))
 '''),
     code('''
 scored = table3.dropna(subset=["mean IoU"])
 if len(scored):
-    fig = plots.summary_bars(scored, columns=("mean IoU", "r_AoB", "r_AiB", "AP@0.5", "PQ"))
+    fig = plots.forest_plot(scored)
+'''),
+    md("""
+## Which differences are real
+
+Every pair of methods on the ground-truth fibres both matched: the mean difference in IoU
+and in the absolute error of the membrane-included and mass-missed percentages, with a 95 %
+bootstrap interval (fibres resampled within sections), the Wilcoxon signed-rank test and
+Holm's adjustment over all rows. *distinguishable*: adjusted p < 0.05 and the interval
+excludes 0. Written to `table3_pairwise.csv`.
+"""),
+    code('''
+pairwise = tables.table3_pairwise(dataset, methods=methods, workdir=workdir, sections=chosen)
+write_csv(reports / "table3_pairwise.csv", pairwise)
+for metric, group in pairwise.groupby("metric", sort=False):
+    same = group[~group["distinguishable"]]
+    text = "; ".join(f"{a} vs {b}" for a, b in zip(same["method_a"], same["method_b"]))
+    print(f"{metric}: not distinguishable: {text or 'none'}")
+pairwise.round(4)
 '''),
     md("## Instance metrics over IoU thresholds"),
     code('''

@@ -7,6 +7,7 @@ user's weights nor could download any.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import sys
@@ -224,3 +225,51 @@ def test_stardist_fine_tunes_local_versatile_model(tiny, tmp_path, offline, empt
     reloaded = get_segmenter("stardist", workdir=tmp_path / "a", quick=True, device="cpu")
     reloaded.fit(train)
     assert reloaded.source == "fine-tuned" and reloaded.input_mode == "interior"
+
+
+def model_digest(method: str, data: str, workdir: str, seed: int = 0) -> str:
+    """Train ``method`` (quick) on ``data``'s train split; SHA-256 of the weights' arrays and
+    of a prediction of its first test section."""
+    import hashlib
+
+    dataset = Dataset(data)
+    seg = get_segmenter(method, workdir=workdir, quick=True, device="cpu")
+    seg.params = dataclasses.replace(seg.params, seed=seed)
+    seg.fit(dataset.sections(split="train"))
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(seg.model_dir).rglob("*") if p.suffix in (".pt", ".h5")):
+        if path.suffix == ".h5":   # the arrays (an HDF5 file's bytes hold more than them)
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                f.visititems(lambda name, obj: digest.update(name.encode() + obj[()].tobytes())
+                             if isinstance(obj, h5py.Dataset) else None)
+        else:
+            digest.update(path.read_bytes())
+    section = dataset.sections(split="test")[0]
+    digest.update(seg.predict(section.image(), section.modality).tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("method", ["cellpose", "stardist"])
+def test_training_twice_gives_bit_identical_models(method, tiny_root, tmp_path):
+    """Same seed, data, machine and thread count: the same weights and predictions bit for
+    bit (issue 16's reproducibility statement), each training in a fresh process as the
+    notebooks run it (TensorFlow's op seeds depend on what the process built before)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def train_in(folder, seed=0):
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                "from tests.test_cellpose_stardist import model_digest; "
+                "print('DIGEST', model_digest(sys.argv[2], sys.argv[3], sys.argv[4], "
+                "int(sys.argv[5])))")
+        done = subprocess.run([sys.executable, "-c", code, str(root), method, str(tiny_root),
+                               str(folder), str(seed)], capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [line for line in done.stdout.splitlines() if line.startswith("DIGEST")][-1]
+
+    assert train_in(tmp_path / "a") == train_in(tmp_path / "b")
+    # (another seed gives another model: tests/test_uncertainty.py, the seeds test)

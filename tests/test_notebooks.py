@@ -141,6 +141,16 @@ def test_tables_are_written_with_finite_numbers(batch):
     assert np.isfinite(row[numbers].to_numpy(float)).all(), row
     assert row["MF-A"] > 0 and 0 < row["mean IoU"] <= 1 and 0 <= row["AP@0.5"] <= 1
     assert row["TS"] == "P02, S11"  # the tiny dataset's test split
+    # every interval brackets its value (issue 16): mitocyto's and QA's paper metrics,
+    # mitocyto's instance metrics, and Table II's
+    for metric in ("mean IoU", "r_AoB", "r_AiB", "A%(IoU>0.90)", "F1@0.5", "PQ"):
+        low, high = row[f"{metric} CI low"], row[f"{metric} CI high"]
+        assert low <= row[metric] <= high, metric
+    for _, qa_row in t2.iterrows():
+        assert qa_row["mean IoU CI low"] <= qa_row["mean IoU"] <= qa_row["mean IoU CI high"]
+    pairwise = pd.read_csv(reports / "table3_pairwise.csv")
+    assert list(pairwise.columns)[:3] == ["method_a", "method_b", "metric"]
+    assert len(pairwise) == 0          # one method: no pair
     qa = t3.set_index("method").loc["QA"]
     assert np.isfinite(qa[["MF-A", "mean IoU"]].to_numpy(float)).all()
     for method in TABLE3_METHODS[1:]:  # not run here: the row says why
@@ -482,3 +492,38 @@ def test_concurrent_batch_overlaps_jobs_stops_after_a_failure_and_resumes(tiny, 
                             source_dir=source, progress=False, workers=2)
     assert [(j.name, j.status) for j in resumed.jobs] == [("n1", "skipped"), ("n2", "ran"),
                                                            ("n3", "ran")]
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="chromium is not installed (`make test` installs Debian's chromium)")
+def test_site_shows_table3_with_intervals_and_the_forest_plot_in_chromium(batch, tmp_path):
+    """Issue 16: the rendered comparison page, as Chromium lays it out, has Table III with
+    bracketed intervals and the forest plot; the overview explains the brackets."""
+    import re
+    import subprocess
+
+    from nclsm_utils import site
+
+    reports = batch[0] / "reports"
+    result = site.build_site(reports_dir=reports, out_dir=tmp_path / "_site", project=ROOT,
+                             engine="nbconvert")
+    page = tmp_path / "_site" / "reports" / "04_compare.html"
+    assert page.is_file()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+
+    def dom(path):
+        done = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             f"--user-data-dir={tmp_path / 'chrome'}", "--dump-dom", path.resolve().as_uri()],
+            capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    compare = dom(page)
+    assert re.search(r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", compare), "no interval in Table III"
+    assert "bootstrap interval" in compare and "Which differences are real" in compare
+    figures = re.findall(r'<img[^>]+src="data:image/png;base64,', compare)
+    assert len(figures) >= 3                      # forest plot, curves, morphology, overlays
+    overview = dom(result.index)
+    assert "In brackets: 95 % bootstrap intervals" in overview

@@ -243,3 +243,44 @@ def test_quarto_renders_the_site(tmp_path):
     for name in METHOD_NAMES:
         assert name in text
     assert (tmp_path / "_site" / "reports" / "03_segment_unet.html").is_file()
+
+
+# ---------------------------------------------------------------------------- README block
+def test_readme_results_block_is_generated_from_the_reports(tmp_path):
+    import importlib.util
+
+    from nclsm_utils.tables import SEED_METRICS, seed_columns
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    row = {c: np.nan for c in TABLE3_COLUMNS}
+    row.update({"method": "unet", "source": "fine-tuned", "TS": "P02", "MF-A": 393,
+                "mean IoU": 0.8798, "mean IoU CI low": 0.869, "mean IoU CI high": 0.890,
+                "A%(IoU>0.90)": 55.7, "A%(IoU>0.90) CI low": 51.4,
+                "A%(IoU>0.90) CI high": 60.05, "seeds": 3})
+    for metric in SEED_METRICS:
+        row.update(zip(seed_columns(metric), (0.87, 0.004, 0.866, 0.875)))
+    pd.DataFrame([row]).to_csv(reports / "table3.csv", index=False)
+    pd.DataFrame([{"method_a": "unet", "method_b": "cellpose", "metric": "IoU",
+                   "better": "unet", "distinguishable": True}]).to_csv(
+        reports / "table3_pairwise.csv", index=False)
+    text = site.readme_results(reports)
+    lines = text.splitlines()
+    assert lines[0].startswith("| method | source | MF-A | r_AoB |")
+    assert "| unet | fine-tuned | 393 | – | – | 0.880 [0.869, 0.890] |" in lines[2]
+    assert "55.7 [51.4, 60.0]" in lines[2] or "55.7 [51.4, 60.1]" in lines[2]
+    assert "| unet | 3 | 0.870 ± 0.004 (0.866-0.875) |" in text
+    assert "**unet** has the best per-fibre IoU, distinguishably better" in text
+
+    spec = importlib.util.spec_from_file_location("readme_tables",
+                                                  ROOT / "scripts" / "readme_tables.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nrest\n")
+    assert script.main(["--reports", str(reports), "--readme", str(readme), "--check"]) == 1
+    assert script.main(["--reports", str(reports), "--readme", str(readme)]) == 0
+    written = readme.read_text()
+    assert written.startswith("intro\n<!-- results:start -->\n| method |")
+    assert written.endswith("<!-- results:end -->\nrest\n") and "old" not in written
+    assert script.main(["--reports", str(reports), "--readme", str(readme), "--check"]) == 0

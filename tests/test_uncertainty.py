@@ -1,0 +1,154 @@
+"""Bootstrap intervals and paired comparisons (nclsm_utils.uncertainty) on known cases."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from nclsm_utils import metrics, uncertainty as unc
+
+
+def _fibres(section, ious, gt_mem=None, pred_mem=None, gt_mass=None, pred_mass=None):
+    n = len(ious)
+    rng = np.random.default_rng(len(section) + n)
+    gt_mem = rng.uniform(0, 60, n) if gt_mem is None else np.asarray(gt_mem, float)
+    gt_mass = rng.uniform(0, 10, n) if gt_mass is None else np.asarray(gt_mass, float)
+    return pd.DataFrame({
+        "section": section, "gt_id": np.arange(1, n + 1), "pred_id": np.arange(1, n + 1),
+        "matched": True, "iou": np.asarray(ious, float),
+        "gt_membrane_included": gt_mem,
+        "pred_membrane_included": gt_mem + 5 if pred_mem is None else pred_mem,
+        "gt_mass_missed": gt_mass,
+        "pred_mass_missed": gt_mass * 0.5 if pred_mass is None else pred_mass, "n_pred": n})
+
+
+def test_a_constant_has_a_zero_width_interval():
+    table = pd.concat([_fibres("a", [0.9] * 20), _fibres("b", [0.9] * 30)])
+    low, high = unc.paper_metric_intervals(table)["mean IoU"]
+    assert low == high == pytest.approx(0.9)
+    assert unc.paper_metric_intervals(table)["A%(IoU>0.80)"] == (100.0, 100.0)
+
+
+def test_resampling_is_within_sections():
+    # constant within each section, different between them: stratified resampling keeps
+    # each section's share, so the mean is fixed (a pooled resampling would spread it)
+    table = pd.concat([_fibres("a", [0.9] * 10), _fibres("b", [0.7] * 30)])
+    low, high = unc.paper_metric_intervals(table)["mean IoU"]
+    assert low == pytest.approx(0.75) and high == pytest.approx(0.75)
+
+
+def test_seeded_bounds_are_reproducible_and_bracket_the_value():
+    rng = np.random.default_rng(1)
+    table = pd.concat([_fibres("a", rng.uniform(0.6, 1.0, 50)),
+                       _fibres("b", rng.uniform(0.7, 1.0, 50))])
+    got = unc.paper_metric_intervals(table)
+    assert got == unc.paper_metric_intervals(table)      # seeded
+    point = metrics.summarise(table).iloc[0]
+    for name in ("mean IoU", "A%(IoU>0.90)", "r_AoB", "r_AiB"):
+        low, high = got[name]
+        assert low <= point[name] <= high, name
+    low, high = got["mean IoU"]
+    assert (round(low, 3), round(high, 3)) == (0.811, 0.849)
+    # r of exact linear relations is 1 in every resample
+    assert got["r_AiB"] == pytest.approx((1.0, 1.0))
+    assert got["r_AoB"] == pytest.approx((1.0, 1.0))
+    # a different seed moves the bounds a little, not the point
+    other = unc.paper_metric_intervals(table, seed=5)["mean IoU"]
+    assert other != got["mean IoU"] and abs(other[0] - low) < 0.01
+
+
+def test_unmatched_fibres_are_not_resampled_and_empty_is_nan():
+    table = _fibres("a", [0.8, 0.9, 0.0])
+    table.loc[2, "matched"] = False
+    low, high = unc.paper_metric_intervals(table)["mean IoU"]
+    assert 0.8 <= low <= high <= 0.9
+    none = table.assign(matched=False)
+    assert np.isnan(unc.paper_metric_intervals(none)["mean IoU"]).all()
+
+
+def test_tile_counts_add_up_to_the_instance_metrics(tiny_root):
+    from nclsm_utils.dataset import Dataset
+
+    section = Dataset(tiny_root).sections()[0]
+    gt = section.mask("myofibres")
+    pred = np.where(gt % 3 == 0, 0, gt)                   # a third of the fibres missed
+    pred[:20, :20] = pred.max() + 1                      # one false positive
+    counts = unc.tile_counts(gt, pred, thresholds=(0.5,))
+    reference = metrics.instance_metrics(gt, pred, [0.5]).iloc[0]
+    assert counts["tp"].sum() == reference["tp"]
+    assert counts["fp"].sum() == reference["fp"]
+    assert counts["fn"].sum() == reference["fn"]
+    assert len(counts) == unc.TILES ** 2
+
+
+def test_instance_intervals_from_tiles():
+    # two sections of 4 tiles; every tile 3 TP 1 FN: F1 = 6/7 in every resample
+    tiles = [pd.DataFrame({"tile": range(4), "thresh": 0.5, "tp": 3, "fp": 0, "fn": 1,
+                           "sum_iou": 2.7}) for _ in range(2)]
+    got = unc.instance_intervals(tiles)
+    assert got["F1@0.5"] == pytest.approx((6 / 7, 6 / 7))
+    assert got["AP@0.5"] == pytest.approx((0.75, 0.75))
+    assert got["PQ"] == pytest.approx((0.9 * 3 / 3.5, 0.9 * 3 / 3.5))
+    assert np.isnan(got["AP@0.75"]).all()               # no counts at 0.75
+    varied = [pd.DataFrame({"tile": range(4), "thresh": 0.5, "tp": [4, 2, 3, 3],
+                            "fp": [0, 2, 1, 1], "fn": [0, 1, 1, 2], "sum_iou": 0.0})]
+    low, high = unc.instance_intervals(varied)["F1@0.5"]
+    assert low < 2 * 12 / (24 + 4 + 4) < high
+
+
+def test_holm_matches_the_textbook_example():
+    assert unc.holm([0.01, 0.04, 0.03, 0.005]).round(3).tolist() == [0.03, 0.06, 0.06, 0.02]
+    assert np.isnan(unc.holm([np.nan, 0.2])[0]) and unc.holm([np.nan, 0.2])[1] == 0.2
+
+
+def test_pairwise_comparisons_find_a_real_difference_only():
+    rng = np.random.default_rng(0)
+    base = [_fibres(s, rng.uniform(0.7, 0.95, 60)) for s in ("a", "b")]
+    better = [t.assign(iou=t["iou"] + 0.05) for t in base]
+    same = [t.assign(iou=t["iou"] + rng.normal(0, 0.01, len(t))) for t in base]
+    table = unc.pairwise_comparisons({"x": pd.concat(base), "y": pd.concat(better),
+                                      "z": pd.concat(same)}, metrics=("IoU",))
+    assert list(table.columns) == unc.PAIRWISE_COLUMNS
+    xy = table[(table.method_a == "x") & (table.method_b == "y")].iloc[0]
+    assert xy["difference"] == pytest.approx(-0.05)
+    assert xy["CI low"] == pytest.approx(-0.05) and xy["CI high"] == pytest.approx(-0.05)
+    assert xy["better"] == "y" and bool(xy["distinguishable"])
+    xz = table[(table.method_a == "x") & (table.method_b == "z")].iloc[0]
+    assert xz["CI low"] < 0 < xz["CI high"] and not bool(xz["distinguishable"])
+    assert xz["n fibres"] == 120
+    assert (table["holm p"] >= table["wilcoxon p"]).all()
+
+
+def test_pairwise_uses_fibres_both_matched_and_errors_lower_is_better():
+    a = _fibres("s", [0.9, 0.8, 0.7, 0.6], gt_mem=[10, 20, 30, 40], pred_mem=[10, 20, 30, 40])
+    b = _fibres("s", [0.9, 0.8, 0.7, 0.6], gt_mem=[10, 20, 30, 40], pred_mem=[15, 25, 35, 45])
+    b.loc[3, "matched"] = False
+    table = unc.pairwise_comparisons({"a": a, "b": b}, metrics=("membrane error",))
+    row = table.iloc[0]
+    assert row["n fibres"] == 3 and row["difference"] == pytest.approx(-5.0)
+    assert row["better"] == "a"
+
+
+def test_seeds_train_again_and_table3_reports_the_spread(tiny_root, tmp_path):
+    from nclsm_utils import tables
+    from nclsm_utils.dataset import Dataset
+    from nclsm_utils.pipeline import segment_method
+
+    dataset = Dataset(tiny_root)
+    work = tmp_path / "work"
+    result, record = segment_method("cellpose", dataset, workdir=work, quick=True, seeds=2,
+                                    progress=False)
+    assert record["status"] == "ok" and record["seeds"] == {"1": "ok"}
+    assert (tables.seed_workdir(work, 1) / "results" / "cellpose").is_dir()
+    models = sorted(p.name for p in (work / "models").glob("cellpose-*"))
+    seed_models = sorted(p.name for p in (tables.seed_workdir(work, 1) / "models").glob("cellpose-*"))
+    assert len(models) == len(seed_models) == 1 and models != seed_models   # another seed
+    table = tables.table3(dataset, methods=["cellpose"], workdir=work, seeds=2)
+    row = table.set_index("method").loc["cellpose"]
+    assert row["seeds"] == 2
+    mean, sd, low, high = (row[c] for c in tables.seed_columns("mean IoU"))
+    assert low <= mean <= high and sd >= 0
+    assert low <= row["mean IoU"] <= high          # seed 0 is one of the seeds
+    # mitocyto is not trained: one run stands for every seed
+    _, record = segment_method("mitocyto", dataset, workdir=work, seeds=3, progress=False)
+    assert list(record["seeds"]) == ["1"] and record["seeds"]["1"].startswith("not trained")
+    with pytest.raises(ValueError, match="seeds must be >= 1"):
+        segment_method("mitocyto", dataset, workdir=work, seeds=0, progress=False)
