@@ -138,11 +138,12 @@ def resolve_data(data_dir="data", seed: int = 0, preset: str = "default", client
             return root
     elif data_dir.name == SYNTHETIC_DIR or find_ncl_sm(data_dir) is not None:
         return data_dir
-    from .synth import SynthConfig, write_dataset
+    from .synth import SynthConfig, default_workers, write_dataset
 
     out = data_dir / SYNTHETIC_DIR if data_dir.name != SYNTHETIC_DIR else data_dir
     log.info("no NCL-SM in %s: using the synthetic default dataset %s", data_dir, out)
-    return write_dataset(out, SynthConfig.preset(preset), seed=seed, client=client)
+    return write_dataset(out, SynthConfig.preset(preset), seed=seed, client=client,
+                         workers=default_workers())
 
 
 # ---------------------------------------------------------------------------- locations

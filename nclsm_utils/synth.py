@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -884,8 +885,43 @@ def renderer_fingerprint() -> str:
     return hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
+def default_workers() -> int:
+    """Local processes for :func:`write_dataset`: the CPU cores this process may use, at
+    most 4 (1 on a single core)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def _write_in_processes(out: Path, items, config, seed: int, workers: int, bar):
+    """Sections written by ``workers`` spawned processes, in the config's order; None when
+    processes cannot be started here (e.g. a script without a ``__main__`` guard), and the
+    caller writes them in this process instead."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(items)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(write_section, str(out.resolve()), modality, section_id,
+                                   config, seed, index)
+                       for index, (modality, section_id) in enumerate(items)]
+            sections = []
+            for future in futures:
+                sections.append(future.result())
+                bar.update(1)
+        return sections
+    except (BrokenProcessPool, RuntimeError, OSError) as error:
+        log.warning("synthetic NCL-SM: cannot write sections in %d processes (%s); writing "
+                    "them in this process", workers, " ".join(str(error).split())[:200])
+        return None
+
+
 def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: bool = False,
-                  progress: bool = True, client=None) -> Path:
+                  progress: bool = True, client=None, workers: int = 1) -> Path:
     """Write a synthetic NCL-SM dataset in the real layout (``IMC/`` and ``IF/`` role folders).
 
     Idempotent: when ``out`` already holds a dataset made with the same config, seed and
@@ -895,6 +931,9 @@ def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: 
     ``client``: a :class:`distributed.Client`; each section is then written by a task on its
     cluster (the workers must see ``out`` at the same path). The files are byte-identical to
     a run in this process.
+
+    ``workers`` > 1 (without a client): sections are written by that many local processes
+    (:class:`concurrent.futures.ProcessPoolExecutor`, spawned), again byte-identical.
     """
     from tqdm.auto import tqdm
 
@@ -917,11 +956,17 @@ def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: 
     items = config.section_ids()
     bar = tqdm(total=len(items), desc="synthetic NCL-SM", disable=not progress)
     with bar:
+        sections = None
+        if client is None and int(workers) > 1 and len(items) > 1:
+            sections = _write_in_processes(out, items, config, seed, int(workers), bar)
         if client is None:
-            sections = []
-            for index, (modality, section_id) in enumerate(items):
-                sections.append(write_section(out, modality, section_id, config, seed, index))
-                bar.update(1)
+            if sections is None:
+                sections = []
+                bar.reset()
+                for index, (modality, section_id) in enumerate(items):
+                    sections.append(write_section(out, modality, section_id, config, seed,
+                                                  index))
+                    bar.update(1)
         else:
             from distributed import as_completed
 

@@ -81,3 +81,22 @@ def test_run_method_tables_are_byte_identical(twins, tmp_path):
     assert "mitocyto_instance.csv" in outputs[0]
     assert outputs[0] == outputs[2]          # per-fibre, summary and instance csvs
     assert outputs[1] == outputs[3]          # the predicted label images
+
+
+def test_synthetic_data_written_by_two_processes_is_byte_identical(twins, tmp_path, monkeypatch):
+    parallel = write_dataset(tmp_path / "parallel", SynthConfig.preset("tiny"), seed=0,
+                             progress=False, workers=2)
+    assert files(parallel) == files(twins[0])
+    # where processes cannot start, the sections are written here instead (same bytes)
+    import concurrent.futures
+
+    from concurrent.futures.process import BrokenProcessPool
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise BrokenProcessPool("no processes here")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Broken)
+    fallback = write_dataset(tmp_path / "fallback", SynthConfig.preset("tiny"), seed=0,
+                             progress=False, workers=2)
+    assert files(fallback) == files(twins[0])

@@ -532,12 +532,13 @@ class UNetSegmenter(Segmenter):
 
     def _pretrain(self, path: Path):
         from ..dataset import Dataset
-        from ..synth import SynthConfig, write_dataset
+        from ..synth import SynthConfig, default_workers, write_dataset
 
         p = self.params
         start = time.perf_counter()
         root = write_dataset(self.pretrain_data_dir, SynthConfig.preset(p.pretrain_preset),
-                             seed=p.pretrain_data_seed, progress=False)
+                             seed=p.pretrain_data_seed, progress=False,
+                             workers=default_workers())   # byte-identical in any number
         sections = Dataset(root, splits={"test": [], "validation": []}).sections()
         self.timings["pretrain_data_s"] = time.perf_counter() - start
         saved = self.diameters
