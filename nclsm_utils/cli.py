@@ -253,6 +253,28 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    import json
+
+    from .io import write_csv
+    from .reproduce import disagreements, reproduce
+
+    table = reproduce(args.ncl_sm_repo)
+    if args.out:
+        out = Path(args.out)
+        write_csv(out / "reproduction.csv", table)
+    if args.json:
+        rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+                for row in table.to_dict("records")]
+        print(json.dumps({"rows": rows}, indent=2, default=str))
+    else:
+        _print_table(table, False)
+        compared = int(table["match"].notna().sum())
+        print(f"{compared} numbers compared, {disagreements(table)} disagree, "
+              f"{int(table['match'].isna().sum())} rows skipped or informative")
+    return 1 if disagreements(table) else 0
+
+
 def cmd_site(args) -> int:
     from .site import build_site
 
@@ -438,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "spread across them (default 1)")
     _add_dask_options(p, batch=True)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("reproduce", help="recompute the paper's published numbers from a "
+                                         "checkout of its code repository's sample_data/")
+    p.add_argument("--ncl-sm-repo", required=True,
+                   help="checkout of https://github.com/atifkhanncl/NCL-SM")
+    p.add_argument("--json", action="store_true", help='{"rows": [{check, published, ...}]}')
+    p.add_argument("--out", default=None, help="also write reproduction.csv into this folder")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("site", help="render the website from reports/ into _site/ "
                                     "(Quarto when installed, else nbconvert)")
