@@ -52,6 +52,33 @@ PUBLISHED_IF_SECTIONS = 19
 PUBLISHED_S11_SECONDS = 36 * 60 + 53
 QA_SECTIONS = ("S11", "S60")
 
+#: The paper's published rows of Tables II and III (real NCL-SM; Table III on the IMC
+#: sections P02 and P06, mitocyto *with manual corrections*), for display beside ours.
+PUBLISHED_ROWS = [
+    {"table": "II", "row": "QA-IMC", "sections": "IMC QA sections", "MF-A": 53,
+     "r_AoB": 0.99, "r_AiB": 0.77, "mean IoU": 0.96, "A%(IoU>0.80)": 100.0,
+     "A%(IoU>0.90)": 100.0, "A%(IoU>0.95)": 77.4},
+    {"table": "II", "row": "QA-IF", "sections": "S11, S60", **PUBLISHED_QA_IF},
+    {"table": "III", "row": "mitocyto (with manual corrections)", "sections": "P02, P06",
+     "MF-A": 1040, "r_AoB": 0.90, "r_AiB": -0.15, "mean IoU": 0.91, "A%(IoU>0.80)": 95.24,
+     "A%(IoU>0.90)": 74.0, "A%(IoU>0.95)": 11.3},
+    {"table": "III", "row": "QA", "sections": "P02, P06", "MF-A": 26, "r_AoB": 0.96,
+     "r_AiB": 0.72, "mean IoU": 0.95, "A%(IoU>0.80)": 100.0, "A%(IoU>0.90)": 100.0,
+     "A%(IoU>0.95)": 61.5},
+]
+
+
+def published_rows(table: str | None = None) -> pd.DataFrame:
+    """The paper's published rows (:data:`PUBLISHED_ROWS`), of Table ``"II"`` or ``"III"``
+    or both.
+
+    >>> published_rows("III")["row"].tolist()
+    ['mitocyto (with manual corrections)', 'QA']
+    """
+    frame = pd.DataFrame(PUBLISHED_ROWS)
+    return frame if table is None else frame[frame["table"] == table].reset_index(drop=True)
+
+
 #: Files of the repository's ``sample_data/`` (relative to the repository root).
 LAYOUT = {
     "gt": "sample_data/sample_IF_groundtruth_masks/{section}.tiff",

@@ -236,6 +236,19 @@ def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:
     return text + ".\n"
 
 
+def published_fragment() -> str:
+    """The paper's published Table II and III rows, labelled as real-NCL-SM numbers so they
+    are never read as ours (:func:`nclsm_utils.reproduce.published_rows`)."""
+    from .reproduce import published_rows
+
+    rows = published_rows().rename(columns={"row": "published row"})
+    return ("These are the NCL-SM paper's numbers on the **real** dataset, not results of "
+            "this site's run: Table II is the QA duplicate annotation against the ground "
+            "truth; Table III is on the IMC sections P02 and P06 with **mitocyto after manual "
+            "corrections** (our mitocyto row has none). `nclsm reproduce` recomputes those "
+            "that the paper's public sample data allow.\n\n" + markdown_table(rows))
+
+
 def _dataset_description(data: Path | None) -> list[str]:
     if data is None:
         return ["- data: unknown (no run recorded)"]
@@ -355,7 +368,7 @@ def write_fragments(reports) -> Path:
     out = reports / FRAGMENTS
     out.mkdir(parents=True, exist_ok=True)
     fragments = {"table3.md": table3_fragment(reports), "runs.md": runs_fragment(reports),
-                 "versions.md": versions_fragment(),
+                 "versions.md": versions_fragment(), "published.md": published_fragment(),
                  "method_pages.md": method_pages_fragment(reports),
                  "last_command.md": last_command_fragment(reports)}
     for name, text in fragments.items():

@@ -527,3 +527,6 @@ def test_site_shows_table3_with_intervals_and_the_forest_plot_in_chromium(batch,
     assert len(figures) >= 3                      # forest plot, curves, morphology, overlays
     overview = dom(result.index)
     assert "In brackets: 95 % bootstrap intervals" in overview
+    # issue 17: the paper's published rows beside ours, labelled as real-NCL-SM numbers
+    assert "The paper's published rows (real NCL-SM)" in overview
+    assert "mitocyto (with manual corrections)" in overview and "1040" in overview
