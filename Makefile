@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 NCLSM := $(VENV)/bin/nclsm
 STAMP := $(VENV)/.nclsm-installed
 DATA ?= data
+NCLSM_REPO ?=
 ARGS ?=
 
 .PHONY: report test test-all install site data bench clean-data
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 report: install
-	$(NCLSM) report --data $(DATA) $(ARGS)
+	$(NCLSM) report --data $(DATA) $(if $(NCLSM_REPO),--ncl-sm-repo $(NCLSM_REPO)) $(ARGS)
 
 test: install
 	@bash scripts/ensure_chromium.sh || echo "note: chromium unavailable; the screenshot test will be skipped"

@@ -66,7 +66,8 @@ def cmd_report(args) -> int:
     from .pipeline import build_report
 
     index = build_report(data_dir=args.data, reports_dir=args.reports, quick=args.quick,
-                         force=args.force, scheduler=args.scheduler, workers=args.workers)
+                         force=args.force, scheduler=args.scheduler, workers=args.workers,
+                         ncl_sm_repo=args.ncl_sm_repo)
     print(f"report ready: {index}")
     return 0
 
@@ -363,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default="reports")
     p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
     p.add_argument("--force", action="store_true", help="rerun everything")
+    p.add_argument("--ncl-sm-repo", default=None,
+                   help="checkout of https://github.com/atifkhanncl/NCL-SM: the Paper "
+                        "reproduction page recomputes its published numbers")
     _add_dask_options(p, batch=True)
     p.set_defaults(func=cmd_report)
 

@@ -100,6 +100,7 @@ NOTEBOOKS: tuple[NotebookEntry, ...] = (
     NotebookEntry("05_curation", needs=("03_segment",), optional=True, title="Curation"),
     NotebookEntry("06_explore", needs=("03_segment",), optional=True, title="Explore"),
     NotebookEntry("07_synthetic_vs_real", reads=("real_transfer.csv",), title="Synthetic vs real"),
+    NotebookEntry("08_paper_reproduction", optional=True, title="Paper reproduction"),
 )
 
 
@@ -873,11 +874,14 @@ def resolve_and_run(data_dir="data", scheduler=None, workers: int = 1,
 
 
 def build_report(data_dir="data", reports_dir="reports", quick: bool = False,
-                 force: bool = False, scheduler=None, workers: int = 1) -> Path:
+                 force: bool = False, scheduler=None, workers: int = 1,
+                 ncl_sm_repo=None) -> Path:
     """Build the report: default data when needed, every notebook, the site.
 
     ``scheduler`` / ``workers``: see :func:`run_notebooks` (``workers=2``: two notebooks at a
-    time and a two-process local Dask cluster; the same outputs).
+    time and a two-process local Dask cluster; the same outputs). ``ncl_sm_repo``: a
+    checkout of the paper's code repository; the "Paper reproduction" page then recomputes
+    its published numbers (:mod:`nclsm_utils.reproduce`).
 
     Returns the path of ``_site/index.html``. A failing notebook raises
     :class:`NotebookFailed` (the reports already written stay; a rerun resumes).
@@ -885,8 +889,9 @@ def build_report(data_dir="data", reports_dir="reports", quick: bool = False,
     from .site import build_site
 
     reports = Path(reports_dir)
+    parameters = {"ncl_sm_repo": str(Path(ncl_sm_repo).resolve())} if ncl_sm_repo else None
     result = resolve_and_run(data_dir, scheduler=scheduler, workers=workers, reports=reports,
-                             quick=quick, force=force)
+                             quick=quick, force=force, parameters=parameters)
     log.info("notebooks: %s (reports in %s)", result.summary(), reports)
     site = build_site(reports_dir=reports)
     if site.note:

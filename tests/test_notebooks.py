@@ -31,7 +31,7 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 METHODS = ["mitocyto"]
 #: The notebooks written by scripts/make_notebooks.py (others join the run table later).
 GENERATED = ("01_dataset", "02_annotation_quality", "03_segment", "04_compare",
-             "07_synthetic_vs_real")
+             "07_synthetic_vs_real", "08_paper_reproduction")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -530,3 +530,30 @@ def test_site_shows_table3_with_intervals_and_the_forest_plot_in_chromium(batch,
     # issue 17: the paper's published rows beside ours, labelled as real-NCL-SM numbers
     assert "The paper's published rows (real NCL-SM)" in overview
     assert "mitocyto (with manual corrections)" in overview and "1040" in overview
+
+
+def test_paper_reproduction_page_with_and_without_the_repository(batch, tmp_path, sample_dir):
+    """Issue 17: without a checkout the page says how to get one and shows the published
+    rows; with one (../shared laid out as the repository) it runs the checks."""
+    root, data, _ = batch
+    text = _page_text(executed(root / "reports", "08_paper_reproduction"))
+    assert "git clone https://github.com/atifkhanncl/NCL-SM" in text
+    assert "mitocyto (with manual corrections)" in text and "1040" in text
+    repo = tmp_path / "NCL-SM" / "sample_data"
+    links = {"sample_IF_groundtruth_masks/S11.tiff": "S11_groundtruth_mask.tiff",
+             "sample_ouputs/quality_metrics_csvs/S11.csv": "S11_qa_vs_groundtruth_per_fibre.csv",
+             "sample_ouputs/NTM_csvs/all_Myofibres_Calculations_QIF.csv":
+                 "IF_fibre_shape_features_ntm.csv"}
+    for link, target in links.items():
+        (repo / link).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(sample_dir / target, repo / link)
+    reports = tmp_path / "reports"
+    result = run_notebooks(data, reports=reports, workdir=root / "work", methods=METHODS,
+                           quick=True, notebooks=["08_paper_reproduction"],
+                           parameters={"ncl_sm_repo": str(repo.parent)}, progress=False)
+    assert result.ok
+    checks = pd.read_csv(reports / "reproduction.csv").set_index("check")
+    assert checks.loc["shape_features S11", "match"] == True  # noqa: E712
+    assert checks.loc["ntm_rule flags", "match"] == True  # noqa: E712
+    assert "2 numbers compared, 0 disagree" in _page_text(executed(reports,
+                                                                    "08_paper_reproduction"))
