@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install Debian's chromium for the headless screenshot test of the rendered site,
-# when it is missing and we are allowed to (root with apt-get). Never fails the build.
-command -v chromium >/dev/null 2>&1 && exit 0
-command -v chromium-browser >/dev/null 2>&1 && exit 0
-if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing chromium (Debian package) for the site screenshot test..."
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    && exit 0
+# Install Debian's chromium and chromium-driver for the browser tests (the rendered site's
+# screenshot, JupyterLab driven through Selenium), when they are missing and we are allowed
+# to (root with apt-get). Never fails the build: the tests then skip with the reason.
+have() { command -v "$1" >/dev/null 2>&1; }
+if (have chromium || have chromium-browser) && have chromedriver; then exit 0; fi
+if [ "$(id -u)" = "0" ] && have apt-get; then
+  echo "installing chromium and chromium-driver (Debian packages) for the browser tests..."
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+     chromium-driver >/dev/null) && exit 0
 fi
 exit 1
