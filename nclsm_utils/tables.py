@@ -260,10 +260,11 @@ def table2(dataset, sections=None) -> pd.DataFrame:
 #: The method rows of Table III, in order (the QA row follows them).
 TABLE3_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
 #: Columns of :func:`table3`.
+#: The interval columns of Table III (``<metric> CI low`` / ``CI high``), after ``note``.
+TABLE3_CI_COLUMNS = [c for m in (*PAPER_CI_METRICS, *INSTANCE_CI_METRICS) for c in ci_columns(m)]
 TABLE3_COLUMNS = ["method", "TS", "MF-A", "r_AoB", "r_AiB", "mean IoU", "A%(IoU>0.80)",
                   "A%(IoU>0.90)", "A%(IoU>0.95)", "AP@0.5", "AP@0.75", "F1@0.5", "PQ",
-                  "source", "note",
-                  *(c for m in (*PAPER_CI_METRICS, *INSTANCE_CI_METRICS) for c in ci_columns(m))]
+                  "source", "note", *TABLE3_CI_COLUMNS]
 
 
 def method_label(method: str) -> str:
@@ -578,7 +579,7 @@ def _qa_table3_row(dataset, sections) -> dict:
         return row
     found = builder(dataset, with_qa)
     found = found.iloc[0] if isinstance(found, pd.DataFrame) else pd.Series(found)
-    for column in TABLE3_COLUMNS[2:9] + TABLE3_COLUMNS[15:]:
+    for column in TABLE3_COLUMNS[2:9] + TABLE3_CI_COLUMNS:
         if column in found:
             row[column] = found[column]
     return row
