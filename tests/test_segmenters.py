@@ -14,7 +14,8 @@ from scipy import ndimage
 from nclsm_utils.dataset import Dataset
 from nclsm_utils.io import DataError
 from nclsm_utils.segmenters import get_segmenter, known_methods, predict_tiled
-from nclsm_utils.segmenters.base import resize_labels, tile_starts
+from nclsm_utils.segmenters.base import (drop_background_objects, grow_to_membrane, resize_labels,
+                                        tile_starts)
 from nclsm_utils.segmenters.mitocyto_seg import (MitocytoParams, MitocytoSettings,
                                                  _hist_percentiles, find_fibre_contours,
                                                  matched_ious, membrane_uint8, mitocyto_args,
@@ -165,6 +166,50 @@ def test_resize_labels_values():
     assert resize_labels(big, (2, 2)).tolist() == [[5, 7], [13, 15]]
     assert resize_labels(big, (4, 4)) is big
     assert resize_labels(labels, (3, 5)).shape == (3, 5)
+
+
+# ------------------------------------------------------------------------ post-processing
+def _two_fibres():
+    """Two fibres (mass 0.5) 10 px wide, a 2 px membrane between them, a 6 px gap right."""
+    image = np.zeros((12, 28, 2), np.float32)
+    image[:, :22, 1] = 0.5                     # tissue in columns 0-21, gap 22-27
+    image[:, 10:12, 0] = 1.0                   # membrane between the fibres
+    image[:, 20:22, 0] = 1.0                   # membrane at the tissue edge
+    labels = np.zeros((12, 28), np.int32)
+    labels[4:8, 3:6] = 1                       # undersized seeds, one per fibre
+    labels[4:8, 14:17] = 2
+    return image, labels
+
+
+def test_grow_to_membrane_fills_fibres_and_stops_at_membranes_and_gaps():
+    image, labels = _two_fibres()
+    grown = grow_to_membrane(labels, image, 12)
+    assert grown.dtype == labels.dtype
+    # each seed fills its compartment up to the smoothed membrane (levels >= 0.45)
+    assert np.unique(grown[:, :10]).tolist() == [1]
+    assert np.unique(grown[:, 12:20]).tolist() == [2]
+    assert int((grown == 1).sum()) == 12 * 10 and int((grown == 2).sum()) == 12 * 8
+    assert not grown[:, 10:12].any() and not grown[:, 20:].any()   # membranes, gap
+    # limited growth: 2 px around the seed only (a 12-pixel seed becomes 44 pixels)
+    small = grow_to_membrane(labels, image, 2)
+    assert int((small == 1).sum()) == 44 and int((small == 2).sum()) == 44
+    assert grow_to_membrane(labels, image, 0) is labels
+
+
+def test_drop_background_objects_keeps_fibres_drops_gap_objects():
+    image, labels = _two_fibres()
+    labels = labels.copy()
+    labels[4:8, 23:27] = 7                     # a false object in the gap
+    kept = drop_background_objects(labels, image, 0.2)
+    assert np.unique(kept).tolist() == [0, 1, 2]
+    assert (kept > 0).sum() == 24
+    # a dark fibre is kept down to a mean signal of 0.2 (mass 0.25 here), dropped below it
+    dark = image.copy()
+    dark[:, :10, 1] = 0.25
+    assert np.unique(drop_background_objects(labels, dark, 0.2)).tolist() == [0, 1, 2]
+    dark[:, :10, 1] = 0.1
+    assert (drop_background_objects(labels, dark, 0.2) > 0).sum() == 12
+    assert drop_background_objects(labels, image, 0) is labels
 
 
 def _threshold_components(image: np.ndarray) -> np.ndarray:
