@@ -31,6 +31,7 @@ report: install
 
 test: install
 	@bash scripts/ensure_chromium.sh || echo "note: chromium unavailable; the screenshot test will be skipped"
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 test-all: install

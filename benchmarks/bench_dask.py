@@ -1,6 +1,6 @@
 """Dask batch runs and full-size evaluation memory.
 
-1. ``speed``: :func:`nclsm_utils.distributed.run_methods` for mitocyto (or ``--methods``) on
+1. ``speed``: :func:`nclsm_utils.runner.run_methods` for mitocyto (or ``--methods``) on
    the default synthetic NCL-SM, in this process (serial) and on a local Dask cluster of
    ``--workers`` processes, each run in a fresh interpreter with a fresh workdir (so every
    section is predicted and evaluated, and each run pays its own imports, first calls
@@ -19,7 +19,7 @@
    metrics, write). Target < 4 GB.
 3. ``idle``: CPU taken by an idle local cluster (the one ``nclsm run --workers N`` keeps
    for a whole batch, idle while a network trains) over ``--idle-seconds``, with Dask's
-   default settings and with ours (``nclsm_utils.distributed.LOCAL_CLUSTER_CONFIG``).
+   default settings and with ours (``nclsm_utils.cluster.LOCAL_CLUSTER_CONFIG``).
 
 Usage::
 
@@ -86,7 +86,7 @@ def child_run(argv) -> None:
     start = time.perf_counter()
     import logging
 
-    from nclsm_utils.distributed import run_methods
+    from nclsm_utils.runner import run_methods
 
     logging.basicConfig(level=logging.WARNING)
     imports = time.perf_counter() - start
@@ -275,7 +275,7 @@ def child_memory(argv) -> None:
                "mean_iou": float(table.loc[table["matched"], "iou"].mean()),
                "inputs_loaded_gb": loaded}
     else:
-        from nclsm_utils.distributed import run_methods
+        from nclsm_utils.runner import run_methods
 
         runs = run_methods([f"external:{args.masks}"], args.data, workdir=args.workdir,
                            progress=False)
@@ -345,7 +345,7 @@ def child_idle(argv) -> None:
 
 def bench_idle(workers: int, seconds: float) -> dict:
     """Idle CPU of the local cluster with Dask's default settings and with
-    :data:`nclsm_utils.distributed.LOCAL_CLUSTER_CONFIG`."""
+    :data:`nclsm_utils.cluster.LOCAL_CLUSTER_CONFIG`."""
     results = {}
     print(f"idle local cluster of {workers} workers, {seconds:.0f} s:", flush=True)
     for config in ("dask-default", "nclsm"):

@@ -118,7 +118,8 @@ def cmd_ntm_rule(args) -> int:
 # ---------------------------------------------------------------------------- segmenters
 def cmd_segment(args) -> int:
     from .dataset import Dataset
-    from .distributed import DistributedError, run_methods
+    from .cluster import DistributedError
+    from .runner import run_methods
     from .segmenters import SegmenterError, get_segmenter
 
     try:
@@ -320,7 +321,7 @@ def cmd_curate(args) -> int:
 
 # ---------------------------------------------------------------------------- parser
 def _add_dask_options(p, batch: bool = False) -> None:
-    """``--scheduler`` / ``--workers``: (method, section) tasks on Dask (nclsm_utils.distributed);
+    """``--scheduler`` / ``--workers``: (method, section) tasks on Dask (nclsm_utils.runner);
     ``batch``: also up to N notebooks at once (nclsm_utils.pipeline.run_notebooks)."""
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address (tcp://host:8786) for the per-section tasks")

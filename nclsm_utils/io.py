@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import NclsmError
+
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
-class DataError(ValueError):
+class DataError(NclsmError, ValueError):
     """A problem with an input file or folder; the message names the file and the fix."""
 
 

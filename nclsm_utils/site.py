@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .notebooks import COMPARE, SEGMENT
+
 log = logging.getLogger(__name__)
 
 QUARTO_URL = "https://quarto.org/docs/get-started/"
@@ -54,7 +56,7 @@ class SiteResult:
 
 # ---------------------------------------------------------------------------- config
 def project_dir() -> Path:
-    from .pipeline import project_root
+    from .notebooks import project_root
 
     return project_root()
 
@@ -291,7 +293,7 @@ def _dataset_description(data: Path | None) -> list[str]:
 
 
 def runs_fragment(reports: Path) -> str:
-    from .pipeline import read_manifest
+    from .notebooks import read_manifest
 
     manifest = read_manifest(reports)
     jobs = manifest.get("jobs", {})
@@ -334,12 +336,12 @@ def versions_fragment() -> str:
 
 def method_pages_fragment(reports: Path, root: str = "../") -> str:
     """Links to the per-method pages, as seen from a page ``root`` below the site root."""
-    from .pipeline import read_manifest
+    from .notebooks import read_manifest
     from .tables import TABLE3_METHODS
 
     last = set(read_manifest(reports).get("last_run", {}).get("jobs", []))
-    pages = sorted(p for p in reports.glob("03_segment_*.ipynb"))
-    named = {p.stem[len("03_segment_"):]: p for p in pages}
+    pages = sorted(p for p in reports.glob(f"{SEGMENT}_*.ipynb"))
+    named = {p.stem[len(SEGMENT) + 1:]: p for p in pages}
     lines = []
     for name in list(TABLE3_METHODS) + [n for n in named if n not in TABLE3_METHODS]:
         page = named.get(name)
@@ -349,13 +351,13 @@ def method_pages_fragment(reports: Path, root: str = "../") -> str:
                          f"the test split, per-section summary, overlays{earlier}")
         else:
             lines.append(f"- {name}: not run in this report")
-    lines.append(f"- [Comparison of all methods]({root}reports/04_compare.ipynb): AP / F1 / PQ "
+    lines.append(f"- [Comparison of all methods]({root}reports/{COMPARE}.ipynb): AP / F1 / PQ "
                  "over IoU thresholds, morphology vs ground truth, the same region for every method")
     return "\n".join(lines) + "\n"
 
 
 def last_command_fragment(reports: Path) -> str:
-    from .pipeline import read_manifest
+    from .notebooks import read_manifest
 
     manifest = read_manifest(reports)
     if not manifest.get("jobs"):
@@ -409,8 +411,8 @@ def write_placeholders(config: dict, reports: Path) -> list[Path]:
         if path.exists():
             continue
         stem = path.stem
-        what = (f"The method `{stem[len('03_segment_'):]}` was not run in this report."
-                if stem.startswith("03_segment_") else f"The notebook `{stem}` has not been run.")
+        what = (f"The method `{stem[len(SEGMENT) + 1:]}` was not run in this report."
+                if stem.startswith(f"{SEGMENT}_") else f"The notebook `{stem}` has not been run.")
         nb = nbformat.v4.new_notebook()
         nb.metadata["nclsm"] = {"placeholder": True}
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -712,7 +714,7 @@ def build_site(reports_dir="reports", out_dir=None, project=None, engine: str = 
     out_dir : path-like, optional
         Default ``<project>/_site``.
     project : path-like, optional
-        Folder of ``_quarto.yml`` (default: :func:`nclsm_utils.pipeline.project_root`).
+        Folder of ``_quarto.yml`` (default: :func:`nclsm_utils.notebooks.project_root`).
     engine : ``auto`` | ``quarto`` | ``nbconvert``
         ``auto`` uses Quarto when a ``quarto`` binary is on PATH.
 

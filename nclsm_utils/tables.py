@@ -7,6 +7,8 @@ from scipy import ndimage
 
 from .uncertainty import (INSTANCE_CI, ci_columns, instance_intervals, paper_metric_intervals,
                           tile_counts)
+from .segmenters.base import method_label  # noqa: F401 - re-exported (notebooks use it)
+from .workdir import MissingPrediction, Workdir
 
 #: Paper metrics and instance metrics that get a 95 % bootstrap interval in Tables II and III
 #: (MF-A is a count and gets none).
@@ -252,7 +254,7 @@ def table2(dataset, sections=None) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- Table III
 # Methods vs ground truth on the same test sections, from the files `nclsm run` (notebook
-# 03_segment, i.e. nclsm_utils.segmenters.run.run_method) leaves under <workdir>/results/:
+# 03_segment, i.e. nclsm_utils.runner.run_method) leaves under <workdir>/results/:
 # <label>/<modality>_<id>.csv per-fibre tables, <label>_instance.csv instance metrics per
 # section, <label>_summary.csv and <label>_run.json (status, written by
 # nclsm_utils.pipeline.segment_method).
@@ -265,20 +267,6 @@ TABLE3_CI_COLUMNS = [c for m in (*PAPER_CI_METRICS, *INSTANCE_CI_METRICS) for c 
 TABLE3_COLUMNS = ["method", "TS", "MF-A", "r_AoB", "r_AiB", "mean IoU", "A%(IoU>0.80)",
                   "A%(IoU>0.90)", "A%(IoU>0.95)", "AP@0.5", "AP@0.75", "F1@0.5", "PQ",
                   "source", "note", *TABLE3_CI_COLUMNS]
-
-
-def method_label(method: str) -> str:
-    """Result-folder name of a method: its name, or ``external-<folder name>``.
-
-    >>> method_label("unet")
-    'unet'
-    """
-    from pathlib import Path
-
-    method = str(method)
-    if method.startswith("external:"):
-        return f"external-{Path(method.split(':', 1)[1]).expanduser().resolve().name}"
-    return method
 
 
 def _read_json(path):
@@ -301,22 +289,20 @@ def method_results(method: str, sections, workdir="data") -> dict:
         ``missing`` section ids without a per-fibre table; ``status`` the run record (dict
         or None); ``source``; ``note`` why the row is incomplete or empty ('' when complete).
     """
-    from pathlib import Path
-
     from .metrics import aggregate_instance_metrics, read_per_fibre_table
 
     label = method_label(method)
-    root = Path(workdir) / "results"
-    status = _read_json(root / f"{label}_run.json")
+    work = Workdir(workdir)
+    status = _read_json(work.run_record(label))
     tables, missing = {}, []
     for section in sections:
-        path = root / label / f"{section.modality}_{section.id}.csv"
+        path = work.result_table(label, section.modality, section.id)
         if path.is_file():
             tables[section.key] = read_per_fibre_table(path)
         else:
             missing.append(section.id)
     instance = None
-    inst_path = root / f"{label}_instance.csv"
+    inst_path = work.instance_path(label)
     if tables and inst_path.is_file():
         frame = pd.read_csv(inst_path, dtype={"section": str})
         keys = {(s.modality, s.id) for s in sections if s.key in tables}
@@ -324,7 +310,7 @@ def method_results(method: str, sections, workdir="data") -> dict:
         if len(rows) and rows[["modality", "section"]].drop_duplicates().shape[0] == len(keys):
             instance = aggregate_instance_metrics([g for _, g in rows.groupby(["modality", "section"])])
     source = (status or {}).get("source", "")
-    summary_path = root / f"{label}_summary.csv"
+    summary_path = work.summary_path(label)
     if not source and summary_path.is_file():
         summary = pd.read_csv(summary_path)
         if "source" in summary and len(summary):
@@ -333,7 +319,7 @@ def method_results(method: str, sections, workdir="data") -> dict:
     if status and status.get("status") == "failed":
         notes.append(f"could not run: {status.get('error', 'unknown error')}")
     elif not tables:
-        notes.append("not run: no results in " + str(root / label))
+        notes.append("not run: no results in " + str(work.results_dir(label)))
     if tables and missing:
         errors = (status or {}).get("errors", {}) or {}
         detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
@@ -463,9 +449,7 @@ def seed_workdir(workdir, k: int):
     >>> str(seed_workdir("data", 0)), str(seed_workdir("data", 2))
     ('data', 'data/seeds/seed2')
     """
-    from pathlib import Path
-
-    return Path(workdir) if int(k) == 0 else Path(workdir) / "seeds" / f"seed{int(k)}"
+    return Workdir(workdir).seed(k).root
 
 
 def seed_columns(metric: str) -> list[str]:
@@ -518,7 +502,7 @@ def table3(dataset, methods=TABLE3_METHODS, workdir="data", split: str = "test",
         ``methods`` or without results says why in ``note``; further methods (``unet2``,
         ``external:<folder>``) follow them.
     workdir : path-like
-        Where ``results/`` is (as for :func:`nclsm_utils.segmenters.run.run_method`).
+        Where ``results/`` is (as for :func:`nclsm_utils.runner.run_method`).
     split, sections
         The sections scored (default: the test split). Every row uses the same sections;
         ``TS`` lists the ones a row has results for.
@@ -587,10 +571,6 @@ def _qa_table3_row(dataset, sections) -> dict:
 
 def load_prediction(method: str, section, workdir="data"):
     """A method's cached label image of ``section`` (None when it has none)."""
-    from pathlib import Path
-
-    from .io import read_array
-
     if str(method).startswith("external:"):
         from .segmenters import get_segmenter
 
@@ -602,8 +582,10 @@ def load_prediction(method: str, section, workdir="data"):
             logging.getLogger(__name__).info("%s %s: no prediction (%s)", method, section.key,
                                              error)
             return None
-    path = Path(workdir) / "predictions" / method_label(method) / f"{section.modality}_{section.id}.tiff"
-    return read_array(path) if path.is_file() else None
+    try:
+        return Workdir(workdir).load_prediction(method_label(method), section)
+    except MissingPrediction:
+        return None
 
 
 def instance_curves(dataset, methods, workdir="data", split: str = "test", sections=None) -> pd.DataFrame:

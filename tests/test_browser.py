@@ -52,7 +52,7 @@ def _text(html: str) -> str:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A running JupyterLab over a working copy: (base url, token, folder); shut down after."""
-    from nclsm_utils.segmenters.run import run_method
+    from nclsm_utils.runner import run_method
     from nclsm_utils.synth import SynthConfig, write_dataset
 
     work = tmp_path_factory.mktemp("lab")

@@ -186,6 +186,8 @@ def test_fr_classifier_iou_on_a_generated_section(fam_sections):
 
 
 def test_fr_features_shape_and_tiles_agree(fam_sections, monkeypatch):
+    from nclsm_utils.curation import classifiers as CC   # defines and reads FR_TILE
+
     working, factor = C.working_image(fam_sections[0].image(), 32.0)
     assert factor == 1.0
     features = C.fr_pixel_features(working)
@@ -193,7 +195,7 @@ def test_fr_features_shape_and_tiles_agree(fam_sections, monkeypatch):
     assert np.isfinite(features).all()
     clf = FoldedRegionClassifier(FAST).fit(fam_sections[:2])
     whole = clf.predict_proba(fam_sections[2].image(), 34.0)
-    monkeypatch.setattr(C, "FR_TILE", 64)      # tiles with margins give the same map
+    monkeypatch.setattr(CC, "FR_TILE", 64)     # tiles with margins give the same map
     tiled = clf.predict_proba(fam_sections[2].image(), 34.0)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 

@@ -16,7 +16,7 @@ import pytest
 
 from nclsm_utils.dataset import Dataset
 from nclsm_utils.io import write_csv
-from nclsm_utils.segmenters.run import run_method
+from nclsm_utils.runner import run_method
 from nclsm_utils.synth import SynthConfig, write_dataset
 from nclsm_utils.tables import table1, table2
 

@@ -18,9 +18,9 @@ import pytest
 import tifffile
 
 from nclsm_utils.dataset import Dataset
-from nclsm_utils.distributed import (KILL_AFTER_ENV, DistributedError, MethodRun, dask_client,
-                                     dask_settings, manifest_path, read_manifest, run_methods)
-from nclsm_utils.segmenters.run import run_method
+from nclsm_utils.cluster import DistributedError, dask_client, dask_settings
+from nclsm_utils.runner import (MethodRun, manifest_path, read_manifest, run_method,
+                                run_methods)
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = ["P01", "P02", "S10", "S11"]
@@ -130,7 +130,7 @@ def test_failing_section_is_reported_and_the_others_complete(tiny_root, masks, t
     stale = work / "results" / "external-partial" / "IF_S10.csv"
     stale.parent.mkdir(parents=True)
     stale.write_text("gt_id,pred_id,matched,iou\n1,1,True,1.0\n")   # an earlier run's table
-    with caplog.at_level(logging.ERROR, logger="nclsm_utils.distributed"):
+    with caplog.at_level(logging.ERROR, logger="nclsm_utils.runner.engine"):
         runs = run_methods([f"external:{folder}", "mitocyto"], tiny_root, sections=ALL,
                            workdir=work, progress=False)
     partial = runs[f"external:{folder}"]
@@ -184,17 +184,33 @@ def test_dask_settings_and_environment(monkeypatch):
 
 
 # ------------------------------------------------------------------------------ kill, resume
+#: In the child process, the engine's per-output recorder is wrapped so that the process
+#: SIGKILLs itself after recording ``KILL_AFTER`` outputs (a test hook kept in the tests).
+KILL_AFTER = 3
+_KILLING = """
+import os, signal
+from nclsm_utils.runner import engine
+record, done = engine._record_success, []
+def killing(*args, **kwargs):
+    record(*args, **kwargs)
+    done.append(1)
+    if len(done) >= {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+engine._record_success = killing
+"""
+
+
 def _batch_command(data: Path, masks: Path, workdir: Path) -> list[str]:
-    code = ("from nclsm_utils.distributed import run_methods; "
+    code = (_KILLING.format(n=KILL_AFTER) + "from nclsm_utils.runner import run_methods\n"
             f"run_methods(['mitocyto', 'external:{masks}'], {str(data)!r}, "
-            f"sections={ALL!r}, workdir={str(workdir)!r}, progress=False)")
+            f"sections={ALL!r}, workdir={str(workdir)!r}, progress=False)\n")
     return [sys.executable, "-c", code]
 
 
 def test_killed_batch_resumes_to_the_uninterrupted_tables(tiny_root, masks, serial, tmp_path):
     work = tmp_path / "work"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get(
-        "PYTHONPATH", "")]), KILL_AFTER_ENV: "3"}
+        "PYTHONPATH", "")])}
     killed = subprocess.run(_batch_command(tiny_root, masks, work), env=env,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]     # SIGKILL mid-batch

@@ -19,10 +19,11 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 papermill = pytest.importorskip("papermill")
 
+from nclsm_utils import notebooks as nb_batch  # noqa: E402
 from nclsm_utils import pipeline  # noqa: E402
 from nclsm_utils.dataset import Dataset  # noqa: E402
-from nclsm_utils.pipeline import (NOTEBOOKS, NotebookEntry, NotebookFailed, RunError,  # noqa: E402
-                                  run_notebooks)
+from nclsm_utils.notebooks import (NOTEBOOKS, NotebookEntry, NotebookFailed,  # noqa: E402
+                                   RunError, run_notebooks)
 from nclsm_utils.synth import SynthConfig, write_dataset  # noqa: E402
 from nclsm_utils.tables import TABLE3_COLUMNS, TABLE3_METHODS, table1  # noqa: E402
 
@@ -216,7 +217,7 @@ def test_synthetic_vs_real_shows_the_real_image_check_and_reruns_when_it_changes
     name = "07_synthetic_vs_real"
 
     def key():
-        return {j.name: j.key for j in pipeline.plan_run(data, reports=reports, methods=METHODS)}
+        return {j.name: j.key for j in nb_batch.plan_run(data, reports=reports, methods=METHODS)}
 
     before = key()
     pd.DataFrame({"case": ["real-left", "synthetic-control", "real-right"],
@@ -342,7 +343,7 @@ def test_failure_stops_the_batch_keeps_reports_and_the_next_run_resumes(tiny, tm
     _toy_notebook(source / "n2.ipynb", "if fail:\n    raise ValueError('boom in n2')\n"
                   "print('n2 ok')", "data = None\nfail = False")
     _toy_notebook(source / "n3.ipynb", "print('n3 ok')", "data = None")
-    monkeypatch.setattr(pipeline, "NOTEBOOKS", (NotebookEntry("n1"), NotebookEntry("n2"),
+    monkeypatch.setattr(nb_batch, "NOTEBOOKS", (NotebookEntry("n1"), NotebookEntry("n2"),
                                                 NotebookEntry("n3", needs=("n2",))))
     reports = tmp_path / "reports"
     with pytest.raises(NotebookFailed) as info:
@@ -378,8 +379,8 @@ def test_failure_stops_the_batch_keeps_reports_and_the_next_run_resumes(tiny, tm
 
 
 def test_job_slug_and_default_workdir(tmp_path):
-    assert pipeline.job_slug("stardist") == "stardist"
-    assert pipeline.job_slug(f"external:{tmp_path / 'ilastik out'}") == "external-ilastik-out"
+    assert nb_batch.job_slug("stardist") == "stardist"
+    assert nb_batch.job_slug(f"external:{tmp_path / 'ilastik out'}") == "external-ilastik-out"
     assert pipeline.default_workdir(Path("/x/data/synthetic")) == Path("/x/data")
     assert pipeline.default_workdir(Path("/x/data/NCL-SM")) == Path("/x/data")
 
@@ -407,7 +408,7 @@ def test_a_method_that_cannot_run_is_recorded_and_explained_in_table3(tiny, tmp_
 # ---------------------------------------------------------------------------- concurrent batch
 def _job(name, needs=(), exclusive=False):
     entry = NotebookEntry(name.split(":")[0], needs=needs)
-    job = pipeline.Job(name, entry, Path(f"{name}.ipynb"), Path(f"out/{name}.ipynb"), {})
+    job = nb_batch.Job(name, entry, Path(f"{name}.ipynb"), Path(f"out/{name}.ipynb"), {})
     job.exclusive = exclusive
     return job
 
@@ -418,23 +419,23 @@ def test_next_jobs_respects_needs_slots_and_exclusive_jobs():
     d, e = _job("04", needs=("03",)), _job("05", needs=("03",))
     pending = [a, b, c, train1, train2, d, e]
     # light jobs first, in table order, as many as there are slots
-    assert pipeline.next_jobs(pending, [], 2) == [a, b]
-    assert pipeline.next_jobs(pending[1:], [a], 2) == [b]
-    assert pipeline.next_jobs([c, train1, train2, d, e], [a, b], 2) == []      # no free slot
+    assert nb_batch.next_jobs(pending, [], 2) == [a, b]
+    assert nb_batch.next_jobs(pending[1:], [a], 2) == [b]
+    assert nb_batch.next_jobs([c, train1, train2, d, e], [a, b], 2) == []      # no free slot
     # a training job waits until nothing runs, then starts alone
-    assert pipeline.next_jobs([train1, train2, d, e], [c], 2) == []
-    assert pipeline.next_jobs([train1, train2, d, e], [], 2) == [train1]
-    assert pipeline.next_jobs([train2, d, e], [train1], 2) == []               # nothing beside it
+    assert nb_batch.next_jobs([train1, train2, d, e], [c], 2) == []
+    assert nb_batch.next_jobs([train1, train2, d, e], [], 2) == [train1]
+    assert nb_batch.next_jobs([train2, d, e], [train1], 2) == []               # nothing beside it
     # 04/05 need every 03 job finished
-    assert pipeline.next_jobs([d, e], [train2], 2) == []
-    assert pipeline.next_jobs([d, e], [], 2) == [d, e]
-    assert pipeline.next_jobs([d, e], [], 1) == [d]
+    assert nb_batch.next_jobs([d, e], [train2], 2) == []
+    assert nb_batch.next_jobs([d, e], [], 2) == [d, e]
+    assert nb_batch.next_jobs([d, e], [], 1) == [d]
 
 
 def test_trains_a_network_is_false_without_a_training_notebook(tiny):
     _, data = tiny
-    job = pipeline.plan_run(data, methods=["mitocyto"], quick=True)
-    flags = {j.name: pipeline.trains_a_network(j) for j in job}
+    job = nb_batch.plan_run(data, methods=["mitocyto"], quick=True)
+    flags = {j.name: nb_batch.trains_a_network(j) for j in job}
     assert flags["03_segment_mitocyto"] is False and not any(flags.values())
 
 
@@ -473,7 +474,7 @@ def test_concurrent_batch_overlaps_jobs_stops_after_a_failure_and_resumes(tiny, 
                   + "if fail:\n    raise ValueError('boom in n2')\n",
                   "data = None\nreports = None\nfail = False")
     _toy_notebook(source / "n3.ipynb", "print('n3 ok')", "data = None")
-    monkeypatch.setattr(pipeline, "NOTEBOOKS", (NotebookEntry("n1"), NotebookEntry("n2"),
+    monkeypatch.setattr(nb_batch, "NOTEBOOKS", (NotebookEntry("n1"), NotebookEntry("n2"),
                                                 NotebookEntry("n3", needs=("n2",))))
     reports = tmp_path / "reports"
     with pytest.raises(NotebookFailed, match="boom in n2") as info:

@@ -20,7 +20,7 @@ from nclsm_utils.segmenters.mitocyto_seg import (MitocytoParams, MitocytoSetting
                                                  _hist_percentiles, find_fibre_contours,
                                                  matched_ious, membrane_uint8, mitocyto_args,
                                                  threshold_membrane)
-from nclsm_utils.segmenters.run import RunResult, run_method
+from nclsm_utils.runner import RunResult, run_method
 
 
 @pytest.fixture(scope="module")

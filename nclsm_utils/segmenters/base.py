@@ -26,14 +26,16 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
+from ..errors import NclsmError
 from ..io import DataError, read_array, write_text, write_tiff
+from ..workdir import Workdir
 
 log = logging.getLogger(__name__)
 
 REGISTRY: dict[str, type["Segmenter"]] = {}
 
 
-class SegmenterError(RuntimeError):
+class SegmenterError(NclsmError, RuntimeError):
     """A segmenter could not run (missing weights offline, bad checkpoint, ...)."""
 
 
@@ -45,6 +47,21 @@ class PretrainedUnavailable(SegmenterError):
 #: trains from scratch and logs one line), ``require`` (else :class:`PretrainedUnavailable`),
 #: ``never``.
 PRETRAINED_POLICIES = ("auto", "require", "never")
+
+
+def method_label(method) -> str:
+    """The result-folder name of a method (a name or a :class:`Segmenter`): its name, or
+    ``external-<folder name>`` for external masks.
+
+    >>> method_label("unet"), method_label("external:/data/ilastik masks/")
+    ('unet', 'external-ilastik masks')
+    """
+    if isinstance(method, Segmenter):
+        return str(getattr(method, "label", method.name))
+    method = str(method)
+    if method.startswith("external:"):
+        return "external-" + Path(method.split(":", 1)[1]).expanduser().resolve().name
+    return method
 
 
 def check_pretrained_policy(method: str, policy: str) -> None:
@@ -407,11 +424,11 @@ class Segmenter(ABC):
 
     @property
     def model_dir(self) -> Path:
-        return self.workdir / "models" / f"{self.name}-{self.cache_key()}"
+        return Workdir(self.workdir).model_dir(self.name, self.cache_key())
 
     @property
     def prediction_dir(self) -> Path:
-        return self.workdir / "predictions" / self.name
+        return Workdir(self.workdir).prediction_dir(self.name)
 
     # -- training -------------------------------------------------------------------------
     def fit(self, train_sections, workdir=None, force: bool = False) -> "Segmenter":
@@ -499,7 +516,7 @@ class Segmenter(ABC):
 
         The sidecar ``.json`` records the cache key; a different key re-predicts.
         """
-        path = self.prediction_dir / f"{section.modality}_{section.id}.tiff"
+        path = Workdir(self.workdir).prediction_path(self.name, section.modality, section.id)
         sidecar = path.with_suffix(".json")
         key = self.cache_key()
         if path.is_file() and sidecar.is_file() and not force:

@@ -1,7 +1,7 @@
-"""Batch runs of several methods on Dask, resumable through a run manifest.
+"""The one engine: fit, predict, score and summarise methods over sections; resumable.
 
-:func:`run_methods` does what :func:`nclsm_utils.segmenters.run.run_method` does for one
-method, for several methods at once, and can spread the work over a Dask cluster:
+:func:`run_methods` runs several methods, :func:`run_method` one (the same code). Serial is
+the same code with no Dask client; a cluster spreads the (method, section) tasks:
 
 1. each method is fitted once, in this (the client) process: a trainable method trains or
    loads its cached model under ``<workdir>/models/``;
@@ -38,8 +38,6 @@ csv, both atomically, so after a kill (or a crash, or Ctrl-C) the next call redo
 sections whose csv is missing, changed or stale (an input, a parameter or the code changed)
 and reads the others back. ``force=True`` redoes everything. A failing section does not stop
 the others: its error is in ``RunResult.errors``, in the run record and in the log at the end.
-(For tests, ``$NCLSM_TEST_KILL_AFTER_OUTPUTS=N`` makes the process SIGKILL itself after
-recording N outputs.)
 
 Scripts that start a local cluster (``workers > 1``) must guard their entry point with
 ``if __name__ == "__main__":``: the worker processes are spawned and import the main module
@@ -47,7 +45,8 @@ Scripts that start a local cluster (``workers > 1``) must guard their entry poin
 
 Example
 -------
->>> from nclsm_utils.distributed import run_methods
+>>> from nclsm_utils.runner import run_method, run_methods
+>>> run_method("mitocyto", "data/synthetic").summary                    # doctest: +SKIP
 >>> runs = run_methods(["mitocyto", "unet"], "data/synthetic", workers=2)   # doctest: +SKIP
 >>> runs["mitocyto"].summary                                                # doctest: +SKIP
 >>> runs = run_methods(["mitocyto"], "data/synthetic",
@@ -55,12 +54,10 @@ Example
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -69,77 +66,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import DataError, write_csv, write_text
-from .segmenters.base import SegmenterError
-from .segmenters.run import RunResult, evaluate_section
+from .. import manifest as manifest_file
+from ..cluster import dask_client
+from ..io import DataError, write_csv, write_text
+from ..segmenters.base import Segmenter, SegmenterError, get_segmenter, method_label
+from ..workdir import Workdir
+from .results import (RunResult, _choose_sections, _merge_instance_csv, _one_line, _summary,
+                      evaluate_section)
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
-#: Testing hook: the process kills itself (SIGKILL) after recording this many outputs.
-KILL_AFTER_ENV = "NCLSM_TEST_KILL_AFTER_OUTPUTS"
+MANIFEST_VERSION = manifest_file.VERSION
 #: Modules whose source enters every output's key (a change there recomputes the tables).
-_CODE_MODULES = ("nclsm_utils.metrics", "nclsm_utils.segmenters.base",
-                 "nclsm_utils.segmenters.run", "nclsm_utils.dataset", __name__)
-
-
-#: Environment variables that give a Dask scheduler / worker count to code that was not
-#: passed one (``nclsm run --workers/--scheduler`` gives the kernels its batch's scheduler).
-SCHEDULER_ENV = "NCLSM_SCHEDULER"
-WORKERS_ENV = "NCLSM_WORKERS"
-# Dask settings of the local cluster: its workers' statistical profiler (a sample of every
-# thread each 10 ms), the 20 ms event-loop tick and the 0.5 s system monitor cost an idle
-# two-worker cluster 13.5 % of a core, taken from the network training that runs beside it
-# in a batch; with these, 1.9 % (`python benchmarks/bench_dask.py idle`). Only the
-# dashboard's profile page and the blocked-event-loop warnings are lost.
-LOCAL_CLUSTER_CONFIG = {
-    "distributed.worker.profile.enabled": False,
-    "distributed.admin.tick.interval": "1s",
-    "distributed.admin.system-monitor.interval": "2s",
-    "distributed.worker.memory.monitor-interval": "1s",
-}
-
-
-def dask_settings(scheduler=None, workers=None) -> tuple:
-    """``(scheduler, workers)``: the arguments when given, else ``$NCLSM_SCHEDULER`` and
-    ``$NCLSM_WORKERS``, else ``(None, 1)`` (no Dask).
-
-    >>> dask_settings("tcp://head:8786", 4)
-    ('tcp://head:8786', 4)
-    """
-    if scheduler is None or scheduler == "":
-        scheduler = os.environ.get(SCHEDULER_ENV) or None
-    if workers is None:
-        value = os.environ.get(WORKERS_ENV, "") or "1"
-        try:
-            workers = int(value)
-        except ValueError:
-            raise ValueError(f"${WORKERS_ENV} must be a whole number of Dask workers, got "
-                             f"{value!r}") from None
-    return scheduler, max(1, int(workers))
-
-
-def scheduler_address(client) -> str:
-    """The address other processes (notebook kernels) connect to for ``client``'s scheduler.
-
-    ``client``: a :class:`distributed.Client`, a cluster object or an address string.
-    """
-    if isinstance(client, (str, os.PathLike)):
-        return str(client)
-    address = getattr(client, "scheduler_address", None)   # cluster objects
-    if address is None:
-        address = client.scheduler.address                 # a Client
-    return str(address)
-
-
-class DistributedError(RuntimeError):
-    """The Dask cluster cannot be reached or started (the message says which address)."""
+_CODE_MODULES = ("nclsm_utils.metrics", "nclsm_utils.segmenters.base", "nclsm_utils.runner",
+                 "nclsm_utils.dataset")
 
 
 @dataclass
 class MethodRun(RunResult):
-    """A :class:`~nclsm_utils.segmenters.run.RunResult` plus what the batch did.
+    """A :class:`~nclsm_utils.runner.RunResult` plus what the batch did.
 
     Extra attributes
     ----------------
@@ -160,39 +106,6 @@ class MethodRun(RunResult):
 
 
 # ---------------------------------------------------------------------------- hashing
-def _sha1_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as stream:
-        while True:
-            block = stream.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha(payload) -> str:
-    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-class _Digests:
-    """Content SHA-1 of input files, reusing the manifest's digest when size and mtime match."""
-
-    def __init__(self, known: dict | None = None):
-        self.known = dict(known or {})
-
-    def __call__(self, path) -> str:
-        path = Path(path).resolve()
-        stat = path.stat()
-        signature = [stat.st_size, stat.st_mtime_ns]
-        entry = self.known.get(str(path))
-        if entry and entry[:2] == signature:
-            return entry[2]
-        digest = _sha1_file(path)
-        self.known[str(path)] = signature + [digest]
-        return digest
-
-
 def code_fingerprint(segmenter=None) -> str:
     """SHA-1 (16 hex) of the sources that make a per-fibre table: metrics, the segmenter base,
     run and data modules, this module and the segmenter's own module."""
@@ -205,72 +118,38 @@ def code_fingerprint(segmenter=None) -> str:
     for name in sorted(set(names)):
         module = importlib.import_module(name)
         source = getattr(module, "__file__", None)
-        if source and Path(source).is_file():
-            digest.update(name.encode())
-            digest.update(Path(source).read_bytes())
+        if not source or not Path(source).is_file():
+            continue
+        # a package (nclsm_utils.metrics) counts with every module in it
+        files = (sorted(Path(source).parent.rglob("*.py")) if hasattr(module, "__path__")
+                 else [Path(source)])
+        for path in files:
+            digest.update(f"{name}:{path.name}".encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------- manifest
+_SECTIONS = ("outputs", "files")
+
+
 def manifest_path(workdir) -> Path:
     """``<workdir>/results/manifest.json``."""
-    return Path(workdir) / "results" / MANIFEST_NAME
+    return Workdir(workdir).results_manifest
 
 
 def read_manifest(workdir) -> dict:
     """The run manifest of ``workdir`` (an empty one when missing or unreadable)."""
-    path = manifest_path(workdir)
-    empty = {"version": MANIFEST_VERSION, "outputs": {}, "files": {}}
-    if not path.is_file():
-        return empty
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        log.warning("%s: unreadable run manifest (%s); every output is recomputed", path, error)
-        return empty
-    if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
-        return empty
-    manifest.setdefault("outputs", {})
-    manifest.setdefault("files", {})
-    return manifest
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An advisory lock beside ``path`` (POSIX), so two runs on one workdir do not interleave
-    their read-modify-write of the manifest."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(f".{path.name}.lock")
-    with open(lock, "a") as handle:
-        try:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except (ImportError, OSError):  # no fcntl (Windows) or a file system without locks
-            pass
-        yield
+    return manifest_file.read(manifest_path(workdir), _SECTIONS)
 
 
 def update_manifest(workdir, outputs: dict | None = None, files: dict | None = None,
                     remove=()) -> Path:
     """Merge output records (and the digest cache) into the manifest; written atomically."""
     path = manifest_path(workdir)
-    with _locked(path):
-        manifest = read_manifest(workdir)
-        for name in remove:
-            manifest["outputs"].pop(name, None)
-        manifest["outputs"].update(outputs or {})
-        manifest["files"].update(files or {})
-        write_text(path, json.dumps(manifest, indent=1, sort_keys=True, default=_json_default))
+    manifest_file.update(path, _SECTIONS, remove={"outputs": list(remove)},
+                         outputs=outputs or {}, files=files or {})
     return path
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -297,7 +176,7 @@ _WORKER_CACHE: dict[tuple, object] = {}
 
 
 def _worker_dataset(task: SectionTask):
-    from .dataset import Dataset
+    from ..dataset import Dataset
 
     key = ("dataset", task.token)
     if key not in _WORKER_CACHE:
@@ -308,8 +187,6 @@ def _worker_dataset(task: SectionTask):
 def _worker_segmenter(task: SectionTask, dataset):
     """The fitted segmenter of ``task`` in this process: built once per call and method, with
     the client's fitted state; a trainable method only loads the client's cached model."""
-    from .segmenters.base import get_segmenter
-
     key = ("segmenter", task.token, task.method)
     if key in _WORKER_CACHE:
         return _WORKER_CACHE[key]
@@ -337,12 +214,6 @@ def _worker_segmenter(task: SectionTask, dataset):
     return segmenter
 
 
-def _one_line(error: BaseException) -> str:
-    from .segmenters.run import _one_line as one_line
-
-    return one_line(error)
-
-
 def run_section_task(task: SectionTask) -> dict:
     """Run one :class:`SectionTask` (in a Dask worker or in this process).
 
@@ -367,95 +238,6 @@ def run_section_task(task: SectionTask) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------- dask
-@contextlib.contextmanager
-def dask_client(scheduler=None, workers: int = 1):
-    """A :class:`distributed.Client`, or None for in-process runs.
-
-    ``scheduler`` None and ``workers`` <= 1: None. ``scheduler`` None and ``workers`` > 1: a
-    LocalCluster of ``workers`` single-threaded processes (closed on exit). A string: the
-    address of a running scheduler. A Client or cluster object: used as it is (left open).
-    """
-    if scheduler is None and int(workers) <= 1:
-        yield None
-        return
-    try:
-        import dask
-        from distributed import Client, LocalCluster
-    except ImportError as error:
-        raise DistributedError("Dask runs need the `distributed` package "
-                               "(pip install 'dask[distributed]')") from error
-    if scheduler is None:
-        # processes, one thread each: numpy/OpenCV/torch work does not share one GIL
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(_quiet_distributed())
-            try:
-                # starting worker processes sets OMP_NUM_THREADS=1 (and more) in this process's
-                # environment: undone, or a notebook kernel started later would train with one
-                # thread (slower, and a different model than a serial run)
-                with environment_kept(), dask.config.set(LOCAL_CLUSTER_CONFIG):
-                    cluster = stack.enter_context(LocalCluster(
-                        n_workers=int(workers), threads_per_worker=1, processes=True,
-                        dashboard_address=":0", silence_logs=logging.ERROR))
-                client = stack.enter_context(Client(cluster))
-            except Exception as error:  # noqa: BLE001 - say what could not start
-                raise DistributedError(f"cannot start a local Dask cluster of {workers} "
-                                       f"workers: {error}") from error
-            yield client
-        return
-    if isinstance(scheduler, Client):
-        yield scheduler
-        return
-    if isinstance(scheduler, (str, os.PathLike)):
-        address = str(scheduler)
-        try:
-            client = Client(address)  # waits distributed.comm.timeouts.connect (30 s)
-        except Exception as error:  # noqa: BLE001 - OSError, TimeoutError, ValueError ...
-            raise DistributedError(f"cannot connect to the Dask scheduler at {address!r}: "
-                                   f"{type(error).__name__}: {error}. Start one with "
-                                   "`dask scheduler` (and `dask worker ADDRESS`), or run "
-                                   "without --scheduler") from error
-        with client:
-            yield client
-        return
-    with Client(scheduler) as client:  # a cluster object (LocalCluster, SLURMCluster, ...)
-        yield client
-
-
-@contextlib.contextmanager
-def environment_kept(changes: dict | None = None):
-    """Apply ``changes`` to ``os.environ`` for the block (a value sets the variable, None
-    removes it), then undo everything the block changed (added, changed or removed
-    variables)."""
-    saved = dict(os.environ)
-    try:
-        for name, value in (changes or {}).items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = str(value)
-        yield
-    finally:
-        for name in [n for n in os.environ if n not in saved]:
-            del os.environ[name]
-        for name, value in saved.items():
-            if os.environ.get(name) != value:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
-def _quiet_distributed(level=logging.ERROR):
-    """Keep a local cluster's start/stop chatter (INFO lines, the nanny's warnings when it
-    stops a worker) out of the user's log."""
-    logger = logging.getLogger("distributed")
-    old = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
-
-
 # ---------------------------------------------------------------------------- the batch
 @dataclass
 class _Plan:
@@ -474,12 +256,12 @@ class _Plan:
 
 
 def _output_name(label: str, section) -> str:
-    return f"{label}/{section.modality}_{section.id}.csv"
+    return Workdir("").result_name(label, section.modality, section.id)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
     """A per-fibre csv written by this module, read back with the dtypes ``evaluate`` gives."""
-    from .metrics import _PER_FIBRE_DTYPES
+    from ..metrics import _PER_FIBRE_DTYPES
 
     # exact float round trip: pandas >= 3 by default, older pandas with "round_trip"
     exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
@@ -497,16 +279,9 @@ def _up_to_date(record, key: str, path: Path) -> bool:
     if not record or record.get("key") != key or not path.is_file():
         return False
     try:
-        return _sha1_file(path) == record.get("sha1")
+        return manifest_file.sha1_file(path) == record.get("sha1")
     except OSError:
         return False
-
-
-def _maybe_kill(done: int) -> None:
-    limit = os.environ.get(KILL_AFTER_ENV)
-    if limit and done >= int(limit):
-        log.warning("%s=%s: killing this process after %d outputs", KILL_AFTER_ENV, limit, done)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_methods(methods, dataset_root, split: str = "test", workdir="data", scheduler=None,
@@ -517,8 +292,9 @@ def run_methods(methods, dataset_root, split: str = "test", workdir="data", sche
 
     Parameters
     ----------
-    methods : str or sequence of str
-        Registered names (``mitocyto``, ``cellpose``, ...) or ``external:<folder>``.
+    methods : str, Segmenter or a sequence of them
+        Registered names (``mitocyto``, ``cellpose``, ...), ``external:<folder>`` or
+        constructed segmenters (run with their own params; keyed by their label).
     dataset_root : path-like or Dataset
         The NCL-SM (or synthetic) folder.
     split : str
@@ -563,22 +339,28 @@ def run_methods(methods, dataset_root, split: str = "test", workdir="data", sche
     OSError
         ``workdir`` cannot be written (the message names the folder).
     """
-    from .dataset import Dataset
-    from .segmenters.base import get_segmenter
-    from .segmenters.run import _choose_sections
+    from ..dataset import Dataset
 
     if isinstance(methods, str):
         methods = [methods]
-    methods = list(dict.fromkeys(str(m) for m in methods))
-    if not methods:
-        raise ValueError("no methods given")
     dataset = dataset_root if isinstance(dataset_root, Dataset) else Dataset(dataset_root,
                                                                              roles=roles)
     workdir = Path(workdir)
-    _check_writable(workdir / "results")
+    _check_writable(Workdir(workdir).results)
     params = dict(params or {})
-    segmenters = {m: get_segmenter(m, params=params.get(m), workdir=workdir, quick=quick)
-                  for m in methods}  # an unknown method fails here, before any work
+    segmenters = {}
+    for method in methods:  # an unknown method fails here, before any work
+        if isinstance(method, Segmenter):
+            method.workdir = workdir
+            key = method_label(method)
+            params.setdefault(key, method.params)
+            segmenters.setdefault(key, method)
+        elif str(method) not in segmenters:
+            segmenters[str(method)] = get_segmenter(str(method), params=params.get(str(method)),
+                                                    workdir=workdir, quick=quick)
+    if not segmenters:
+        raise ValueError("no methods given")
+    methods = list(segmenters)
     chosen = _choose_sections(dataset, split, sections)
     token = uuid.uuid4().hex
     with dask_client(scheduler, workers) as client:
@@ -604,15 +386,81 @@ def run_methods(methods, dataset_root, split: str = "test", workdir="data", sche
     return runs
 
 
+def run_method(method, dataset, split: str = "test", sections=None, workdir="data",
+               quick: bool = False, force: bool = False, params=None, progress: bool = True,
+               scheduler=None, workers: int = 1) -> MethodRun:
+    """Fit ``method`` on the train split when needed, predict and evaluate sections: one
+    method through :func:`run_methods` (resumable; serial unless ``scheduler``/``workers``).
+
+    Parameters
+    ----------
+    method : str or Segmenter
+        A registered name (``mitocyto``, ``cellpose``, ...), ``external:<folder>`` or a
+        constructed segmenter.
+    dataset : Dataset or path-like
+    split : str
+        Sections to predict when ``sections`` is None (default ``test``).
+    sections : list of str, optional
+        Section ids (``P02`` or ``IMC/P02``), any split.
+    workdir : path-like
+        Where models, predictions and results go.
+    quick : bool
+        Short training (smoke runs).
+    force : bool
+        Refit, re-predict and re-evaluate even when cached.
+    params : dataclass or dict, optional
+        The method's params.
+    progress : bool
+        A tqdm bar over the sections.
+    scheduler, workers
+        As for :func:`run_methods` (default: in this process).
+
+    Returns
+    -------
+    MethodRun
+        A failing section is recorded in ``errors`` and the others complete.
+
+    Raises
+    ------
+    ValueError
+        Unknown method (the message lists the known ones).
+    SegmenterError
+        The method cannot run at all (e.g. pretrained weights unavailable offline); one line.
+    DataError
+        No sections to predict, an unknown section id, or no training sections.
+    """
+    key = method_label(method) if isinstance(method, Segmenter) else str(method)
+    runs = run_methods([method], dataset, split=split, workdir=workdir, scheduler=scheduler,
+                       workers=workers, quick=quick, sections=sections, force=force,
+                       params=None if params is None else {key: params}, progress=progress,
+                       strict=True)
+    return runs[key]
+
+
+#: The keys of ``results/<label>_run.json``, in order (one schema for every writer).
+RUN_RECORD_KEYS = ("method", "label", "split", "quick", "status", "source", "sections",
+                   "errors", "error", "ran", "reused", "seeds", "seconds", "finished")
+_RECORD_DEFAULTS = {"sections": [], "errors": {}, "error": "", "ran": [], "reused": [],
+                    "seeds": {}, "source": "", "status": "failed"}
+
+
+def write_run_record(workdir, label: str, record: dict) -> Path:
+    """Write ``results/<label>_run.json`` with the keys :data:`RUN_RECORD_KEYS` (missing
+    ones get their empty default; unknown keys are an error)."""
+    unknown = set(record) - set(RUN_RECORD_KEYS)
+    if unknown:
+        raise ValueError(f"unknown run-record keys {sorted(unknown)}")
+    full = {key: record.get(key, _RECORD_DEFAULTS.get(key)) for key in RUN_RECORD_KEYS}
+    return write_text(Workdir(workdir).run_record(label), json.dumps(full, indent=2))
+
+
 def _fit_and_plan(segmenters, dataset, chosen, workdir: Path, force: bool,
                   strict: bool) -> list[_Plan]:
     """Fit every method here (train or load the cached model) and read back the sections
     whose manifest record is up to date."""
-    from .segmenters.run import method_label
-
     train = dataset.sections(split="train")
     manifest = read_manifest(workdir)
-    digests = _Digests(manifest.get("files"))
+    digests = manifest_file.FileDigests(manifest.get("files"))
     plans: list[_Plan] = []
     for method, segmenter in segmenters.items():
         label = method_label(segmenter)
@@ -625,7 +473,8 @@ def _fit_and_plan(segmenters, dataset, chosen, workdir: Path, force: bool,
         except (SegmenterError, DataError) as error:  # DataError: e.g. no train sections
             plan.fatal = f"{label} cannot run: {_one_line(error)}"
             if strict:
-                raise SegmenterError(plan.fatal) from error
+                raise (DataError if isinstance(error, DataError) else SegmenterError)(
+                    plan.fatal) from error
             log.error("%s", plan.fatal)
             continue
         finally:
@@ -637,7 +486,7 @@ def _fit_and_plan(segmenters, dataset, chosen, workdir: Path, force: bool,
         for section in chosen:
             plan.keys[section.key] = _section_key(plan, section, digests)
             name = _output_name(label, section)
-            path = workdir / "results" / name
+            path = Workdir(workdir).results / name
             record = manifest["outputs"].get(name)
             if force or not _up_to_date(record, plan.keys[section.key], path):
                 continue
@@ -678,7 +527,6 @@ def _run_tasks(client, plans, todo, dataset, workdir: Path, params: dict, quick:
                          section.key, force, plan.state, token)
              for plan, section in todo]
     by_task = {(plan.method, section.key): (plan, section) for plan, section in todo}
-    done = 0
     with tqdm(total=len(tasks), desc="sections", unit="task", disable=not progress) as bar:
         if client is None:
             for plan in plans:  # in this process: reuse the fitted segmenters
@@ -702,8 +550,6 @@ def _run_tasks(client, plans, todo, dataset, workdir: Path, params: dict, quick:
                     _record_failure(plan, section, workdir, outcome["error"])
                     continue
                 _record_success(plan, section, workdir, outcome)
-                done += 1
-                _maybe_kill(done)
         finally:
             for key in [k for k in _WORKER_CACHE if k[1] == token]:
                 del _WORKER_CACHE[key]
@@ -727,8 +573,7 @@ def warm_up(mask_dtypes=(), methods=()) -> bool:
     """Pay a worker's first-call costs: imports, a tiny evaluation per mask dtype and, for
     methods that need no model, a tiny prediction. Run on every worker while the client fits
     the methods."""
-    from . import metrics
-    from .segmenters.base import get_segmenter
+    from .. import metrics
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
@@ -836,18 +681,18 @@ def _section_key(plan: _Plan, section, digests) -> str:
             inputs["external"] = digests(finder(section))
         except Exception:  # noqa: BLE001 - missing mask: the task reports it
             inputs["external"] = "missing"
-    return _sha({"inputs": inputs, "method": plan.label, "params": plan.state["key"],
+    return manifest_file.sha({"inputs": inputs, "method": plan.label, "params": plan.state["key"],
                  "code": plan.code, "section": section.key})[:20]
 
 
 def _record_success(plan: _Plan, section, workdir: Path, outcome: dict) -> None:
     table, instance = outcome["table"], outcome["instance"]
     name = _output_name(plan.label, section)
-    path = write_csv(workdir / "results" / name, table)
+    path = write_csv(Workdir(workdir).results / name, table)
     record = {"method": plan.label, "section": section.key, "key": plan.keys[section.key],
               "params": plan.state["key"], "code": plan.code,
               "inputs": {r: str(section.path(r)) for r in ("image", "myofibres") if section.has(r)},
-              "sha1": _sha1_file(path), "rows": int(len(table)),
+              "sha1": manifest_file.sha1_file(path), "rows": int(len(table)),
               "seconds": round(float(outcome.get("seconds", 0.0)), 3),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "instance": None if instance is None else instance.to_dict("records"),
@@ -864,7 +709,7 @@ def _record_failure(plan: _Plan, section, workdir: Path, message: str) -> None:
     plan.result.errors[section.key] = message
     log.error("%s %s: %s", plan.label, section.key, message)
     name = _output_name(plan.label, section)
-    stale = workdir / "results" / name
+    stale = Workdir(workdir).results / name
     if stale.is_file():  # an earlier run's table would pass for this run's result
         stale.unlink()
         log.warning("%s: removed the earlier per-fibre table of %s", stale, section.key)
@@ -873,23 +718,22 @@ def _record_failure(plan: _Plan, section, workdir: Path, message: str) -> None:
 
 def _finish(plan: _Plan, workdir: Path, split: str, quick: bool) -> MethodRun:
     """Summary, instance csv and run record of one method, as ``run_method`` writes them."""
-    from . import metrics
-    from .segmenters.run import _merge_instance_csv, _summary
+    from .. import metrics
 
     result = plan.result
     result.error = plan.fatal
-    results_root = workdir / "results"
+    work = Workdir(workdir)
     if plan.fatal and not plan.tables and not result.errors:
         result.summary = _summary(result, metrics, plan.chosen, [])
     else:
         # the sections' order, not the tasks' finishing order: pooled sums are then the same
         ordered = [s for s in plan.chosen if s.key in plan.tables]
         result.tables = {s.key: plan.tables[s.key] for s in ordered}
-        result.paths = {s.key: results_root / _output_name(plan.label, s) for s in ordered}
+        result.paths = {s.key: work.results / _output_name(plan.label, s) for s in ordered}
         instance_tables = [plan.instance[s.key] for s in ordered
                            if plan.instance.get(s.key) is not None]
         result.summary = _summary(result, metrics, plan.chosen, instance_tables)
-        write_csv(results_root / f"{plan.label}_summary.csv", result.summary)
+        write_csv(work.summary_path(plan.label), result.summary)
         per_section = None
         if instance_tables:
             per_section = pd.concat(instance_tables, ignore_index=True)
@@ -900,7 +744,7 @@ def _finish(plan: _Plan, workdir: Path, split: str, quick: bool) -> MethodRun:
             result.instance = pd.concat([per_section, pooled], ignore_index=True)
         failed = {tuple(key.split("/", 1)) for key in result.errors}
         if instance_tables or failed:
-            _merge_instance_csv(results_root / f"{plan.label}_instance.csv", per_section, failed)
+            _merge_instance_csv(work.instance_path(plan.label), per_section, failed)
     status = "failed" if plan.fatal and not result.tables else (
         "ok" if not result.errors and not plan.fatal else "partial")
     record = {"method": plan.method, "label": plan.label, "split": split, "quick": bool(quick),
@@ -909,7 +753,7 @@ def _finish(plan: _Plan, workdir: Path, split: str, quick: bool) -> MethodRun:
               "ran": sorted(result.ran), "reused": sorted(result.reused),
               "seconds": round(result.seconds, 1),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_text(results_root / f"{plan.label}_run.json", json.dumps(record, indent=2))
+    write_run_record(workdir, plan.label, record)
     return result
 
 
@@ -925,7 +769,6 @@ def _check_writable(folder: Path) -> None:
                           "--workdir")
 
 
-__all__ = ["run_methods", "MethodRun", "DistributedError", "dask_settings",
-           "environment_kept", "scheduler_address", "SectionTask", "run_section_task",
-           "evaluate_section", "dask_client", "read_manifest", "update_manifest",
-           "manifest_path", "code_fingerprint"]
+__all__ = ["run_method", "run_methods", "MethodRun", "SectionTask", "run_section_task",
+           "read_manifest", "update_manifest", "manifest_path", "code_fingerprint",
+           "write_run_record", "RUN_RECORD_KEYS"]

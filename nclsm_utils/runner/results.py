@@ -1,15 +1,10 @@
-"""Run one segmentation method on a dataset: fit (cached), predict (cached), evaluate, write.
+"""What a run leaves: the run result, one section's evaluation, the summary and the files.
 
->>> from nclsm_utils.dataset import Dataset
->>> from nclsm_utils.segmenters.run import run_method
->>> result = run_method("mitocyto", Dataset("data/synthetic"))   # doctest: +SKIP
->>> result.summary                                               # doctest: +SKIP
-     method     source             TS  MF-A  r_AoB  r_AiB  mean IoU ...
+Files written under ``workdir``, each atomically (paths: :class:`nclsm_utils.workdir.Workdir`):
 
-Files written under ``workdir`` (each atomically):
-
-* ``models/<name>-<key>/``                 the fitted model (trainable methods, by :mod:`.base`)
-* ``predictions/<name>/<modality>_<id>.tiff``  cached label images (by :mod:`.base`)
+* ``models/<name>-<key>/``                 the fitted model (trainable methods, by
+  :mod:`nclsm_utils.segmenters.base`)
+* ``predictions/<name>/<modality>_<id>.tiff``  cached label images (by the segmenter)
 * ``results/<method>/<modality>_<id>.csv``  per-fibre paper metrics of each section
   (:func:`nclsm_utils.metrics.evaluate` plus ``method``, ``modality``, ``section`` columns)
 * ``results/<method>_summary.csv``          the one-row summary of the latest run
@@ -32,14 +27,14 @@ import numpy as np
 import pandas as pd
 
 from ..io import DataError, write_csv
-from .base import Segmenter, SegmenterError, get_segmenter
+from ..segmenters.base import SegmenterError, method_label  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunResult:
-    """What :func:`run_method` did.
+    """What a run of one method did (:func:`nclsm_utils.runner.run_method`).
 
     Attributes
     ----------
@@ -76,11 +71,6 @@ class RunResult:
         return not self.errors
 
 
-def method_label(segmenter: Segmenter) -> str:
-    """The result-folder name of a segmenter (``external-<folder>`` for external masks)."""
-    return str(getattr(segmenter, "label", segmenter.name))
-
-
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     if isinstance(error, (DataError, SegmenterError)):
@@ -104,7 +94,7 @@ def _choose_sections(dataset, split: str, sections) -> list:
 
 def evaluate_section(segmenter, section, label: str, force: bool = False):
     """Predict (cached) and evaluate one section: the per-section step of :func:`run_method`
-    and of the Dask tasks (:mod:`nclsm_utils.distributed`).
+    and of the Dask tasks (:mod:`nclsm_utils.runner`).
 
     Returns
     -------
@@ -139,108 +129,6 @@ def evaluate_section(segmenter, section, label: str, force: bool = False):
     except Exception as error:  # noqa: BLE001 - the paper metrics still stand
         note = _one_line(error)
     return table, instance, note
-
-
-def run_method(method, dataset, split: str = "test", sections=None, workdir="data",
-               quick: bool = False, force: bool = False, params=None,
-               progress: bool = True) -> RunResult:
-    """Fit ``method`` on the train split when needed, predict and evaluate sections.
-
-    Parameters
-    ----------
-    method : str or Segmenter
-        A registered name (``mitocyto``, ``cellpose``, ...), ``external:<folder>`` or a
-        constructed segmenter.
-    dataset : Dataset or path-like
-    split : str
-        Sections to predict when ``sections`` is None (default ``test``).
-    sections : list of str, optional
-        Section ids (``P02`` or ``IMC/P02``), any split.
-    workdir : path-like
-        Where models, predictions and results go.
-    quick : bool
-        Short training (smoke runs).
-    force : bool
-        Refit and re-predict even when cached.
-    params : dataclass or dict, optional
-        The method's params.
-
-    Returns
-    -------
-    RunResult
-        A failing section is recorded in ``errors`` and the others complete.
-
-    Raises
-    ------
-    ValueError
-        Unknown method (the message lists the known ones).
-    SegmenterError
-        The method cannot run at all (e.g. pretrained weights unavailable offline); one line.
-    DataError
-        No sections to predict, or an unknown section id.
-    """
-    from tqdm.auto import tqdm
-
-    from .. import metrics
-    from ..dataset import Dataset
-
-    if not isinstance(dataset, Dataset):
-        dataset = Dataset(dataset)
-    workdir = Path(workdir)
-    if isinstance(method, Segmenter):
-        segmenter = method
-        segmenter.workdir = workdir
-    else:
-        segmenter = get_segmenter(str(method), params=params, workdir=workdir, quick=quick)
-    label = method_label(segmenter)
-    chosen = _choose_sections(dataset, split, sections)
-
-    try:
-        segmenter.fit(dataset.sections(split="train"), force=force)
-    except SegmenterError as error:
-        raise SegmenterError(f"{label} cannot run: {_one_line(error)}") from error
-
-    result = RunResult(method=label, source=segmenter.source)
-    instance_tables = []
-    out_dir = workdir / "results" / label
-    for section in tqdm(chosen, desc=f"{label}", unit="section", disable=not progress):
-        try:
-            table, instance, note = evaluate_section(segmenter, section, label, force=force)
-            path = write_csv(out_dir / f"{section.modality}_{section.id}.csv", table)
-            result.tables[section.key] = table
-            result.paths[section.key] = path
-            if instance is not None:
-                instance_tables.append(instance)
-            elif note:
-                log.warning("%s %s: instance metrics failed: %s", label, section.key, note)
-            log.info("%s %s: %d GT fibres, %d matched", label, section.key, len(table),
-                     int(table["matched"].sum()) if len(table) else 0)
-        except SegmenterError as error:  # the method itself cannot run: stop, one line
-            raise SegmenterError(f"{label} cannot run: {_one_line(error)}") from error
-        except Exception as error:  # noqa: BLE001 - one bad section must not stop the others
-            message = _one_line(error)
-            result.errors[section.key] = message
-            log.error("%s %s: %s", label, section.key, message)
-            stale = out_dir / f"{section.modality}_{section.id}.csv"
-            if stale.is_file():  # an earlier run's table would pass for this run's result
-                stale.unlink()
-                log.warning("%s: removed the earlier per-fibre table of %s", stale, section.key)
-
-    result.summary = _summary(result, metrics, chosen, instance_tables)
-    results_root = workdir / "results"
-    write_csv(results_root / f"{label}_summary.csv", result.summary)
-    if instance_tables:
-        per_section = pd.concat(instance_tables, ignore_index=True)
-        per_section.insert(0, "method", label)
-        pooled = metrics.aggregate_instance_metrics(instance_tables).assign(
-            section="all", modality="all")
-        pooled.insert(0, "method", label)
-        result.instance = pd.concat([per_section, pooled], ignore_index=True)
-    failed = {tuple(key.split("/", 1)) for key in result.errors}
-    if instance_tables or failed:
-        _merge_instance_csv(results_root / f"{label}_instance.csv",
-                            per_section if instance_tables else None, failed)
-    return result
 
 
 def _merge_instance_csv(path: Path, rows: pd.DataFrame | None, failed=()) -> None:

@@ -1,0 +1,406 @@
+"""The curation models (:class:`CurationModels`): training, caching, loading and curating.
+
+Also :class:`ArraySection`, an in-memory section the curation functions take like a
+dataset section.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import DataError, write_text
+from .classifiers import (CurationError, CurationParams, FibreClassifier,
+                          FoldedRegionClassifier, NotTrainedError)
+from .features import (FAM_FEATURES, NTM_FEATURES, _as_rgb, _check_mask, _fraction_inside,
+                       class_flags, fam_features, fibre_diameter, ntm_features)
+
+log = logging.getLogger(__package__)  # the package's logger, named as before the split
+
+#: Masks returned by :func:`curate`.
+CURATED_ROLES = ("myofibres", "fr", "fr_fibres", "ntm", "ntm_rule", "fam", "analysable",
+                 "am_vs_nam")
+#: Values of the AM-vs-NAM class mask (as in the dataset).
+AM_CLASS, NAM_CLASS = 1, 2
+
+
+# ============================================================================ sections
+class ArraySection:
+    """In-memory section with the :class:`~nclsm_utils.dataset.Section` reading interface.
+
+    Wraps the dict of :func:`nclsm_utils.synth.generate_section` (or any role -> array
+    mapping) so that the curation functions take it like a dataset section.
+
+    >>> from nclsm_utils.synth import SynthConfig, generate_section
+    >>> sec = ArraySection(generate_section("P02", "IMC", SynthConfig.preset("tiny")), "IMC", "P02")
+    >>> sec.image().shape, sec.has("fam")
+    ((192, 192, 3), True)
+    """
+
+    def __init__(self, arrays: dict, modality: str = "IMC", id: str = "section",
+                 split: str = "train"):
+        self.arrays = dict(arrays)
+        self.modality = modality
+        self.id = id
+        self.split = split
+
+    @property
+    def key(self) -> str:
+        return f"{self.modality}/{self.id}"
+
+    def has(self, role: str) -> bool:
+        return role in self.arrays
+
+    def image(self) -> np.ndarray:
+        return self.arrays["image"]
+
+    def mask(self, role: str = "myofibres") -> np.ndarray:
+        if role not in self.arrays:
+            raise DataError(f"section {self.key} has no {role!r} array")
+        return np.asarray(self.arrays[role])
+
+    def shape(self, role=None):
+        return self.image().shape[:2]
+
+    def __repr__(self) -> str:
+        return f"ArraySection({self.key!r}, roles={sorted(self.arrays)})"
+
+
+def _file_facts(section) -> list:
+    files = getattr(section, "files", None)
+    if not files:
+        return [section.key]
+    facts = [section.key]
+    for role in sorted(files):
+        path = Path(files[role])
+        try:
+            facts.append([role, path.stat().st_size])
+        except OSError:
+            facts.append([role, None])
+    return facts
+
+
+# ============================================================================ models
+MODEL_FILES = {"ntm": "ntm.joblib", "fam": "fam.joblib", "fr": "fr.joblib"}
+
+
+def training_tables(section, overlap: float = 0.5) -> dict:
+    """Per-fibre feature tables of a section's ground-truth myofibres with their targets.
+
+    Returns ``{"ntm": DataFrame, "fam": DataFrame, "diameter": float}``; each table has a
+    ``section`` column and, when the section has the class mask, a bool ``target`` column
+    (a fibre is in the class when more than ``overlap`` of its area is in the mask).
+    """
+    labels = section.mask("myofibres")
+    diameter = fibre_diameter(labels, section.modality)
+    ntm_t = ntm_features(labels)
+    fam_t = fam_features(section.image(), labels, diameter)
+    for table, role in ((ntm_t, "ntm"), (fam_t, "fam")):
+        table.insert(0, "section", section.key)
+        if section.has(role):
+            table["target"] = class_flags(labels, section.mask(role), overlap).to_numpy()
+    return {"ntm": ntm_t, "fam": fam_t, "diameter": diameter}
+
+
+def _concat(tables, columns) -> pd.DataFrame:
+    if not tables:
+        return pd.DataFrame({c: pd.Series([], dtype=bool if c == "target" else "float64")
+                             for c in columns})
+    return pd.concat(tables, ignore_index=True)
+
+
+class CurationModels:
+    """The three learned curation models (NTM, FAM, FR) with their parameters.
+
+    >>> models = CurationModels()
+    >>> models.fitted
+    False
+    """
+
+    def __init__(self, params: CurationParams | None = None):
+        self.params = params or CurationParams()
+        p = self.params
+        self.ntm = FibreClassifier("NTM", NTM_FEATURES, seed=p.seed, n_estimators=p.n_estimators,
+                                   min_samples_leaf=p.min_samples_leaf, threshold=p.ntm_threshold,
+                                   n_jobs=p.n_jobs)
+        self.fam = FibreClassifier("FAM", FAM_FEATURES, seed=p.seed, n_estimators=p.n_estimators,
+                                   min_samples_leaf=p.min_samples_leaf, threshold=p.fam_threshold,
+                                   n_jobs=p.n_jobs)
+        self.fr = FoldedRegionClassifier(p)
+        self.train_ids: list[str] = []
+        self.info: dict = {}
+        self.path: Path | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.ntm.fitted and self.fam.fitted and self.fr.fitted
+
+    def require_fitted(self) -> None:
+        for name in ("ntm", "fam", "fr"):
+            if not getattr(self, name).fitted:
+                raise NotTrainedError(f"the {name.upper()} curation classifier is not trained: "
+                                      "train with train_models() / CurationModels.fit() or load "
+                                      "with CurationModels.load()")
+
+    def fit(self, sections) -> "CurationModels":
+        """Train all three models on ``sections`` (each needs ``image`` and ``myofibres``;
+        ``ntm``, ``fam`` and ``fr`` masks label the targets)."""
+        sections = list(sections)
+        if not sections:
+            raise CurationError("no training sections: the dataset's train split is empty")
+        start = time.perf_counter()
+        self.train_ids = sorted(s.key for s in sections)
+        ntm_tables, fam_tables, diameters = [], [], {}
+        for section in sections:
+            tables = training_tables(section, self.params.class_overlap)
+            diameters[section.key] = tables["diameter"]
+            if "target" in tables["ntm"]:
+                ntm_tables.append(tables["ntm"])
+            else:
+                log.warning("%s: no NTM mask; not used to train the NTM classifier", section.key)
+            if "target" in tables["fam"]:
+                fam_tables.append(tables["fam"])
+            else:
+                log.warning("%s: no FAM mask; not used to train the FAM classifier", section.key)
+        ntm_all = _concat(ntm_tables, [*NTM_FEATURES, "target"])
+        fam_all = _concat(fam_tables, [*FAM_FEATURES, "target"])
+        self.ntm.fit(ntm_all, ntm_all["target"].astype(bool))
+        self.fam.fit(fam_all, fam_all["target"].astype(bool))
+        self.fr.fit(sections, diameters)
+        self.info = {"train": self.train_ids, "ntm_fibres": self.ntm.n_train,
+                     "ntm_positive": self.ntm.n_positive, "fam_fibres": self.fam.n_train,
+                     "fam_positive": self.fam.n_positive, "fr_pixels": self.fr.n_samples,
+                     "seconds": round(time.perf_counter() - start, 2)}
+        log.info("curation models trained on %d sections in %.1f s", len(sections),
+                 self.info["seconds"])
+        return self
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, folder) -> Path:
+        """Write the models (joblib) and ``model.json`` into ``folder`` (atomically per file)."""
+        import joblib
+
+        from ..io import atomic_path
+
+        self.require_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, filename in MODEL_FILES.items():
+            with atomic_path(folder / filename) as tmp:
+                joblib.dump(getattr(self, name), tmp)
+        import sklearn
+
+        write_text(folder / "model.json", json.dumps({
+            "name": "curation", "params": self.params.key(), "info": self.info,
+            "sklearn": sklearn.__version__}, indent=2, default=str))
+        self.path = folder
+        return folder
+
+    @classmethod
+    def load(cls, folder) -> "CurationModels":
+        """Read models written by :meth:`save`."""
+        import joblib
+
+        folder = Path(folder)
+        marker = folder / "model.json"
+        if not marker.is_file():
+            raise DataError(f"{folder}: no curation models here (expected model.json and "
+                            f"{', '.join(MODEL_FILES.values())}); train with train_models()")
+        meta = json.loads(marker.read_text())
+        params = _params_from_dict(meta.get("params", {}))
+        models = cls(params)
+        for name, filename in MODEL_FILES.items():
+            path = folder / filename
+            try:
+                setattr(models, name, joblib.load(path))
+            except Exception as error:  # joblib/pickle raise many types for bad files
+                raise DataError(f"{path}: cannot load the {name.upper()} model ({error}); delete "
+                                "the folder to retrain") from error
+        models.info = meta.get("info", {})
+        models.train_ids = list(models.info.get("train", []))
+        models.path = folder
+        return models
+
+
+def _params_from_dict(values: dict) -> CurationParams:
+    fields = {f.name for f in dataclasses.fields(CurationParams)}
+    kept = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in fields}
+    return CurationParams(**kept)
+
+
+def models_key(sections, params: CurationParams) -> str:
+    """Hash of the parameters and the training sections (ids and file sizes)."""
+    payload = {"params": params.key(), "train": sorted((_file_facts(s) for s in sections),
+                                                       key=lambda f: f[0]), "version": 1}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def models_dir(workdir, sections, params: CurationParams | None = None) -> Path:
+    """``<workdir>/models/curation-<hash>/`` for these training sections and parameters."""
+    params = params or CurationParams()
+    return Path(workdir) / "models" / f"curation-{models_key(list(sections), params)}"
+
+
+def train_models(sections, workdir="data", params: CurationParams | None = None,
+                 force: bool = False, cache: bool = True) -> CurationModels:
+    """Train the curation models on ``sections`` (the train split), or load them from cache.
+
+    Parameters
+    ----------
+    sections : iterable of Section (or :class:`ArraySection`)
+    workdir : path-like
+        Models are cached in ``<workdir>/models/curation-<hash>/``.
+    params : CurationParams, optional
+    force : bool
+        Retrain even when a cached model exists.
+    cache : bool
+        Write (and read) the cache; False trains in memory only.
+    """
+    params = params or CurationParams()
+    sections = list(sections)
+    folder = models_dir(workdir, sections, params)
+    if cache and not force and (folder / "model.json").is_file():
+        try:
+            models = CurationModels.load(folder)
+            log.info("curation models loaded from %s", folder)
+            return models
+        except DataError as error:
+            log.warning("%s; retraining", error)
+    models = CurationModels(params).fit(sections)
+    if cache:
+        models.save(folder)
+    return models
+
+
+# ============================================================================ curation
+def classify_fibres(section, myofibres: np.ndarray | None = None,
+                    models: CurationModels | None = None, image: np.ndarray | None = None,
+                    fr_mask: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Classify every fibre of a section's (ground-truth or predicted) myofibre mask.
+
+    Parameters
+    ----------
+    section : Section or ArraySection
+        Gives the image (and the ground-truth myofibres when ``myofibres`` is None).
+    myofibres : (H, W) label image, optional
+        Predicted myofibres; default: the section's ground truth.
+    models : CurationModels
+        Trained models (:func:`train_models`).
+    image : (H, W, 3) array, optional
+        The section image, when already read.
+    fr_mask : (H, W) bool, optional
+        A folded-region mask to use instead of predicting one.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per fibre: ``label``, ``area``, ``fr_overlap`` (fraction in the predicted
+        FR), ``fr``, ``ntm_rule``, ``ntm_proba``, ``ntm``, ``fam_proba``, ``fam`` (raw
+        decisions of each classifier) and ``analysable`` (none of fr, ntm, fam).
+    fr : (H, W) bool
+        The folded-region mask.
+    """
+    if models is None:
+        raise NotTrainedError("curation needs trained models: pass models=train_models(...)")
+    models.require_fitted()
+    image = _as_rgb(section.image() if image is None else image)
+    labels = section.mask("myofibres") if myofibres is None else myofibres
+    labels = _check_mask(labels, image)
+    diameter = fibre_diameter(labels, getattr(section, "modality", None))
+    if fr_mask is None:
+        fr_mask = models.fr.predict(image, diameter)
+    fr_mask = np.asarray(fr_mask) > 0
+    ntm_t = ntm_features(labels)
+    fam_t = fam_features(image, labels, diameter)
+    ids = ntm_t["label"].to_numpy(np.int64)
+    table = pd.DataFrame({"label": ids})
+    table["area"] = np.bincount(labels.ravel())[ids] if ids.size else np.zeros(0, np.int64)
+    table["fr_overlap"] = _fraction_inside(labels, fr_mask, ids) if ids.size else np.zeros(0)
+    table["fr"] = table["fr_overlap"] > models.params.fr_overlap
+    table["ntm_rule"] = ntm_t["ntm_rule"].to_numpy(bool)
+    table["ntm_proba"] = models.ntm.predict_proba(ntm_t)
+    table["ntm"] = (table["ntm_proba"] >= models.ntm.threshold) | ntm_t["skipped"].to_numpy(bool)
+    table["fam_proba"] = models.fam.predict_proba(fam_t)
+    table["fam"] = table["fam_proba"] >= models.fam.threshold
+    table["analysable"] = ~(table["fr"] | table["ntm"] | table["fam"])
+    return table, fr_mask
+
+
+def masks_from_table(labels: np.ndarray, table: pd.DataFrame, fr_mask: np.ndarray,
+                     ntm_column: str = "ntm") -> dict[str, np.ndarray]:
+    """Curated masks from a per-fibre table (:func:`classify_fibres`).
+
+    Class masks are exclusive in the workflow's order: a fibre in a folded region is only in
+    ``fr_fibres``; an NTM fibre is not also FAM. ``ntm_rule`` shows the published rule's
+    flags (outside folded regions). Instance masks keep the myofibre ids.
+
+    ``analysable`` = myofibres minus ``fr_fibres``, ``ntm`` (``ntm_column``) and ``fam``.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max()) + 1 if labels.size else 1
+    ids = table["label"].to_numpy(np.int64)
+
+    def lookup(flags) -> np.ndarray:
+        keep = np.zeros(n, bool)
+        keep[ids[np.asarray(flags, bool)]] = True
+        return keep
+
+    fr = lookup(table["fr"])
+    ntm = lookup(table[ntm_column]) & ~fr
+    ntm_rule_ = lookup(table["ntm_rule"]) & ~fr
+    fam = lookup(table["fam"]) & ~fr & ~ntm
+    fibre = lookup(np.ones(len(table), bool))
+    analysable = fibre & ~fr & ~ntm & ~fam
+    dtype = labels.dtype if labels.dtype.kind == "u" else np.uint32
+
+    def keep(flags):
+        return np.where(flags[labels], labels, 0).astype(dtype)
+
+    am_vs_nam = np.where(labels > 0, np.where(analysable[labels], AM_CLASS, NAM_CLASS), 0)
+    return {
+        "myofibres": labels,
+        "fr": np.asarray(fr_mask, bool).astype(np.uint8),
+        "fr_fibres": keep(fr),
+        "ntm": keep(ntm),
+        "ntm_rule": keep(ntm_rule_),
+        "fam": keep(fam),
+        "analysable": keep(analysable),
+        "am_vs_nam": am_vs_nam.astype(np.uint8),
+    }
+
+
+def curate(section, myofibres: np.ndarray | None = None, models: CurationModels | None = None,
+           ntm: str = "learned") -> dict[str, np.ndarray]:
+    """Curate one section: folded regions, NTM, FAM and the analysable myofibres.
+
+    Parameters
+    ----------
+    section : Section or ArraySection
+    myofibres : (H, W) label image, optional
+        Predicted myofibres; default: the section's ground-truth myofibres.
+    models : CurationModels
+        Trained models (:func:`train_models`); required.
+    ntm : {"learned", "rule"}
+        Which NTM decision removes fibres from the analysable mask.
+
+    Returns
+    -------
+    dict
+        :data:`CURATED_ROLES` -> arrays (see :func:`masks_from_table`): ``fr`` (uint8 0/1
+        region mask), instance masks ``fr_fibres``, ``ntm``, ``ntm_rule``, ``fam``,
+        ``analysable`` (myofibre ids kept) and ``am_vs_nam`` (1 analysable, 2 not).
+    """
+    if ntm not in ("learned", "rule"):
+        raise ValueError(f"ntm must be 'learned' or 'rule', got {ntm!r}")
+    image = section.image()
+    labels = section.mask("myofibres") if myofibres is None else myofibres
+    table, fr_mask = classify_fibres(section, labels, models, image=image)
+    return masks_from_table(labels, table, fr_mask,
+                            ntm_column="ntm" if ntm == "learned" else "ntm_rule")

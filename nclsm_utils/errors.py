@@ -1,0 +1,16 @@
+"""The package's one error base: every error nclsm raises on purpose is an :class:`NclsmError`.
+
+Each subclass keeps its meaning, its message and its built-in base (a bad input file is a
+``ValueError``, a method that cannot run a ``RuntimeError``), so ``except ValueError`` code
+keeps working while ``except NclsmError`` catches everything the package raises on purpose:
+
+>>> from nclsm_utils.errors import NclsmError
+>>> from nclsm_utils.io import DataError
+>>> issubclass(DataError, NclsmError), issubclass(DataError, ValueError)
+(True, True)
+"""
+from __future__ import annotations
+
+
+class NclsmError(Exception):
+    """Base of the package's errors; messages name the file or setting and the fix."""
