@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -62,12 +63,17 @@ def cmd_table1(args) -> int:
     return 0
 
 
+def _notebook_sources():
+    """``$NCLSM_NOTEBOOKS`` (another folder of notebook sources) or None (the default)."""
+    return os.environ.get("NCLSM_NOTEBOOKS") or None
+
+
 def cmd_report(args) -> int:
     from .pipeline import build_report
 
     index = build_report(data_dir=args.data, reports_dir=args.reports, quick=args.quick,
                          force=args.force, scheduler=args.scheduler, workers=args.workers,
-                         ncl_sm_repo=args.ncl_sm_repo)
+                         ncl_sm_repo=args.ncl_sm_repo, source_dir=_notebook_sources())
     print(f"report ready: {index}")
     return 0
 
@@ -243,7 +249,8 @@ def cmd_run(args) -> int:
                                  reports=args.reports, workdir=args.workdir, methods=methods,
                                  quick=args.quick, force=args.force,
                                  parameters=parameters,
-                                 notebooks=args.notebooks, progress=not args.no_progress)
+                                 notebooks=args.notebooks, progress=not args.no_progress,
+                                 source_dir=_notebook_sources())
     except NotebookFailed as failure:
         print(f"nclsm run: {failure}", file=sys.stderr)
         print("nclsm run: the reports written before it are kept; fix the cause and rerun "
@@ -334,6 +341,15 @@ def _add_dask_options(p, batch: bool = False) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N", help=help_workers)
 
 
+def _add_table_parser(sub, name: str, help: str, func) -> None:
+    """A dataset-table subcommand: ``--data`` (required), ``--roles``, ``--json``."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--data", required=True)
+    p.add_argument("--roles", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nclsm", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -354,11 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check_data)
 
-    p = sub.add_parser("table1", help="Table I: annotation counts per modality")
-    p.add_argument("--data", required=True)
-    p.add_argument("--roles", default=None)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_table1)
+    _add_table_parser(sub, "table1", "Table I: annotation counts per modality", cmd_table1)
 
     p = sub.add_parser("report", help="default data (when needed) + all notebooks + the site")
     p.add_argument("--data", default="data", help="NCL-SM folder, or where synthetic data goes")
@@ -438,11 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summarise)
 
-    p = sub.add_parser("table2", help="Table II: QA duplicate annotations vs ground truth")
-    p.add_argument("--data", required=True)
-    p.add_argument("--roles", default=None)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_table2)
+    _add_table_parser(sub, "table2", "Table II: QA duplicate annotations vs ground truth",
+                      cmd_table2)
 
     p = sub.add_parser("run", help="execute the notebooks with papermill into reports/ "
                                    "(skips what is up to date, resumes after a failure)")

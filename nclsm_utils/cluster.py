@@ -1,8 +1,8 @@
 """The Dask cluster the batch runs on: settings, the client, the environment it leaves.
 
 :func:`dask_client` gives ``None`` (run in this process), a local cluster of single-threaded
-worker processes, or a client of a running scheduler; :func:`dask_settings` reads the
-``NCLSM_SCHEDULER`` / ``NCLSM_WORKERS`` defaults. The per-section tasks and the resumable
+worker processes, or a client of a running scheduler; :func:`dask_settings` resolves the
+``NCLSM_SCHEDULER`` / ``NCLSM_WORKERS`` defaults from an environment its caller passes. The per-section tasks and the resumable
 batch that use the client are :mod:`nclsm_utils.runner`.
 """
 from __future__ import annotations
@@ -33,17 +33,24 @@ LOCAL_CLUSTER_CONFIG = {
 }
 
 
-def dask_settings(scheduler=None, workers=None) -> tuple:
-    """``(scheduler, workers)``: the arguments when given, else ``$NCLSM_SCHEDULER`` and
-    ``$NCLSM_WORKERS``, else ``(None, 1)`` (no Dask).
+def dask_settings(scheduler=None, workers=None, environ=None) -> tuple:
+    """``(scheduler, workers)``: the arguments when given, else ``NCLSM_SCHEDULER`` and
+    ``NCLSM_WORKERS`` of ``environ`` (a mapping the caller passes, e.g. ``os.environ`` in the
+    ``nclsm`` command and the notebooks; the library never reads the environment itself),
+    else ``(None, 1)`` (no Dask).
 
     >>> dask_settings("tcp://head:8786", 4)
     ('tcp://head:8786', 4)
+    >>> dask_settings(None, None, {"NCLSM_SCHEDULER": "tcp://h:8786", "NCLSM_WORKERS": "2"})
+    ('tcp://h:8786', 2)
+    >>> dask_settings()
+    (None, 1)
     """
+    environ = {} if environ is None else environ
     if scheduler is None or scheduler == "":
-        scheduler = os.environ.get(SCHEDULER_ENV) or None
+        scheduler = environ.get(SCHEDULER_ENV) or None
     if workers is None:
-        value = os.environ.get(WORKERS_ENV, "") or "1"
+        value = environ.get(WORKERS_ENV, "") or "1"
         try:
             workers = int(value)
         except ValueError:

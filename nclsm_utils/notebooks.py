@@ -139,9 +139,9 @@ def project_root() -> Path:
 
 
 def notebooks_dir() -> Path:
-    """``$NCLSM_NOTEBOOKS`` when set, else ``<project root>/notebooks``."""
-    env = os.environ.get("NCLSM_NOTEBOOKS")
-    return Path(env) if env else project_root() / "notebooks"
+    """``<project root>/notebooks`` (the ``nclsm`` command takes ``$NCLSM_NOTEBOOKS``
+    instead when set, and passes it as ``source_dir``)."""
+    return project_root() / "notebooks"
 
 
 def job_slug(method: str) -> str:

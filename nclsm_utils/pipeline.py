@@ -52,7 +52,7 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
                    force: bool = False, sections=None, progress: bool = True,
                    scheduler=None, workers=None, seeds: int = 1):
     """Fit, predict and evaluate one method (:func:`nclsm_utils.runner.run_method`, on Dask
-    when ``scheduler``/``workers`` or ``$NCLSM_SCHEDULER``/``$NCLSM_WORKERS`` say so) and
+    when ``scheduler`` or ``workers`` > 1 say so) and
     record how it went in ``<workdir>/results/<label>_run.json``
     (:func:`nclsm_utils.runner.write_run_record`).
 
@@ -85,8 +85,8 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
               "sections": [], "errors": {}, "error": "", "source": ""}
     result = None
     try:
-        # Dask (scheduler address, or workers > 1; default $NCLSM_SCHEDULER / $NCLSM_WORKERS;
-        # `nclsm run --workers/--scheduler` sets the first to its batch's cluster): the same
+        # Dask (scheduler address, or workers > 1; the notebook resolves $NCLSM_SCHEDULER,
+        # which `nclsm run --workers/--scheduler` sets to its batch's cluster): the same
         # tables, resumable per section
         scheduler, workers = dask_settings(scheduler, workers)
         result = run_method(method, dataset, split=split, sections=sections, workdir=workdir,
@@ -158,13 +158,14 @@ def resolve_and_run(data_dir="data", scheduler=None, workers: int = 1,
 
 def build_report(data_dir="data", reports_dir="reports", quick: bool = False,
                  force: bool = False, scheduler=None, workers: int = 1,
-                 ncl_sm_repo=None) -> Path:
+                 ncl_sm_repo=None, source_dir=None) -> Path:
     """Build the report: default data when needed, every notebook, the site.
 
     ``scheduler`` / ``workers``: see :func:`run_notebooks` (``workers=2``: two notebooks at a
     time and a two-process local Dask cluster; the same outputs). ``ncl_sm_repo``: a
     checkout of the paper's code repository; the "Paper reproduction" page then recomputes
-    its published numbers (:mod:`nclsm_utils.reproduce`).
+    its published numbers (:mod:`nclsm_utils.reproduce`). ``source_dir``: the notebook
+    sources (default :func:`nclsm_utils.notebooks.notebooks_dir`).
 
     Returns the path of ``_site/index.html``. A failing notebook raises
     :class:`NotebookFailed` (the reports already written stay; a rerun resumes).
@@ -174,7 +175,8 @@ def build_report(data_dir="data", reports_dir="reports", quick: bool = False,
     reports = Path(reports_dir)
     parameters = {"ncl_sm_repo": str(Path(ncl_sm_repo).resolve())} if ncl_sm_repo else None
     result = resolve_and_run(data_dir, scheduler=scheduler, workers=workers, reports=reports,
-                             quick=quick, force=force, parameters=parameters)
+                             quick=quick, force=force, parameters=parameters,
+                             source_dir=source_dir)
     log.info("notebooks: %s (reports in %s)", result.summary(), reports)
     site = build_site(reports_dir=reports)
     if site.note:

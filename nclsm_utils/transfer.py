@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import MetricWarning, a_column, evaluate, instance_metrics, summarise
-from . import synth
 from .calibration import at_diameter
 from .realpanel import half_of, median_diameter
 

@@ -45,28 +45,30 @@ class Workdir:
     ----------
     root : path-like
         The work directory (``data/`` for the default data: :func:`default_workdir`).
+
+    Attributes
+    ----------
+    root : Path
+        The work directory.
+    models, predictions, results : Path
+        Its ``models/``, ``predictions/`` and ``results/`` folders.
     """
 
     def __init__(self, root):
         self.root = Path(root)
+        self.models = self.root / "models"
+        self.predictions = self.root / "predictions"
+        self.results = self.root / "results"
 
     def __repr__(self) -> str:
         return f"Workdir({str(self.root)!r})"
 
     # -- models ---------------------------------------------------------------------------
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
     def model_dir(self, method: str, key: str) -> Path:
         """``models/<method>-<key>``."""
         return self.models / f"{method}-{key}"
 
     # -- predictions ----------------------------------------------------------------------
-    @property
-    def predictions(self) -> Path:
-        return self.root / "predictions"
-
     def prediction_dir(self, method: str) -> Path:
         """``predictions/<method>``."""
         return self.predictions / method
@@ -92,10 +94,6 @@ class Workdir:
         return read_array(path)
 
     # -- results --------------------------------------------------------------------------
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
-
     def results_dir(self, label: str) -> Path:
         """``results/<label>``: the method's per-fibre tables."""
         return self.results / label

@@ -194,8 +194,13 @@ seeds = 1               # > 1: train and score a trained method again with furth
     code(SETUP),
     md("## Fit, predict, evaluate"),
     code('''
+import os
+
+from nclsm_utils.cluster import dask_settings
 from nclsm_utils.pipeline import segment_method
 
+# `nclsm run --workers/--scheduler` hands its Dask cluster to this kernel as $NCLSM_SCHEDULER
+scheduler, workers = dask_settings(scheduler, workers, os.environ)
 result, status = segment_method(method, dataset, split=split, sections=sections,
                                 workdir=workdir, quick=quick, force=force,
                                 scheduler=scheduler, workers=workers, seeds=seeds)
@@ -402,6 +407,11 @@ params = curation.CurationParams().quick() if quick else curation.CurationParams
 models = curation.train_models(dataset.sections(split="train"), workdir=workdir, params=params)
 # ground truth and every method, one task per method on Dask when a scheduler is set
 # (`nclsm run --workers 2` sets $NCLSM_SCHEDULER), else one after the other
+import os
+
+from nclsm_utils.cluster import dask_settings
+
+scheduler, workers = dask_settings(scheduler, workers, os.environ)
 results, failed = curation.evaluate_curation_methods(
     dataset, ["gt", *methods], workdir=workdir, split=split, models=models,
     scheduler=scheduler, workers=workers)

@@ -171,16 +171,14 @@ def test_a_method_that_cannot_run_does_not_stop_the_others(tiny_root, tmp_path, 
 
 
 def test_dask_settings_and_environment(monkeypatch):
-    monkeypatch.delenv("NCLSM_SCHEDULER", raising=False)
-    monkeypatch.delenv("NCLSM_WORKERS", raising=False)
+    monkeypatch.setenv("NCLSM_SCHEDULER", "tcp://ignored:1")      # the library never reads it
     assert dask_settings() == (None, 1)
     assert dask_settings("tcp://h:8786", 3) == ("tcp://h:8786", 3)
-    monkeypatch.setenv("NCLSM_SCHEDULER", "tcp://h:8786")
-    monkeypatch.setenv("NCLSM_WORKERS", "4")
-    assert dask_settings() == ("tcp://h:8786", 4)
-    monkeypatch.setenv("NCLSM_WORKERS", "many")
+    environ = {"NCLSM_SCHEDULER": "tcp://h:8786", "NCLSM_WORKERS": "4"}
+    assert dask_settings(None, None, environ) == ("tcp://h:8786", 4)
+    assert dask_settings("tcp://x:1", 2, environ) == ("tcp://x:1", 2)
     with pytest.raises(ValueError, match="NCLSM_WORKERS"):
-        dask_settings()
+        dask_settings(None, None, {"NCLSM_WORKERS": "many"})
 
 
 # ------------------------------------------------------------------------------ kill, resume
@@ -268,8 +266,10 @@ def test_scheduler_address_cli_and_notebook_entry(tiny_root, masks, serial, clus
     assert result_files(tmp_path / "b") == reference
     # the notebooks' entry point, with the scheduler from the environment (nclsm run)
     monkeypatch.setenv("NCLSM_SCHEDULER", address)
+    scheduler, workers = dask_settings(None, None, os.environ)
     result, record = segment_method("mitocyto", Dataset(tiny_root), sections=ALL,
-                                    workdir=tmp_path / "c", progress=False)
+                                    workdir=tmp_path / "c", progress=False,
+                                    scheduler=scheduler, workers=workers)
     assert record["status"] == "ok" and isinstance(result, MethodRun)
     assert result_files(tmp_path / "c") == reference
 

@@ -331,3 +331,11 @@ def test_cli_segment(tiny_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "mitocyto" in out and "mean IoU" in out
     assert (tmp_path / "results" / "mitocyto" / "IMC_P02.csv").is_file()
+
+
+def test_has_cached_model_is_a_query(tiny, tmp_path):
+    seg = get_segmenter("unet", workdir=tmp_path, quick=True)
+    before = (list(seg.train_ids), dict(seg.diameters), seg.model_dir)
+    assert not seg.has_cached_model(tiny.sections(split="train"))
+    assert (list(seg.train_ids), dict(seg.diameters), seg.model_dir) == before
+    assert get_segmenter("mitocyto", workdir=tmp_path).has_cached_model([])

@@ -355,8 +355,8 @@ def evaluate_curation_methods(dataset, methods, workdir="data", split: str = "te
                               models: CurationModels | None = None, scheduler=None,
                               workers: int | None = None, **options) -> tuple[dict, dict]:
     """:func:`evaluate_curation` for several methods, one Dask task per method when a
-    scheduler is given or ``workers > 1`` (defaults: ``$NCLSM_SCHEDULER`` / ``$NCLSM_WORKERS``,
-    see :func:`nclsm_utils.cluster.dask_settings`); else one after the other here.
+    scheduler is given or ``workers > 1`` (callers resolve ``$NCLSM_SCHEDULER`` with
+    :func:`nclsm_utils.cluster.dask_settings`); else one after the other here.
 
     Parameters
     ----------

@@ -416,21 +416,23 @@ class FibreRings:
     inner_positive: np.ndarray | None = None
     outer_positive: np.ndarray | None = None
 
+    @staticmethod
+    def _positive_percent(ring: np.ndarray, positive: np.ndarray | None) -> float:
+        """100 x positive pixels / ring pixels; NaN without an image or for an empty ring."""
+        if positive is None:
+            return math.nan
+        total = int(ring.sum())
+        return (int(positive.sum()) / total) * 100 if total else math.nan
+
     @property
     def membrane_included(self) -> float:
         """100 x membrane-positive AiB pixels / AiB pixels (NaN without an image)."""
-        if self.inner_positive is None:
-            return math.nan
-        total = int(self.inner.sum())
-        return (int(self.inner_positive.sum()) / total) * 100 if total else math.nan
+        return self._positive_percent(self.inner, self.inner_positive)
 
     @property
     def mass_missed(self) -> float:
         """100 x mass-positive AoB pixels / AoB pixels (NaN without an image)."""
-        if self.outer_positive is None:
-            return math.nan
-        total = int(self.outer.sum())
-        return (int(self.outer_positive.sum()) / total) * 100 if total else math.nan
+        return self._positive_percent(self.outer, self.outer_positive)
 
 
 def fibre_box(labels: np.ndarray, label: int) -> tuple[int, int, int, int] | None:

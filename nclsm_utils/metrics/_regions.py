@@ -221,21 +221,29 @@ def fill_holes(region: np.ndarray) -> np.ndarray:
     return buffer[1:-1, 1:-1] != 2
 
 
+def _square_filter(mask: np.ndarray, half_width: int, erode: bool) -> np.ndarray:
+    """Erosion (``erode=True``) or dilation by a (2k+1)^2 square of a bool mask.
+
+    Pixels outside the array count as the value the filter leaves unchanged:
+    foreground for the erosion, background for the dilation. OpenCV when
+    available (``cv2`` is looked up at call time), else scipy's min/max filter.
+    """
+    size = 2 * half_width + 1
+    border = 1 if erode else 0
+    if cv2 is None:
+        scipy_filter = ndimage.minimum_filter if erode else ndimage.maximum_filter
+        return scipy_filter(mask.view(np.uint8), size, mode="constant", cval=border).view(bool)
+    kernel = np.ones((size, size), np.uint8)
+    cv2_filter = cv2.erode if erode else cv2.dilate
+    return cv2_filter(mask.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT,
+                      borderValue=border).view(bool)
+
+
 def _erode(mask: np.ndarray, half_width: int) -> np.ndarray:
     """Erosion by a (2k+1)^2 square; pixels outside the array count as foreground."""
-    size = 2 * half_width + 1
-    if cv2 is None:
-        return ndimage.minimum_filter(mask.view(np.uint8), size, mode="constant", cval=1).view(bool)
-    kernel = np.ones((size, size), np.uint8)
-    return cv2.erode(mask.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT,
-                     borderValue=1).view(bool)
+    return _square_filter(mask, half_width, erode=True)
 
 
 def _dilate(mask: np.ndarray, half_width: int) -> np.ndarray:
     """Dilation by a (2k+1)^2 square; pixels outside the array count as background."""
-    size = 2 * half_width + 1
-    if cv2 is None:
-        return ndimage.maximum_filter(mask.view(np.uint8), size, mode="constant", cval=0).view(bool)
-    kernel = np.ones((size, size), np.uint8)
-    return cv2.dilate(mask.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT,
-                      borderValue=0).view(bool)
+    return _square_filter(mask, half_width, erode=False)

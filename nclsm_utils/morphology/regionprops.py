@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .shape import (_compact_labels, _convex_hull_row_spans, _empty_frame, check_labels,
-                    crofton_perimeter_4)
+from .shape import (_compact_labels, _convex_hull_row_spans, _diamond_hull_points, _empty_frame,
+                    check_labels, crofton_perimeter_4)
 
 #: Columns of :func:`fibre_morphology`, in order.
 MORPHOLOGY_COLUMNS = (
@@ -35,19 +35,11 @@ def _feret_diameters(rows: np.ndarray, first: np.ndarray, last: np.ndarray) -> t
     points used here. The minimum is the smallest caliper width over the edges
     of that hull (rotating calipers).
     """
-    import cv2
-
     keep = last >= first
     rows, first, last = rows[keep], first[keep], last[keep]
     if rows.size == 0:
         return 0.0, 0.0
-    y = 2 * rows
-    points = []
-    for c in (2 * first, 2 * last):
-        points += [np.stack([c - 1, y], 1), np.stack([c + 1, y], 1),
-                   np.stack([c, y - 1], 1), np.stack([c, y + 1], 1)]
-    points = np.concatenate(points).astype(np.int32)
-    vertices = cv2.convexHull(points).reshape(-1, 2).astype(np.float64) / 2.0
+    vertices = _diamond_hull_points(rows, first, last).astype(np.float64) / 2.0
     diff = vertices[:, None, :] - vertices[None, :, :]
     feret_max = float(np.sqrt((diff ** 2).sum(-1).max()))
     edges = np.roll(vertices, -1, axis=0) - vertices                 # (V, 2)

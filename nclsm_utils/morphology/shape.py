@@ -164,6 +164,7 @@ def crofton_perimeter_4(mask: np.ndarray) -> float:
     Parameters
     ----------
     mask : ndarray of bool, shape (h, w)
+        Binary region; pixels outside the array count as background.
 
     Returns
     -------
@@ -196,7 +197,8 @@ def perimeter_pixels(mask: np.ndarray) -> int:
 
     Parameters
     ----------
-    mask : ndarray of bool, shape (h, w)
+    mask : (h, w) bool ndarray
+        The fibre (True) on its background (False).
 
     Returns
     -------
@@ -211,6 +213,21 @@ def perimeter_pixels(mask: np.ndarray) -> int:
     return int(np.count_nonzero(_perimeter_image(mask)))
 
 
+def _diamond_hull_points(rows: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Convex hull vertices, int32 ``(x, y)`` in doubled coordinates, of the diamond points
+    ``(r +- 1/2, c)``, ``(r, c +- 1/2)`` of the pixels ``(rows, left)`` and ``(rows, right)``.
+    """
+    import cv2
+
+    y = 2 * rows
+    points = []
+    for c in (2 * left, 2 * right):
+        points += [np.stack([c - 1, y], 1), np.stack([c + 1, y], 1),
+                   np.stack([c, y - 1], 1), np.stack([c, y + 1], 1)]
+    points = np.concatenate(points).astype(np.int32)
+    return cv2.convexHull(points).reshape(-1, 2)
+
+
 def _convex_hull_row_spans(mask: np.ndarray):
     """Per-row column spans of skimage's convex hull image of ``mask``.
 
@@ -219,8 +236,6 @@ def _convex_hull_row_spans(mask: np.ndarray):
     pixels' diamond points ``(r +- 1/2, c)``, ``(r, c +- 1/2)``. Computed in doubled
     integer coordinates, so it is exact.
     """
-    import cv2
-
     occupied = np.flatnonzero(mask.any(axis=1))
     if occupied.size == 0:
         empty = np.zeros(0, dtype=np.int64)
@@ -228,13 +243,7 @@ def _convex_hull_row_spans(mask: np.ndarray):
     sub = mask[occupied]
     left = sub.argmax(axis=1)
     right = sub.shape[1] - 1 - sub[:, ::-1].argmax(axis=1)
-    y = 2 * occupied
-    points = []
-    for c in (2 * left, 2 * right):
-        points += [np.stack([c - 1, y], 1), np.stack([c + 1, y], 1),
-                   np.stack([c, y - 1], 1), np.stack([c, y + 1], 1)]
-    points = np.concatenate(points).astype(np.int32)
-    hull = cv2.convexHull(points).reshape(-1, 2).astype(np.int64)   # (x, y), doubled
+    hull = _diamond_hull_points(occupied, left, right).astype(np.int64)   # (x, y), doubled
     x1, y1 = hull[:, 0], hull[:, 1]
     x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
     slanted = y1 != y2
@@ -262,7 +271,8 @@ def convex_hull_pixels(mask: np.ndarray) -> int:
 
     Parameters
     ----------
-    mask : ndarray of bool, shape (h, w)
+    mask : 2-D bool array
+        Binary region, any height and width.
 
     Returns
     -------
@@ -284,11 +294,13 @@ def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    mask : ndarray of bool, shape (h, w)
+    mask : array_like of bool
+        2-D binary image (truthy = foreground).
 
     Returns
     -------
-    ndarray of bool, shape (h, w)
+    ndarray of bool
+        The hull image, the shape of ``mask``.
 
     Examples
     --------

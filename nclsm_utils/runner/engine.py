@@ -171,27 +171,39 @@ class SectionTask:
     token: str           # one per run_methods call: a worker reloads models once per call
 
 
-#: Per-process cache of datasets and fitted segmenters, keyed by the call token.
-_WORKER_CACHE: dict[tuple, object] = {}
+def worker_cache() -> dict:
+    """The cache of the Dask worker running this task (datasets and fitted segmenters, keyed
+    by the call token), kept on the worker object; a fresh dict outside a worker. There is no
+    module-level state: an in-process run passes its segmenters and dataset explicitly."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):   # not in a Dask worker
+        return {}
+    cache = getattr(worker, "_nclsm_cache", None)
+    if cache is None:
+        cache = worker._nclsm_cache = {}
+    return cache
 
 
-def _worker_dataset(task: SectionTask):
+def _worker_dataset(task: SectionTask, cache: dict):
     from ..dataset import Dataset
 
     key = ("dataset", task.token)
-    if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = Dataset(task.root, roles=task.roles or None, splits=task.splits)
-    return _WORKER_CACHE[key]
+    if key not in cache:
+        cache[key] = Dataset(task.root, roles=task.roles or None, splits=task.splits)
+    return cache[key]
 
 
-def _worker_segmenter(task: SectionTask, dataset):
-    """The fitted segmenter of ``task`` in this process: built once per call and method, with
+def _worker_segmenter(task: SectionTask, dataset, cache: dict):
+    """The fitted segmenter of ``task`` in this worker: built once per call and method, with
     the client's fitted state; a trainable method only loads the client's cached model."""
     key = ("segmenter", task.token, task.method)
-    if key in _WORKER_CACHE:
-        return _WORKER_CACHE[key]
-    for stale in [k for k in _WORKER_CACHE if k[1] != task.token]:
-        del _WORKER_CACHE[stale]  # a new call: models of earlier calls may have been refitted
+    if key in cache:
+        return cache[key]
+    for stale in [k for k in cache if k[1] != task.token]:
+        del cache[stale]  # a new call: models of earlier calls may have been refitted
     segmenter = get_segmenter(task.method, params=task.params, workdir=task.workdir,
                               quick=task.quick)
     segmenter.diameters = dict(task.state["diameters"])
@@ -210,12 +222,13 @@ def _worker_segmenter(task: SectionTask, dataset):
         raise SegmenterError(f"{task.label}: the worker's model key {segmenter.cache_key()} "
                              f"differs from the client's {task.state['key']}; the workers need "
                              "the same nclsm_utils and package versions as the client")
-    _WORKER_CACHE[key] = segmenter
+    cache[key] = segmenter
     return segmenter
 
 
-def run_section_task(task: SectionTask) -> dict:
-    """Run one :class:`SectionTask` (in a Dask worker or in this process).
+def run_section_task(task: SectionTask, segmenter=None, dataset=None) -> dict:
+    """Run one :class:`SectionTask` (in a Dask worker, or in this process with the fitted
+    ``segmenter`` and the ``dataset`` passed in).
 
     Returns a dict: ``table`` (DataFrame or None), ``instance`` (DataFrame or None),
     ``note``, ``error`` ('' or a one-line message), ``fatal`` (the method cannot run at all),
@@ -225,8 +238,10 @@ def run_section_task(task: SectionTask) -> dict:
     out = {"section": task.section, "table": None, "instance": None, "note": "", "error": "",
            "fatal": False}
     try:
-        dataset = _worker_dataset(task)
-        segmenter = _worker_segmenter(task, dataset)
+        if segmenter is None or dataset is None:
+            cache = worker_cache()
+            dataset = _worker_dataset(task, cache)
+            segmenter = _worker_segmenter(task, dataset, cache)
         section = dataset.section(task.section)
         out["table"], out["instance"], out["note"] = evaluate_section(
             segmenter, section, task.label, force=task.force)
@@ -528,31 +543,25 @@ def _run_tasks(client, plans, todo, dataset, workdir: Path, params: dict, quick:
              for plan, section in todo]
     by_task = {(plan.method, section.key): (plan, section) for plan, section in todo}
     with tqdm(total=len(tasks), desc="sections", unit="task", disable=not progress) as bar:
-        if client is None:
-            for plan in plans:  # in this process: reuse the fitted segmenters
-                if not plan.fatal:
-                    _WORKER_CACHE[("segmenter", token, plan.method)] = plan.segmenter
-            _WORKER_CACHE[("dataset", token)] = dataset
-            finished = ((task, run_section_task(task)) for task in tasks)
+        if client is None:   # in this process: the fitted segmenters, passed explicitly
+            fitted = {plan.method: plan.segmenter for plan in plans}
+            finished = ((task, run_section_task(task, fitted[task.method], dataset))
+                        for task in tasks)
         else:
             if tasks:
                 log.info("running %d task(s) on %s", len(tasks), client)
             finished = _dask_results(client, tasks, warming)
-        try:
-            for task, outcome in finished:
-                plan, section = by_task[(task.method, task.section)]
-                bar.update(1)
-                bar.set_postfix_str(f"{plan.label} {section.key}")
-                plan.result.seconds += outcome.get("seconds", 0.0)
-                if outcome["error"]:
-                    if outcome["fatal"]:
-                        plan.fatal = plan.fatal or f"{plan.label} cannot run: {outcome['error']}"
-                    _record_failure(plan, section, workdir, outcome["error"])
-                    continue
-                _record_success(plan, section, workdir, outcome)
-        finally:
-            for key in [k for k in _WORKER_CACHE if k[1] == token]:
-                del _WORKER_CACHE[key]
+        for task, outcome in finished:
+            plan, section = by_task[(task.method, task.section)]
+            bar.update(1)
+            bar.set_postfix_str(f"{plan.label} {section.key}")
+            plan.result.seconds += outcome.get("seconds", 0.0)
+            if outcome["error"]:
+                if outcome["fatal"]:
+                    plan.fatal = plan.fatal or f"{plan.label} cannot run: {outcome['error']}"
+                _record_failure(plan, section, workdir, outcome["error"])
+                continue
+            _record_success(plan, section, workdir, outcome)
 
 
 def _mask_dtype(section) -> str | None:

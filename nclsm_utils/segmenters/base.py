@@ -465,14 +465,19 @@ class Segmenter(ABC):
     def has_cached_model(self, train_sections) -> bool:
         """Whether :meth:`fit` on ``train_sections`` would load a cached model (no training).
 
-        Sets ``train_ids`` and, when not given, the estimated ``diameters``, as :meth:`fit`
-        does; a method that needs no training is always ready.
+        A query: the segmenter is not changed (the key is computed on a shallow copy with the
+        training ids and diameters :meth:`fit` would set). A method that needs no training is
+        always ready.
         """
+        if not self.trainable:
+            return True
+        import copy
+
         train_sections = list(train_sections)
-        self.train_ids = sorted(s.key for s in train_sections)
-        if not self.diameters:
-            self.diameters = estimate_diameters(train_sections)
-        return not self.trainable or (self.model_dir / "model.json").is_file()
+        probe = copy.copy(self)
+        probe.train_ids = sorted(s.key for s in train_sections)
+        probe.diameters = dict(self.diameters) or estimate_diameters(train_sections)
+        return (probe.model_dir / "model.json").is_file()
 
     def _fit(self, train_sections, model_dir: Path) -> None:  # pragma: no cover - trainable only
         raise NotImplementedError
@@ -527,6 +532,21 @@ class Segmenter(ABC):
         write_text(sidecar, json.dumps({"method": self.name, "key": key, "source": self.source,
                                         "section": section.key}, indent=2))
         return labels
+
+
+class PretrainedSegmenter(Segmenter):
+    """Base of the trainable methods that may start from pretrained weights.
+
+    ``Params`` has a ``pretrained`` policy (:data:`PRETRAINED_POLICIES`), checked on
+    construction; ``model`` is None until the method is fitted or loaded.
+    """
+
+    trainable: bool = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        check_pretrained_policy(self.name, self.params.pretrained)
+        self.model = None
 
 
 def training_pairs(sections, segmenter: Segmenter, role: str = "myofibres"):

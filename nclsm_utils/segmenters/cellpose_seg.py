@@ -62,8 +62,8 @@ import numpy as np
 
 from ..io import write_text
 from .augment import intensity
-from .base import (BaseParams, Segmenter, SegmenterError, check_pretrained_policy, register,
-                   remove_small, training_pairs, use_pretrained)
+from .base import (BaseParams, PretrainedSegmenter, SegmenterError, register, remove_small,
+                   training_pairs, use_pretrained)
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +116,11 @@ def cellpose_model_dir() -> Path:
 
 
 @register
-class CellposeSegmenter(Segmenter):
+class CellposeSegmenter(PretrainedSegmenter):
     """Cellpose 3: pretrained ``cyto3`` when on disk, fine-tuned or trained on the train split."""
 
     name = "cellpose"
     Params = CellposeParams
-    trainable = True
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        check_pretrained_policy(self.name, self.params.pretrained)
-        self.model = None
 
     # -- pretrained weights ----------------------------------------------------------------
     def pretrained_path(self) -> Path:

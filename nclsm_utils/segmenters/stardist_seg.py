@@ -58,8 +58,8 @@ Prediction
 Example
 -------
 >>> from nclsm_utils.segmenters import get_segmenter
->>> seg = get_segmenter("stardist", workdir="data")                    # doctest: +SKIP
->>> seg.fit(dataset.sections(split="train")).source                    # doctest: +SKIP
+>>> train = dataset.sections(split="train")                            # doctest: +SKIP
+>>> get_segmenter("stardist", workdir="data").fit(train).source        # doctest: +SKIP
 'trained from scratch'
 """
 from __future__ import annotations
@@ -80,9 +80,8 @@ import numpy as np
 
 from ..io import write_text
 from .augment import augment_pair
-from .base import (BaseParams, Segmenter, SegmenterError, check_pretrained_policy,
-                   drop_background_objects, grow_to_membrane, register, remove_small,
-                   training_pairs, use_pretrained)
+from .base import (BaseParams, PretrainedSegmenter, SegmenterError, drop_background_objects,
+                   grow_to_membrane, register, remove_small, training_pairs, use_pretrained)
 
 log = logging.getLogger(__name__)
 
@@ -207,17 +206,14 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
 
 
 @register
-class StarDistSegmenter(Segmenter):
+class StarDistSegmenter(PretrainedSegmenter):
     """StarDist2D: pretrained ``2D_versatile_fluo`` when cached, fine-tuned or trained."""
 
     name = "stardist"
     Params = StarDistParams
-    trainable = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        check_pretrained_policy(self.name, self.params.pretrained)
-        self.model = None
         self.input_mode = "membrane+mass"
 
     # -- pretrained weights ----------------------------------------------------------------
