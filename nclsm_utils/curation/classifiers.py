@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from ..errors import NclsmError
+from ..segmenters.base import resize_labels
 from .features import DEFAULT_DIAMETER, _as_rgb, fibre_diameter
 
 log = logging.getLogger(__package__)  # the package's logger, named as before the split
@@ -285,15 +286,8 @@ def fr_pixel_features(working: np.ndarray, params: CurationParams | None = None,
     return np.stack([f.astype(np.float32) for f in features], axis=-1)
 
 
-def _resize_mask(mask: np.ndarray, shape) -> np.ndarray:
-    """Nearest-neighbour resize of a 2-D mask to ``shape`` (index mapping, no float copy)."""
-    if mask.shape == tuple(shape):
-        return mask
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) * mask.shape[0] / shape[0]).astype(np.intp),
-                      mask.shape[0] - 1)
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) * mask.shape[1] / shape[1]).astype(np.intp),
-                      mask.shape[1] - 1)
-    return mask[rows[:, None], cols[None, :]]
+#: Nearest-neighbour resize of a mask (the one label resize, ``segmenters.base.resize_labels``).
+_resize_mask = resize_labels
 
 
 def _downsample_mask(mask: np.ndarray, shape) -> np.ndarray:

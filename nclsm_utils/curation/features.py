@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-#: Fallback fibre diameters (pixels) when no myofibre mask gives one (synthetic defaults).
-DEFAULT_DIAMETER = {"IMC": 34.0, "IF": 72.0}
+#: Fallback fibre diameters (pixels) when no myofibre mask gives one: the segmenters' one table
+from ..segmenters.base import DEFAULT_DIAMETER  # noqa: E402,F401 - re-exported
 
 
 # ============================================================================ helpers

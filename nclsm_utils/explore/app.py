@@ -13,6 +13,7 @@ import pandas as pd
 
 from .. import metrics
 from ..dataset import Section
+from ..errors import one_line
 from ..io import DataError
 from .snapshot import SnapshotMixin
 from .store import ExploreData, MissingPrediction, SectionView
@@ -372,7 +373,7 @@ class Explorer(SnapshotMixin):
         except Exception as error:  # noqa: BLE001 - shown, never raised into the notebook
             log.exception("explorer: cannot show %s", section.key)
             self._set_message([f"Cannot read section {section.key}: "
-                               f"{html.escape(_one_line(error))}"])
+                               f"{html.escape(one_line(error))}"])
             for image in (self.image_a, self.image_b, self.fibre_image):
                 image.value = b""
             return
@@ -428,7 +429,7 @@ class Explorer(SnapshotMixin):
         except Exception as error:  # noqa: BLE001 - shown, never raised into the notebook
             log.exception("explorer: %s on %s", method, section.key)
             panel.message = (f"<b>{html.escape(method)}</b> on {section.key}: "
-                             f"{html.escape(_one_line(error))}")
+                             f"{html.escape(one_line(error))}")
         if table is not None:
             panel.table = table
             n_pred = self.store.n_pred(section, method, table)
@@ -604,7 +605,7 @@ class Explorer(SnapshotMixin):
             log.exception("explorer: fibre %s of %s", label, section.key)
             self.fibre_image.value = b""
             self.fibre_info.value = f"<i>Cannot show fibre {label}: " \
-                                    f"{html.escape(_one_line(error))}</i>"
+                                    f"{html.escape(one_line(error))}</i>"
         self.timings["fibre"] = time.perf_counter() - start
 
     def _fibre_plan(self, section: Section, label: int):
@@ -757,7 +758,7 @@ class Explorer(SnapshotMixin):
         except Exception as error:  # noqa: BLE001 - shown, never raised into the notebook
             log.exception("explorer: running %s", method)
             self._set_message([f"{html.escape(method)} could not run: "
-                               f"{html.escape(_one_line(error))}"])
+                               f"{html.escape(one_line(error))}"])
             return
         errors = getattr(result, "errors", {}) or {}
         options = self.store.methods(extra=self._extra_methods)
@@ -771,9 +772,3 @@ class Explorer(SnapshotMixin):
             self._set_message([*self.errors, *(f"{html.escape(method)} on {k}: "
                                                f"{html.escape(v)}" for k, v in errors.items())])
 
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if isinstance(error, DataError):
-        return text
-    return f"{type(error).__name__}: {text}"

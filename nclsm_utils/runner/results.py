@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import one_line
 from ..io import DataError, write_csv
 from ..segmenters.base import SegmenterError, method_label  # noqa: F401 - re-exported
 
@@ -71,11 +72,7 @@ class RunResult:
         return not self.errors
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if isinstance(error, (DataError, SegmenterError)):
-        return text
-    return f"{type(error).__name__}: {text}"
+_one_line = one_line   # the one formatter (nclsm_utils.errors.one_line)
 
 
 def _choose_sections(dataset, split: str, sections) -> list:
