@@ -19,7 +19,7 @@
    metrics, write). Target < 4 GB.
 3. ``idle``: CPU taken by an idle local cluster (the one ``nclsm run --workers N`` keeps
    for a whole batch, idle while a network trains) over ``--idle-seconds``, with Dask's
-   default settings and with ours (``nclsm_utils.cluster.LOCAL_CLUSTER_CONFIG``).
+   default settings and with ours (``nclsm_utils.runner.cluster.LOCAL_CLUSTER_CONFIG``).
 
 Usage::
 
@@ -128,7 +128,7 @@ def build_mosaic(data: Path, k: int, out: Path) -> Path:
     themselves (labels offset per tile): the same tissue, ``k**2`` times the pixels and fibres,
     closer to the real NCL-SM sizes (IMC ~1 MP, IF up to 185 MP) than the small default."""
     from nclsm_utils.dataset import Dataset
-    from nclsm_utils.io import write_tiff
+    from nclsm_utils.core.io import write_tiff
     from nclsm_utils.synth import SYNTH_FOLDERS
 
     dataset = Dataset(data)
@@ -149,7 +149,7 @@ def build_mosaic(data: Path, k: int, out: Path) -> Path:
 def bench_speed(data: Path, methods, split: str, workers: int, repeat: int, warm: bool,
                 mosaic: int = 1) -> dict:
     from nclsm_utils.dataset import Dataset
-    from nclsm_utils.pipeline import resolve_data
+    from nclsm_utils.report.pipeline import resolve_data
 
     data = resolve_data(data.parent) if data.name == "synthetic" and not data.is_dir() else data
     if mosaic > 1:
@@ -217,7 +217,7 @@ def build_full_size(sample: Path, root: Path) -> tuple[Path, Path]:
 
     import tifffile
 
-    from nclsm_utils.io import write_text, write_tiff
+    from nclsm_utils.core.io import write_text, write_tiff
 
     gt = tifffile.imread(sample)
     height, width = gt.shape
@@ -260,7 +260,7 @@ def child_memory(argv) -> None:
     args = parser.parse_args(argv)
     from nclsm_utils import metrics
     from nclsm_utils.dataset import Dataset, as_labels
-    from nclsm_utils.io import read_array
+    from nclsm_utils.core.io import read_array
 
     baseline = _max_rss_gb()
     start = time.perf_counter()
@@ -345,7 +345,7 @@ def child_idle(argv) -> None:
 
 def bench_idle(workers: int, seconds: float) -> dict:
     """Idle CPU of the local cluster with Dask's default settings and with
-    :data:`nclsm_utils.cluster.LOCAL_CLUSTER_CONFIG`."""
+    :data:`nclsm_utils.runner.cluster.LOCAL_CLUSTER_CONFIG`."""
     results = {}
     print(f"idle local cluster of {workers} workers, {seconds:.0f} s:", flush=True)
     for config in ("dask-default", "nclsm"):

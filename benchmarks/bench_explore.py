@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from nclsm_utils import metrics  # noqa: E402
 from nclsm_utils.explore import Explorer  # noqa: E402
-from nclsm_utils.io import read_array, write_csv, write_text  # noqa: E402
+from nclsm_utils.core.io import read_array, write_csv, write_text  # noqa: E402
 
 SAMPLE_MASK = ROOT.parent / "shared" / "ncl-sm-sample" / "S11_groundtruth_mask.tiff"
 METHODS = ("shifted", "coarse")

@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from nclsm_utils import metrics as M
 from nclsm_utils.dataset import as_labels
-from nclsm_utils.io import read_array
+from nclsm_utils.core.io import read_array
 
 DEFAULT_MASK = (Path(__file__).resolve().parents[2] / "shared" / "ncl-sm-sample"
                 / "S11_groundtruth_mask.tiff")

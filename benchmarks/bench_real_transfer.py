@@ -6,7 +6,7 @@ model under ``<workdir>/models/`` is loaded), three cases:
 
 ``real-left``
     Panel A of the NCL-SM overview figure (the only real image with ground truth at hand,
-    ``nclsm_utils.realpanel``), predicted whole as IF with the true median fibre diameter of
+    ``nclsm_utils.core.realpanel``), predicted whole as IF with the true median fibre diameter of
     the left-half ground truth; GT and predicted objects are kept by the half their centroid
     lies in and scored (instance F1 at IoU 0.5 / 0.75 / 0.9 and the paper metrics with
     ring half-width 1). ``--half right`` scores the held-out right half instead: a
@@ -132,7 +132,7 @@ def _failed(case, method, error) -> dict:
 
 def real_case(segmenter, panel, half, diameter, dataset, args) -> dict:
     from nclsm_utils.segmenters.apply import predict_image
-    from nclsm_utils.transfer import restrict_to_half, score_instances
+    from nclsm_utils.report.transfer import restrict_to_half, score_instances
 
     start = time.perf_counter()
     pred = predict_image(segmenter, panel.image, modality="IF", fibre_diameter=diameter,
@@ -145,9 +145,9 @@ def real_case(segmenter, panel, half, diameter, dataset, args) -> dict:
 
 
 def control_case(segmenter, image, gt, dataset, args) -> dict:
-    from nclsm_utils.realpanel import median_diameter
+    from nclsm_utils.core.realpanel import median_diameter
     from nclsm_utils.segmenters.apply import predict_image
-    from nclsm_utils.transfer import score_instances
+    from nclsm_utils.report.transfer import score_instances
 
     diameter = median_diameter(gt)
     start = time.perf_counter()
@@ -164,7 +164,7 @@ def control_case(segmenter, image, gt, dataset, args) -> dict:
 def geometry_render(args) -> tuple[Path, dict]:
     """The cached rendered S11 image (rendered in a fresh process when missing)."""
     from nclsm_utils.synth import renderer_fingerprint
-    from nclsm_utils.transfer import call_in_subprocess, render_geometry
+    from nclsm_utils.report.transfer import call_in_subprocess, render_geometry
 
     cache = Path(args.cache)
     path = cache / f"s11_IF_seed0_x{args.downscale:g}_{renderer_fingerprint()}.tiff"
@@ -174,14 +174,14 @@ def geometry_render(args) -> tuple[Path, dict]:
     print(f"rendering S11 (downscale {args.downscale:g}) -> {path}", file=sys.stderr)
     info, stats = call_in_subprocess(render_geometry, args.s11, path, args.downscale, "IF", 0)
     info.update(render_s=stats["seconds"], render_peak_rss_gb=stats["peak_rss_bytes"] / 1e9)
-    from nclsm_utils.io import write_text
+    from nclsm_utils.core.io import write_text
 
     write_text(info_path, json.dumps(info, indent=2))
     return path, info
 
 
 def geometry_case(method, rgb_path, gt, diameter, dataset_root, args) -> dict:
-    from nclsm_utils.transfer import call_in_subprocess, predict_file, score_instances
+    from nclsm_utils.report.transfer import call_in_subprocess, predict_file, score_instances
 
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         out = Path(tmp) / "labels.npy"
@@ -203,12 +203,12 @@ def main(argv=None) -> int:
     import tifffile
 
     from nclsm_utils.dataset import Dataset
-    from nclsm_utils.io import write_csv, write_text
-    from nclsm_utils.pipeline import resolve_data
-    from nclsm_utils.realpanel import half_of, load_panel, median_diameter
+    from nclsm_utils.core.io import write_csv, write_text
+    from nclsm_utils.report.pipeline import resolve_data
+    from nclsm_utils.core.realpanel import half_of, load_panel, median_diameter
     from nclsm_utils.segmenters import get_segmenter
-    from nclsm_utils.site import markdown_table
-    from nclsm_utils.transfer import downscale_labels, shrink_to_diameter
+    from nclsm_utils.report.site import markdown_table
+    from nclsm_utils.report.transfer import downscale_labels, shrink_to_diameter
 
     if args.half == "right":
         print("NOTE: scoring the HELD-OUT right half of the real panel; run this once, at "

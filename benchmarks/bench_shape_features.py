@@ -1,6 +1,6 @@
 """Benchmark: published NTM shape features on the real S11 ground-truth mask.
 
-Times reading the mask, :func:`nclsm_utils.morphology.shape_features` (and its
+Times reading the mask, :func:`nclsm_utils.metrics.morphology.shape_features` (and its
 per-fibre pieces), the NTM rule and :func:`fibre_morphology` on IF section S11
 (12272 x 15129 uint16, 489 fibres), and prints a table. With ``--skimage`` it
 also times ``skimage.morphology.convex_hull_image`` on the same crops, the slow
@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from nclsm_utils import morphology as M
+from nclsm_utils.metrics import morphology as M
 from nclsm_utils.dataset import as_labels
-from nclsm_utils.io import read_array
+from nclsm_utils.core.io import read_array
 
 DEFAULT_MASK = (Path(__file__).resolve().parents[2] / "shared" / "ncl-sm-sample"
                 / "S11_groundtruth_mask.tiff")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nclsm_utils.dataset import Dataset
 from nclsm_utils.synth import SynthConfig, write_dataset
-from nclsm_utils.tables import table1
+from nclsm_utils.report.tables import table1
 
 
 def main() -> None:

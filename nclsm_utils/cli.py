@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .io import DataError
+from .core.io import DataError
 
 log = logging.getLogger("nclsm")
 
@@ -42,7 +42,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_check_data(args) -> int:
-    from .dataset import Dataset
+    from .core.dataset import Dataset
 
     report = Dataset(args.path, roles=args.roles).check()
     columns = [c for c in report.columns if c != "problems"]
@@ -56,8 +56,8 @@ def cmd_check_data(args) -> int:
 
 
 def cmd_table1(args) -> int:
-    from .dataset import Dataset
-    from .tables import table1
+    from .core.dataset import Dataset
+    from .report.tables import table1
 
     _print_table(table1(Dataset(args.data, roles=args.roles)), args.json)
     return 0
@@ -69,7 +69,7 @@ def _notebook_sources():
 
 
 def cmd_report(args) -> int:
-    from .pipeline import build_report
+    from .report.pipeline import build_report
 
     index = build_report(data_dir=args.data, reports_dir=args.reports, quick=args.quick,
                          force=args.force, scheduler=args.scheduler, workers=args.workers,
@@ -80,9 +80,9 @@ def cmd_report(args) -> int:
 
 # ---------------------------------------------------------------------------- morphology
 def cmd_shape_features(args) -> int:
-    from .dataset import as_labels
-    from .io import read_array, write_csv
-    from .morphology import shape_features
+    from .core.dataset import as_labels
+    from .core.io import read_array, write_csv
+    from .metrics.morphology import shape_features
 
     labels = as_labels(read_array(args.mask), args.mask)
     table = shape_features(labels, min_area=args.min_area)
@@ -94,7 +94,7 @@ def cmd_shape_features(args) -> int:
 def cmd_ntm_rule(args) -> int:
     import pandas as pd
 
-    from .morphology import ntm_rule
+    from .metrics.morphology import ntm_rule
 
     path = Path(args.csv)
     if not path.is_file():
@@ -114,7 +114,7 @@ def cmd_ntm_rule(args) -> int:
         print(f"agrees with the file's NTM column on {int((published == flags).sum())} "
               f"of {len(flags)} rows")
     if args.out:
-        from .io import write_csv
+        from .core.io import write_csv
 
         write_csv(args.out, table.assign(NTM=flags))
         print(f"table with the NTM column -> {args.out}")
@@ -123,8 +123,8 @@ def cmd_ntm_rule(args) -> int:
 
 # ---------------------------------------------------------------------------- segmenters
 def cmd_segment(args) -> int:
-    from .dataset import Dataset
-    from .cluster import DistributedError
+    from .core.dataset import Dataset
+    from .runner.cluster import DistributedError
     from .runner import run_methods
     from .segmenters import SegmenterError, get_segmenter
 
@@ -152,7 +152,7 @@ def cmd_segment(args) -> int:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from .io import write_tiff
+    from .core.io import write_tiff
     from .segmenters import SegmenterError, get_segmenter
     from .segmenters.apply import estimate_fibre_diameter, predict_image, read_rgb_image
 
@@ -165,7 +165,7 @@ def cmd_predict(args) -> int:
             diameter = estimate_fibre_diameter(image)
             print(f"estimated fibre diameter: {diameter:.1f} px (set it with --fibre-diameter)")
         if args.data is None:   # the default data of `nclsm report` / `make report`
-            from .pipeline import resolve_data
+            from .report.pipeline import resolve_data
 
             data = resolve_data("data")
         else:
@@ -185,8 +185,8 @@ def cmd_predict(args) -> int:
 
 # ---------------------------------------------------------------------------- metrics
 def cmd_evaluate(args) -> int:
-    from .dataset import as_labels, as_rgb
-    from .io import read_array, write_csv
+    from .core.dataset import as_labels, as_rgb
+    from .core.io import read_array, write_csv
     from .metrics import evaluate, modality_half_width, summarise
 
     gt = as_labels(read_array(args.gt), args.gt)
@@ -213,8 +213,8 @@ def cmd_summarise(args) -> int:
 
 
 def cmd_table2(args) -> int:
-    from .dataset import Dataset
-    from .tables import table2
+    from .core.dataset import Dataset
+    from .report.tables import table2
 
     _print_table(table2(Dataset(args.data, roles=args.roles)), args.json)
     return 0
@@ -235,7 +235,7 @@ def _parse_parameters(pairs) -> dict:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import DEFAULT_METHODS, NotebookFailed, resolve_and_run
+    from .report.pipeline import DEFAULT_METHODS, NotebookFailed, resolve_and_run
 
     methods = [m for item in (args.methods or DEFAULT_METHODS) for m in str(item).split(",") if m]
     parameters = _parse_parameters(args.parameter)
@@ -265,8 +265,8 @@ def cmd_run(args) -> int:
 def cmd_reproduce(args) -> int:
     import json
 
-    from .io import write_csv
-    from .reproduce import disagreements, reproduce
+    from .core.io import write_csv
+    from .report.reproduce import disagreements, reproduce
 
     table = reproduce(args.ncl_sm_repo)
     if args.out:
@@ -285,7 +285,7 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_site(args) -> int:
-    from .site import build_site
+    from .report.site import build_site
 
     result = build_site(reports_dir=args.reports, out_dir=args.out, engine=args.engine)
     if result.note:
@@ -297,7 +297,7 @@ def cmd_site(args) -> int:
 # ---------------------------------------------------------------------------- curation
 def cmd_curate(args) -> int:
     from .curation import CurationParams, evaluate_curation
-    from .dataset import Dataset
+    from .core.dataset import Dataset
 
     dataset = Dataset(args.data, roles=args.roles)
     params = CurationParams(seed=args.seed)
@@ -329,7 +329,7 @@ def cmd_curate(args) -> int:
 # ---------------------------------------------------------------------------- parser
 def _add_dask_options(p, batch: bool = False) -> None:
     """``--scheduler`` / ``--workers``: (method, section) tasks on Dask (nclsm_utils.runner);
-    ``batch``: also up to N notebooks at once (nclsm_utils.pipeline.run_notebooks)."""
+    ``batch``: also up to N notebooks at once (nclsm_utils.report.pipeline.run_notebooks)."""
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address (tcp://host:8786) for the per-section tasks")
     help_workers = ("without --scheduler: N > 1 runs the sections on a local Dask cluster "

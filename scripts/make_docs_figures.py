@@ -51,7 +51,8 @@ def main(out="docs/synthetic_section.png") -> None:
 
 
 def real_vs_synthetic(out="docs/real_vs_synthetic.png", n: int = 4) -> None:
-    from nclsm_utils import plots, realcheck
+    from nclsm_utils.report import plots
+    from nclsm_utils.report import realcheck
 
     real = realcheck.real_left_half()
     if real is None:

@@ -29,10 +29,11 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from nclsm_utils import plots, tables
+from nclsm_utils.report import plots
+from nclsm_utils.report import tables
 from nclsm_utils.dataset import Dataset
-from nclsm_utils.io import write_csv
-from nclsm_utils.pipeline import resolve_data
+from nclsm_utils.core.io import write_csv
+from nclsm_utils.report.pipeline import resolve_data
 
 pd.set_option("display.max_columns", 30)
 pd.set_option("display.precision", 3)
@@ -196,8 +197,8 @@ seeds = 1               # > 1: train and score a trained method again with furth
     code('''
 import os
 
-from nclsm_utils.cluster import dask_settings
-from nclsm_utils.pipeline import segment_method
+from nclsm_utils.runner.cluster import dask_settings
+from nclsm_utils.report.pipeline import segment_method
 
 # `nclsm run --workers/--scheduler` hands its Dask cluster to this kernel as $NCLSM_SCHEDULER
 scheduler, workers = dask_settings(scheduler, workers, os.environ)
@@ -287,7 +288,7 @@ print("sections:", ", ".join(s.key for s in chosen))
 
 Each value with its 95 % bootstrap interval in brackets: the paper's metrics resample the
 matched fibres within each section, AP, F1 and PQ resample fixed tiles (4 x 4 per section)
-within each section (`nclsm_utils.uncertainty`). `table3.csv` has the intervals as
+within each section (`nclsm_utils.metrics.uncertainty`). `table3.csv` has the intervals as
 `<metric> CI low` / `<metric> CI high` columns. With `nclsm run --seeds N` it also has,
 for mean IoU, r_AoB, r_AiB, A%(IoU>0.90) and F1@0.5, the mean, sd, min and max over the N
 training seeds (`<metric> seeds mean` ...): the interval is the spread from other fibres,
@@ -409,7 +410,7 @@ models = curation.train_models(dataset.sections(split="train"), workdir=workdir,
 # (`nclsm run --workers 2` sets $NCLSM_SCHEDULER), else one after the other
 import os
 
-from nclsm_utils.cluster import dask_settings
+from nclsm_utils.runner.cluster import dask_settings
 
 scheduler, workers = dask_settings(scheduler, workers, os.environ)
 results, failed = curation.evaluate_curation_methods(
@@ -491,12 +492,12 @@ NOTEBOOKS["07_synthetic_vs_real"] = [
 
 How close is the data of this report to real NCL-SM images? The real reference is **one real
 NCL-SM section (IF)** with its ground truth, seen at reduced resolution in the NCL-SM paper's
-overview figure (fibres about 16 px across; `nclsm_utils.realpanel`). Only its **left half**
+overview figure (fibres about 16 px across; `nclsm_utils.core.realpanel`). Only its **left half**
 (x < 240 px) is shown, measured or reported here; the right half is held out as an
 independent check and appears nowhere on this site.
 
 Every section of the dataset being reported is shrunk to the real fibre diameter and measured
-with the same statistics (`nclsm_utils.calibration`): channel levels of fibre interiors, the
+with the same statistics (`nclsm_utils.report.calibration`): channel levels of fibre interiors, the
 membrane line and the gaps, the membrane and mass profiles across the fibre edge, the
 fibre-type mosaic, texture and packing. Domain randomisation aims to make the real look one
 of the synthetic looks: the real value inside the synthetic 10-90 % range.
@@ -509,8 +510,8 @@ n_examples = 3          # synthetic sections shown beside the real image
 ''', tags=["parameters"]),
     code(SETUP),
     code('''
-from nclsm_utils import realcheck
-from nclsm_utils.calibration import REAL_TARGETS
+from nclsm_utils.report import realcheck
+from nclsm_utils.report.calibration import REAL_TARGETS
 
 real = realcheck.real_left_half()  # the LEFT half only (x < 240 px); None without the figure
 kind = "synthetic" if realcheck.is_synthetic(dataset) else "NCL-SM"
@@ -603,7 +604,7 @@ How faithful is this toolkit to the NCL-SM paper? The paper's code repository
 (github.com/atifkhanncl/NCL-SM, MIT) ships real sample material under `sample_data/`
 (ground-truth and QA masks of IF sections S11 and S60, the published per-fibre QA csvs,
 the published shape features and NTM flags of the IF sections). `nclsm reproduce`
-(`nclsm_utils.reproduce`) recomputes every published number that material allows and says,
+(`nclsm_utils.report.reproduce`) recomputes every published number that material allows and says,
 row by row, whether ours agrees.
 
 The tables elsewhere on this site are computed on the data of this run (the synthetic
@@ -622,8 +623,8 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from nclsm_utils import reproduce
-from nclsm_utils.io import write_csv
+from nclsm_utils.report import reproduce
+from nclsm_utils.core.io import write_csv
 
 reports = Path(reports)
 reports.mkdir(parents=True, exist_ok=True)

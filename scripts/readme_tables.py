@@ -3,7 +3,7 @@
     python scripts/readme_tables.py [--reports reports] [--readme README.md] [--check]
 
 Replaces the text between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the
-README with :func:`nclsm_utils.site.readme_results` of ``reports/`` (Table III with 95 %
+README with :func:`nclsm_utils.report.site.readme_results` of ``reports/`` (Table III with 95 %
 bootstrap intervals, the spread over training seeds when ``nclsm run --seeds N`` was run,
 the paired-comparison sentence). ``--check`` exits 1 when the README differs instead.
 """
@@ -28,7 +28,7 @@ def replace_block(text: str, block: str) -> str:
 def main(argv=None) -> int:
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
-    from nclsm_utils.site import readme_results
+    from nclsm_utils.report.site import readme_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", default=str(root / "reports"))

@@ -20,7 +20,7 @@ def sample_dir() -> Path:
 def panel():
     """The real overview figure's panel A and registered panel B (``realpanel.load_panel``);
     tests look at its LEFT half only."""
-    from nclsm_utils import realpanel
+    from nclsm_utils.core import realpanel
 
     if not realpanel.FIGURE.is_file():
         pytest.skip(f"the NCL-SM overview figure is missing: {realpanel.FIGURE}")

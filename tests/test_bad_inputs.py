@@ -18,8 +18,8 @@ import tifffile
 from nclsm_utils import metrics
 from nclsm_utils.dataset import Dataset, as_labels
 from nclsm_utils.runner import run_methods
-from nclsm_utils.io import DataError, read_array
-from nclsm_utils.morphology import shape_features
+from nclsm_utils.core.io import DataError, read_array
+from nclsm_utils.metrics.morphology import shape_features
 from nclsm_utils.runner import run_method
 
 MASKS = "Mask_All_Myofibres"

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from nclsm_utils import calibration, realpanel
+from nclsm_utils.report import calibration
+from nclsm_utils.core import realpanel
 from nclsm_utils.synth import Appearance, SynthConfig, generate_section, render_image, tessellate
 
 

@@ -301,7 +301,7 @@ def test_evaluate_curation_with_ground_truth_myofibres(tiny_models):
 
 
 def test_evaluate_curation_with_predicted_myofibres(tiny_models):
-    from nclsm_utils.io import write_tiff
+    from nclsm_utils.core.io import write_tiff
 
     dataset, workdir, models = tiny_models
     section = dataset.section("P02")

@@ -15,8 +15,8 @@ import tifffile
 import yaml
 
 from nclsm_utils.dataset import Dataset, as_labels, as_rgb, resolve_roles
-from nclsm_utils.io import DataError, read_array, read_shape
-from nclsm_utils.tables import class_proportions, count_labels, count_regions, table1
+from nclsm_utils.core.io import DataError, read_array, read_shape
+from nclsm_utils.report.tables import class_proportions, count_labels, count_regions, table1
 
 ROOT = Path(__file__).resolve().parents[1]
 

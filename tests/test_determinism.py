@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from nclsm_utils.dataset import Dataset
-from nclsm_utils.io import write_csv
+from nclsm_utils.core.io import write_csv
 from nclsm_utils.runner import run_method
 from nclsm_utils.synth import SynthConfig, write_dataset
-from nclsm_utils.tables import table1, table2
+from nclsm_utils.report.tables import table1, table2
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import pytest
 import tifffile
 
 from nclsm_utils.dataset import Dataset
-from nclsm_utils.cluster import DistributedError, dask_client, dask_settings
+from nclsm_utils.runner.cluster import DistributedError, dask_client, dask_settings
 from nclsm_utils.runner import (MethodRun, manifest_path, read_manifest, run_method,
                                 run_methods)
 
@@ -251,7 +251,7 @@ def cluster():
 def test_scheduler_address_cli_and_notebook_entry(tiny_root, masks, serial, cluster, tmp_path,
                                                   capsys, monkeypatch):
     from nclsm_utils.cli import main
-    from nclsm_utils.pipeline import segment_method
+    from nclsm_utils.report.pipeline import segment_method
 
     address = cluster.scheduler_address
     runs = run_methods(["mitocyto"], tiny_root, sections=ALL, workdir=tmp_path / "a",

@@ -19,13 +19,14 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from nclsm_utils import explore, metrics  # noqa: E402
+from nclsm_utils import explore
+from nclsm_utils import metrics  # noqa: E402
 from nclsm_utils.dataset import Dataset  # noqa: E402
 from nclsm_utils.explore import (EXTRA_COLOUR, GT_COLOUR, MISSED_COLOUR, Explorer,  # noqa: E402
                                  ExploreData, Region, downsample_image, downsample_labels,
                                  fibre_rings, label_boundaries, overlay, png_bytes,
                                  threshold_counts, view_sampling, worst_fibres, zoom_region)
-from nclsm_utils.io import write_csv, write_tiff  # noqa: E402
+from nclsm_utils.core.io import write_csv, write_tiff  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "06_explore.ipynb"

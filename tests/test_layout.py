@@ -25,16 +25,17 @@ def test_no_module_is_over_800_lines():
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
 
 
-ERRORS = [("io", "DataError"), ("segmenters", "SegmenterError"),
+ERRORS = [("core.io", "DataError"), ("segmenters", "SegmenterError"),
           ("segmenters", "PretrainedUnavailable"), ("curation", "CurationError"),
           ("curation", "NotTrainedError"), ("explore", "MissingPrediction"),
-          ("cluster", "DistributedError"), ("pipeline", "PipelineError"),
-          ("pipeline", "RunError"), ("pipeline", "NotebookFailed")]
+          ("core.workdir", "MissingPrediction"), ("runner.cluster", "DistributedError"),
+          ("report.pipeline", "PipelineError"), ("report.pipeline", "RunError"),
+          ("report.pipeline", "NotebookFailed")]
 
 
 @pytest.mark.parametrize("module, name", ERRORS)
 def test_package_errors_share_one_base(module, name):
-    from nclsm_utils.errors import NclsmError
+    from nclsm_utils.core.errors import NclsmError
 
     cls = getattr(importlib.import_module(f"nclsm_utils.{module}"), name)
     assert issubclass(cls, NclsmError)
@@ -42,8 +43,8 @@ def test_package_errors_share_one_base(module, name):
 
 def test_errors_keep_their_builtin_bases():
     from nclsm_utils.curation import CurationError
-    from nclsm_utils.io import DataError
-    from nclsm_utils.pipeline import PipelineError
+    from nclsm_utils.core.io import DataError
+    from nclsm_utils.report.pipeline import PipelineError
     from nclsm_utils.segmenters import SegmenterError
 
     assert issubclass(DataError, ValueError) and issubclass(PipelineError, ValueError)
@@ -56,4 +57,19 @@ def test_public_names_stay_importable():
                                      summarise)
     from nclsm_utils.segmenters import get_segmenter  # noqa: F401
     from nclsm_utils.synth import SynthConfig, render_image, write_dataset  # noqa: F401
-    from nclsm_utils.pipeline import resolve_data, segment_method  # noqa: F401
+    from nclsm_utils.report.pipeline import resolve_data, segment_method  # noqa: F401
+
+    import nclsm_utils.core.dataset
+    import nclsm_utils.dataset
+    assert nclsm_utils.dataset is nclsm_utils.core.dataset     # the public alias
+
+
+#: The layout of ../shared/DESIGN.md: these packages exist and hold modules.
+LAYOUT = ("core", "synth", "metrics", "segmenters", "runner", "curation", "report", "explore")
+
+
+def test_layout_of_design_md():
+    for name in LAYOUT:
+        assert (PACKAGE / name / "__init__.py").is_file(), name
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__.py", "cli.py", "dataset.py"]        # dataset.py: the alias

@@ -21,7 +21,7 @@ from scipy import ndimage, stats
 
 from nclsm_utils import metrics
 from nclsm_utils.cli import main
-from nclsm_utils.io import DataError, write_tiff
+from nclsm_utils.core.io import DataError, write_tiff
 from nclsm_utils.metrics import (
     PER_FIBRE_COLUMNS, SUMMARY_COLUMNS, MetricWarning, aggregate_instance_metrics,
     channel_percentile, evaluate, instance_metrics, label_boxes, modality_half_width,
@@ -608,7 +608,7 @@ def test_aggregate_equals_stardist_matching_dataset():
 # ---------------------------------------------------------------------------- Table II
 def test_table2_on_the_tiny_synthetic_dataset(tiny_root, capsys):
     from nclsm_utils.dataset import Dataset
-    from nclsm_utils.tables import qa_row, section_per_fibre, table2
+    from nclsm_utils.report.tables import qa_row, section_per_fibre, table2
 
     dataset = Dataset(tiny_root)
     table = table2(dataset)
@@ -631,7 +631,7 @@ def test_table2_on_the_tiny_synthetic_dataset(tiny_root, capsys):
 # ---------------------------------------------------------------------------- real S11 mask
 def test_real_s11_mask_against_itself(sample_dir):
     from nclsm_utils.dataset import as_labels
-    from nclsm_utils.io import read_array
+    from nclsm_utils.core.io import read_array
 
     path = sample_dir / "S11_groundtruth_mask.tiff"
     gt = as_labels(read_array(path), path)

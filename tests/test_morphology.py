@@ -1,4 +1,4 @@
-"""Tests of nclsm_utils.morphology: published NTM shape features, the NTM rule, morphology."""
+"""Tests of nclsm_utils.metrics.morphology: published NTM shape features, the NTM rule, morphology."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nclsm_utils import morphology as M
-from nclsm_utils.morphology import (COMPARE_COLUMNS, MORPHOLOGY_COLUMNS, SHAPE_COLUMNS,
+from nclsm_utils.metrics import morphology as M
+from nclsm_utils.metrics.morphology import (COMPARE_COLUMNS, MORPHOLOGY_COLUMNS, SHAPE_COLUMNS,
                                     compare_morphology, convex_hull_mask, convex_hull_pixels,
                                     ellipse_axes, fibre_morphology, ntm_rule, perimeter_pixels,
                                     reduced_ratio, shape_features)
@@ -36,7 +36,7 @@ def s11_published(published) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def s11_labels(sample_dir) -> np.ndarray:
     from nclsm_utils.dataset import as_labels
-    from nclsm_utils.io import read_array
+    from nclsm_utils.core.io import read_array
 
     path = sample_dir / S11_MASK
     return as_labels(read_array(path), path)
@@ -414,7 +414,7 @@ def test_compare_morphology_empty_tables():
 # ---------------------------------------------------------------------------- CLI
 def test_cli_shape_features_and_ntm_rule(tmp_path, capsys):
     from nclsm_utils.cli import main
-    from nclsm_utils.io import write_tiff
+    from nclsm_utils.core.io import write_tiff
 
     labels = _blobs(seed=4, count=6).astype(np.uint16)
     write_tiff(tmp_path / "mask.tiff", labels)

@@ -19,13 +19,13 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 papermill = pytest.importorskip("papermill")
 
-from nclsm_utils import notebooks as nb_batch  # noqa: E402
-from nclsm_utils import pipeline  # noqa: E402
+from nclsm_utils.report import notebooks as nb_batch  # noqa: E402
+from nclsm_utils.report import pipeline  # noqa: E402
 from nclsm_utils.dataset import Dataset  # noqa: E402
-from nclsm_utils.notebooks import (NOTEBOOKS, NotebookEntry, NotebookFailed,  # noqa: E402
+from nclsm_utils.report.notebooks import (NOTEBOOKS, NotebookEntry, NotebookFailed,  # noqa: E402
                                    RunError, run_notebooks)
 from nclsm_utils.synth import SynthConfig, write_dataset  # noqa: E402
-from nclsm_utils.tables import TABLE3_COLUMNS, TABLE3_METHODS, table1  # noqa: E402
+from nclsm_utils.report.tables import TABLE3_COLUMNS, TABLE3_METHODS, table1  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -189,7 +189,8 @@ def _page_text(nb) -> str:
 def test_synthetic_vs_real_page(batch):
     """07: the calibration table of every section against the real left half, its reading,
     the crops and profile figures, and how to produce the real-image check (not run here)."""
-    from nclsm_utils import realcheck, realpanel
+    from nclsm_utils.report import realcheck
+    from nclsm_utils.core import realpanel
 
     root, data, _ = batch
     reports = root / "reports"
@@ -386,7 +387,7 @@ def test_job_slug_and_default_workdir(tmp_path):
 
 
 def test_a_method_that_cannot_run_is_recorded_and_explained_in_table3(tiny, tmp_path):
-    from nclsm_utils import tables
+    from nclsm_utils.report import tables
 
     _, data = tiny
     dataset = Dataset(data)
@@ -503,7 +504,7 @@ def test_site_shows_table3_with_intervals_and_the_forest_plot_in_chromium(batch,
     import re
     import subprocess
 
-    from nclsm_utils import site
+    from nclsm_utils.report import site
 
     reports = batch[0] / "reports"
     result = site.build_site(reports_dir=reports, out_dir=tmp_path / "_site", project=ROOT,

@@ -14,7 +14,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from nclsm_utils.cli import main
-from nclsm_utils.io import DataError
+from nclsm_utils.core.io import DataError
 from nclsm_utils.metrics import instance_metrics
 from nclsm_utils.segmenters.apply import (GREY_MESSAGE, as_rgb_uint8, estimate_fibre_diameter,
                                           predict_image, read_rgb_image, stretch_to_uint8)

@@ -11,7 +11,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from nclsm_utils import calibration, plots, realcheck, realpanel  # noqa: E402
+from nclsm_utils.report import calibration
+from nclsm_utils.report import plots
+from nclsm_utils.report import realcheck
+from nclsm_utils.core import realpanel  # noqa: E402
 from nclsm_utils.dataset import Dataset  # noqa: E402
 
 REAL_D = calibration.REAL_TARGETS["diameter_px"]

@@ -1,4 +1,4 @@
-"""Tests of nclsm_utils.realpanel on the real NCL-SM overview figure and hand-made images.
+"""Tests of nclsm_utils.core.realpanel on the real NCL-SM overview figure and hand-made images.
 
 The values asserted on the figure were measured once (panel A 364 x 479, 503 labels, 255
 in the left half, registration scale 1.005 and shift (0, 4)); only left-half statistics
@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nclsm_utils import realpanel
-from nclsm_utils.io import DataError
-from nclsm_utils.realpanel import (
+from nclsm_utils.core import realpanel
+from nclsm_utils.core.io import DataError
+from nclsm_utils.core.realpanel import (
     LEFT_HALF_X, LETTER_BOX, half_of, load_panel, mask_from_colours, median_diameter,
     read_figure,
 )

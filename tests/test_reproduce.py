@@ -1,4 +1,4 @@
-"""`nclsm reproduce` (nclsm_utils.reproduce) on the real sample files laid out as a copy of
+"""`nclsm reproduce` (nclsm_utils.report.reproduce) on the real sample files laid out as a copy of
 the paper's code repository, and on small made-up QA pairs."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nclsm_utils import reproduce as rep
+from nclsm_utils.report import reproduce as rep
 from nclsm_utils.cli import main
-from nclsm_utils.io import DataError
+from nclsm_utils.core.io import DataError
 
 
 def _link(target, link):
@@ -95,7 +95,7 @@ def _published_csv(per_fibre: pd.DataFrame, path) -> None:
 
 
 def test_qa_pair_and_table2_on_a_made_up_pair(tmp_path):
-    from nclsm_utils.io import write_tiff
+    from nclsm_utils.core.io import write_tiff
     from nclsm_utils.metrics import evaluate
 
     gt = np.zeros((60, 60), np.uint16)

@@ -12,7 +12,7 @@ import tifffile
 from scipy import ndimage
 
 from nclsm_utils.dataset import Dataset
-from nclsm_utils.io import DataError
+from nclsm_utils.core.io import DataError
 from nclsm_utils.segmenters import get_segmenter, known_methods, predict_tiled
 from nclsm_utils.segmenters.base import (drop_background_objects, grow_to_membrane, resize_labels,
                                         tile_starts)

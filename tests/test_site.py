@@ -23,8 +23,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbconvert")
 
-from nclsm_utils import site  # noqa: E402
-from nclsm_utils.tables import TABLE3_COLUMNS, TABLE3_METHODS  # noqa: E402
+from nclsm_utils.report import site  # noqa: E402
+from nclsm_utils.report.tables import TABLE3_COLUMNS, TABLE3_METHODS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHOD_NAMES = [*TABLE3_METHODS, "QA"]
@@ -249,7 +249,7 @@ def test_quarto_renders_the_site(tmp_path):
 def test_readme_results_block_is_generated_from_the_reports(tmp_path):
     import importlib.util
 
-    from nclsm_utils.tables import SEED_METRICS, seed_columns
+    from nclsm_utils.report.tables import SEED_METRICS, seed_columns
 
     reports = tmp_path / "reports"
     reports.mkdir()

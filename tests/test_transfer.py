@@ -1,4 +1,4 @@
-"""Tests of nclsm_utils.transfer: scores on hand-made masks with values computed by hand,
+"""Tests of nclsm_utils.report.transfer: scores on hand-made masks with values computed by hand,
 the half / shrink / downscale helpers, and mitocyto on the real S11 geometry (rendered)."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from nclsm_utils.realpanel import median_diameter
-from nclsm_utils.transfer import (
+from nclsm_utils.core.realpanel import median_diameter
+from nclsm_utils.report.transfer import (
     call_in_subprocess, downscale_labels, predict_file, restrict_to_half, score_columns,
     score_instances, shrink_to_diameter,
 )
@@ -161,7 +161,7 @@ def test_mitocyto_on_rendered_s11_geometry(s11_small):
 def test_predict_file_in_subprocess(s11_small, tiny_root, tmp_path):
     """A crop predicted in a fresh process equals the in-process prediction; the child's
     peak memory is reported."""
-    from nclsm_utils.io import write_tiff
+    from nclsm_utils.core.io import write_tiff
     from nclsm_utils.segmenters.apply import predict_image
 
     _, rgb = s11_small
@@ -184,7 +184,7 @@ def test_predict_file_in_subprocess(s11_small, tiny_root, tmp_path):
 def test_subprocess_peak_memory_is_the_childs_own():
     """A small child of a big parent reports its own peak, not the parent's (ru_maxrss would
     inherit the parent's high-water mark through fork + exec)."""
-    from nclsm_utils.transfer import peak_rss_bytes
+    from nclsm_utils.report.transfer import peak_rss_bytes
 
     big = np.ones(50_000_000)                   # 400 MB held by this process
     result, stats = call_in_subprocess(int, "7")

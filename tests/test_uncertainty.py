@@ -1,9 +1,10 @@
-"""Bootstrap intervals and paired comparisons (nclsm_utils.uncertainty) on known cases."""
+"""Bootstrap intervals and paired comparisons (nclsm_utils.metrics.uncertainty) on known cases."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from nclsm_utils import metrics, uncertainty as unc
+from nclsm_utils import metrics
+from nclsm_utils.metrics import uncertainty as unc
 
 
 def _fibres(section, ious, gt_mem=None, pred_mem=None, gt_mass=None, pred_mass=None):
@@ -128,9 +129,9 @@ def test_pairwise_uses_fibres_both_matched_and_errors_lower_is_better():
 
 
 def test_seeds_train_again_and_table3_reports_the_spread(tiny_root, tmp_path):
-    from nclsm_utils import tables
+    from nclsm_utils.report import tables
     from nclsm_utils.dataset import Dataset
-    from nclsm_utils.pipeline import segment_method
+    from nclsm_utils.report.pipeline import segment_method
 
     dataset = Dataset(tiny_root)
     work = tmp_path / "work"

@@ -10,10 +10,10 @@ and measures it.
 Models (all scikit-learn, trained on the train split, seeded, cached)
 --------------------------------------------------------------------
 * **NTM, learned** -- a random forest on the published shape features of
-  :func:`nclsm_utils.morphology.shape_features` plus two scale-free ones
+  :func:`nclsm_utils.metrics.morphology.shape_features` plus two scale-free ones
   (fibre area relative to the section's median fibre area, solidity), labelled
   by the dataset's ``ntm`` mask. Compared with the published rule
-  :func:`nclsm_utils.morphology.ntm_rule` (fixed pixel thresholds of the real IF
+  :func:`nclsm_utils.metrics.morphology.ntm_rule` (fixed pixel thresholds of the real IF
   sections).
 * **FAM** -- a class-balanced random forest on per-fibre features of the mass
   (G) channel inside the fibre (:func:`fam_features`): dark-hole fractions relative
@@ -76,7 +76,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..io import DataError, read_array, write_csv, write_text, write_tiff
+from ..core.io import DataError, read_array, write_csv, write_text, write_tiff
 from .classifiers import (CurationError, CurationParams, FR_TILE, FibreClassifier,
                           FoldedRegionClassifier, NotTrainedError, WORKING_DIAMETER,
                           _downsample_mask, _normalise, _resize_channel, _resize_mask, _threads,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from ..errors import NclsmError
+from ..core.errors import NclsmError
 from ..segmenters.base import resize_labels
 from .features import DEFAULT_DIAMETER, _as_rgb, fibre_diameter
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import DataError, write_csv, write_text, write_tiff
-from ..workdir import MissingPrediction, Workdir
+from ..core.io import DataError, write_csv, write_text, write_tiff
+from ..core.workdir import MissingPrediction, Workdir
 from .classifiers import CurationParams, FibreClassifier
 from .features import FAM_FEATURES, NTM_FEATURES, _check_mask, class_flags
 from .models import CurationModels, classify_fibres, masks_from_table, train_models
@@ -105,7 +105,7 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
     ``paper`` (the per-fibre paper metrics of the analysable mask vs the analysable GT).
     """
     from ..metrics import evaluate
-    from ..tables import count_labels, count_regions
+    from ..report.tables import count_labels, count_regions
 
     image = section.image()
     gt_labels = section.mask("myofibres")
@@ -177,7 +177,7 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
 
 
 def _half_width(modality: str) -> int:
-    from ..dataset import HALF_WIDTH
+    from ..core.dataset import HALF_WIDTH
 
     return HALF_WIDTH.get(modality, 2)
 
@@ -329,7 +329,7 @@ def load_myofibres(section, method: str, workdir="data") -> np.ndarray | None:
     """Myofibres of ``method`` for ``section``: None for ``"gt"`` (ground truth), else the
     cached prediction ``<workdir>/predictions/<method>/<modality>_<id>.tiff`` (or the masks
     of ``external:<folder>``)."""
-    from ..dataset import as_labels
+    from ..core.dataset import as_labels
 
     if method == "gt":
         return None
@@ -356,7 +356,7 @@ def evaluate_curation_methods(dataset, methods, workdir="data", split: str = "te
                               workers: int | None = None, **options) -> tuple[dict, dict]:
     """:func:`evaluate_curation` for several methods, one Dask task per method when a
     scheduler is given or ``workers > 1`` (callers resolve ``$NCLSM_SCHEDULER`` with
-    :func:`nclsm_utils.cluster.dask_settings`); else one after the other here.
+    :func:`nclsm_utils.runner.cluster.dask_settings`); else one after the other here.
 
     Parameters
     ----------
@@ -376,7 +376,7 @@ def evaluate_curation_methods(dataset, methods, workdir="data", split: str = "te
         that could not be curated at all (e.g. no cached predictions). The tables are the
         same wherever the tasks run.
     """
-    from ..cluster import dask_client, dask_settings
+    from ..runner.cluster import dask_client, dask_settings
 
     methods = list(dict.fromkeys(str(m) for m in methods))
     if models is None:
@@ -403,7 +403,7 @@ def evaluate_curation_methods(dataset, methods, workdir="data", split: str = "te
 def _curate_method(root, roles, splits, method, workdir, split, options, models, dataset=None):
     """One method's :func:`evaluate_curation` (on a worker: the dataset is opened there);
     ``(result, None)`` or ``(None, "ErrorType: message")``."""
-    from ..dataset import Dataset
+    from ..core.dataset import Dataset
 
     try:
         dataset = dataset or Dataset(root, roles=roles or None, splits=splits)

@@ -86,7 +86,7 @@ def _as_rgb(image) -> np.ndarray:
 
 
 def _check_mask(labels, image=None) -> np.ndarray:
-    from ..morphology import check_labels
+    from ..metrics.morphology import check_labels
 
     labels = check_labels(labels)
     if image is not None and tuple(image.shape[:2]) != tuple(labels.shape):
@@ -175,7 +175,7 @@ def ntm_features(labels: np.ndarray) -> pd.DataFrame:
     >>> t[["label", "Fiber_Area", "skipped"]].values.tolist()
     [[1, 800.0, False], [2, nan, True]]
     """
-    from ..morphology import ntm_rule, shape_features
+    from ..metrics.morphology import ntm_rule, shape_features
 
     labels = _check_mask(labels)
     ids = np.unique(labels)
@@ -254,7 +254,7 @@ def fam_features(image: np.ndarray, labels: np.ndarray,
 
         Fibres too small for a feature give NaN there (the classifiers impute).
     """
-    from ..morphology import convex_hull_pixels
+    from ..metrics.morphology import convex_hull_pixels
 
     image = _as_rgb(image)
     labels = _check_mask(labels, image)

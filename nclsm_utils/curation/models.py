@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import DataError, write_text
+from ..core.io import DataError, write_text
 from .classifiers import (CurationError, CurationParams, FibreClassifier,
                           FoldedRegionClassifier, NotTrainedError)
 from .features import (FAM_FEATURES, NTM_FEATURES, _as_rgb, _check_mask, _fraction_inside,
@@ -186,7 +186,7 @@ class CurationModels:
         """Write the models (joblib) and ``model.json`` into ``folder`` (atomically per file)."""
         import joblib
 
-        from ..io import atomic_path
+        from ..core.io import atomic_path
 
         self.require_fitted()
         folder = Path(folder)

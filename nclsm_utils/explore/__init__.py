@@ -67,9 +67,9 @@ import numpy as np  # noqa: F401
 import pandas as pd  # noqa: F401
 
 from .. import metrics  # noqa: F401
-from ..dataset import Dataset, Section, find_ncl_sm  # noqa: F401
-from ..io import DataError, read_array  # noqa: F401
-from ..errors import one_line as _one_line  # noqa: F401 - the one formatter, old name
+from ..core.dataset import Dataset, Section, find_ncl_sm  # noqa: F401
+from ..core.io import DataError, read_array  # noqa: F401
+from ..core.errors import one_line as _one_line  # noqa: F401 - the one formatter, old name
 from .app import FIBRE_COLUMNS, NO_METHOD, Explorer, PanelState  # noqa: F401
 from .store import (BUILTIN_METHODS, ExploreData, MissingPrediction, SectionView,  # noqa: F401
                     ViewCache, _open_dataset, method_label)

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
-from ..dataset import Section
-from ..errors import one_line
-from ..io import DataError
+from ..core.dataset import Section
+from ..core.errors import one_line
+from ..core.io import DataError
 from .snapshot import SnapshotMixin
 from .store import ExploreData, MissingPrediction, SectionView
 from .views import (DEFAULT_CMAP, DEFAULT_MAX_SIDE, GT_COLOUR, IOU_RANGE, Region, _fmt,

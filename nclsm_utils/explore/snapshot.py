@@ -30,7 +30,7 @@ class SnapshotMixin:
         from matplotlib.cm import ScalarMappable
         from matplotlib.figure import Figure
 
-        from ..io import atomic_path, write_text
+        from ..core.io import atomic_path, write_text
 
         path = Path(path)
         panels = [p for p in self.panels.values() if p.method and p.rgb is not None]

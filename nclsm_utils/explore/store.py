@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
-from ..dataset import Dataset, Section, find_ncl_sm
-from ..io import DataError, read_array
+from ..core.dataset import Dataset, Section, find_ncl_sm
+from ..core.io import DataError, read_array
 from ..segmenters.base import method_label
-from ..workdir import MissingPrediction, Workdir
+from ..core.workdir import MissingPrediction, Workdir
 from .views import DEFAULT_MAX_SIDE, Region, downsample_image, downsample_labels, view_sampling
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class ExploreData:
         The dataset (a folder holding NCL-SM, or ``data/`` holding ``synthetic/``).
     workdir : path-like, optional
         Where the pipeline cached ``predictions/`` and ``results/`` (default: the
-        pipeline's :func:`nclsm_utils.pipeline.default_workdir`).
+        pipeline's :func:`nclsm_utils.report.pipeline.default_workdir`).
     max_side : int
         Longest side of a view.
     cache_mb : float
@@ -113,7 +113,7 @@ class ExploreData:
                  cache_mb: float = 512):
         self.dataset = _open_dataset(data)
         if workdir is None:
-            from ..workdir import default_workdir
+            from ..core.workdir import default_workdir
 
             workdir = default_workdir(self.dataset.root)
         self.workdir = Path(workdir)
@@ -215,7 +215,7 @@ class ExploreData:
         elif layer == "gt":
             array = section.mask("myofibres")
         elif layer.startswith("pred:"):
-            from ..dataset import as_labels
+            from ..core.dataset import as_labels
 
             path = Path(stamp[0])
             array = as_labels(read_array(path), path)

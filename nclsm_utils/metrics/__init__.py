@@ -79,8 +79,8 @@ from pathlib import Path  # noqa: F401
 
 import numpy as np  # noqa: F401  (the example above)
 
-from ..dataset import HALF_WIDTH  # noqa: F401
-from ..io import DataError  # noqa: F401
+from ..core.dataset import HALF_WIDTH  # noqa: F401
+from ..core.io import DataError  # noqa: F401
 from ._regions import (  # noqa: F401
     LabelBoxes, _check_labels, _counts, _dilate, _erode, _fast_dtype, _percentile_from_counts,
     channel_percentile, fill_holes, label_boxes,

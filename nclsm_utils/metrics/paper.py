@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import HALF_WIDTH
-from ..io import DataError
+from ..core.dataset import HALF_WIDTH
+from ..core.io import DataError
 from ._regions import (
     LabelBoxes, _check_labels, _counts, _dilate, _erode, _fast_dtype, _percentile_from_counts,
     fill_holes, label_boxes,

@@ -66,11 +66,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import manifest as manifest_file
-from ..cluster import dask_client
-from ..io import DataError, write_csv, write_text
+from ..core import manifest as manifest_file
+from .cluster import dask_client
+from ..core.io import DataError, write_csv, write_text
 from ..segmenters.base import Segmenter, SegmenterError, get_segmenter, method_label
-from ..workdir import Workdir
+from ..core.workdir import Workdir
 from .results import (RunResult, _choose_sections, _merge_instance_csv, _one_line, _summary,
                       evaluate_section)
 
@@ -80,7 +80,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = manifest_file.VERSION
 #: Modules whose source enters every output's key (a change there recomputes the tables).
 _CODE_MODULES = ("nclsm_utils.metrics", "nclsm_utils.segmenters.base", "nclsm_utils.runner",
-                 "nclsm_utils.dataset")
+                 "nclsm_utils.core.dataset")
 
 
 @dataclass
@@ -188,7 +188,7 @@ def worker_cache() -> dict:
 
 
 def _worker_dataset(task: SectionTask, cache: dict):
-    from ..dataset import Dataset
+    from ..core.dataset import Dataset
 
     key = ("dataset", task.token)
     if key not in cache:
@@ -354,7 +354,7 @@ def run_methods(methods, dataset_root, split: str = "test", workdir="data", sche
     OSError
         ``workdir`` cannot be written (the message names the folder).
     """
-    from ..dataset import Dataset
+    from ..core.dataset import Dataset
 
     if isinstance(methods, str):
         methods = [methods]

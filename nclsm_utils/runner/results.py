@@ -1,6 +1,6 @@
 """What a run leaves: the run result, one section's evaluation, the summary and the files.
 
-Files written under ``workdir``, each atomically (paths: :class:`nclsm_utils.workdir.Workdir`):
+Files written under ``workdir``, each atomically (paths: :class:`nclsm_utils.core.workdir.Workdir`):
 
 * ``models/<name>-<key>/``                 the fitted model (trainable methods, by
   :mod:`nclsm_utils.segmenters.base`)
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import one_line
-from ..io import DataError, write_csv
+from ..core.errors import one_line
+from ..core.io import DataError, write_csv
 from ..segmenters.base import SegmenterError, method_label  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class RunResult:
         return not self.errors
 
 
-_one_line = one_line   # the one formatter (nclsm_utils.errors.one_line)
+_one_line = one_line   # the one formatter (nclsm_utils.core.errors.one_line)
 
 
 def _choose_sections(dataset, split: str, sections) -> list:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..io import DataError
+from ..core.io import DataError
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ def predict_image(method, image: np.ndarray, modality: str = "IMC",
     >>> labels = predict_image("mitocyto", image, fibre_diameter=34, data=root,
     ...                        workdir=root)                                  # doctest: +SKIP
     """
-    from ..dataset import Dataset, find_ncl_sm
+    from ..core.dataset import Dataset, find_ncl_sm
     from .base import Segmenter, get_segmenter
 
     if modality not in ("IMC", "IF"):

@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from ..errors import NclsmError
-from ..io import DataError, read_array, write_text, write_tiff
-from ..workdir import Workdir
+from ..core.errors import NclsmError
+from ..core.io import DataError, read_array, write_text, write_tiff
+from ..core.workdir import Workdir
 
 log = logging.getLogger(__name__)
 

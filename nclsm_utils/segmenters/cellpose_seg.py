@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import write_text
+from ..core.io import write_text
 from .augment import intensity
 from .base import (BaseParams, PretrainedSegmenter, SegmenterError, register, remove_small,
                    training_pairs, use_pretrained)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import as_labels
-from ..io import DataError, read_array, read_shape
+from ..core.dataset import as_labels
+from ..core.io import DataError, read_array, read_shape
 from .base import BaseParams, Segmenter, SegmenterError, register
 
 log = logging.getLogger(__name__)

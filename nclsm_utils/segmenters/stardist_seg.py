@@ -78,7 +78,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import write_text
+from ..core.io import write_text
 from .augment import augment_pair
 from .base import (BaseParams, PretrainedSegmenter, SegmenterError, drop_background_objects,
                    grow_to_membrane, register, remove_small, training_pairs, use_pretrained)

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..io import write_text
+from ..core.io import write_text
 from .augment import ZOOM, intensity
 from .base import (BaseParams, Segmenter, SegmenterError, estimate_diameters, register,
                    remove_small, training_pairs)
@@ -531,7 +531,7 @@ class UNetSegmenter(Segmenter):
         return self._pretrain(path)
 
     def _pretrain(self, path: Path):
-        from ..dataset import Dataset
+        from ..core.dataset import Dataset
         from ..synth import SynthConfig, default_workers, write_dataset
 
         p = self.params

@@ -52,7 +52,7 @@ from pathlib import Path
 
 from scipy import ndimage
 
-from ..io import write_text, write_tiff
+from ..core.io import write_text, write_tiff
 from .acquisition import (
     _percentiles,
     acquire,

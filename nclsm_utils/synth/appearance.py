@@ -18,7 +18,7 @@ class Appearance:
 
     The defaults (:meth:`typical`) are calibrated on the LEFT half of the one real NCL-SM
     image with ground truth at hand (the paper's overview figure, panel A; the measured
-    targets are :data:`nclsm_utils.calibration.REAL_TARGETS`): a thin red membrane line
+    targets are :data:`nclsm_utils.report.calibration.REAL_TARGETS`): a thin red membrane line
     straddling each annotated fibre edge (peak just outside it, ~2 px wide at 16 px
     fibres), near-black endomysium, perimysium and background, per-fibre mitochondrial mass
     spanning ~3.7x between the 5th and 95th percentile fibre (fibre-type mosaic) with a

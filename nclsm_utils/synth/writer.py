@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import write_text, write_tiff
+from ..core.io import write_text, write_tiff
 from .acquisition import compose_rgb, render_raw
 from .appearance import Appearance
 from .config import AM_CLASS, NAM_CLASS, SYNTH_FOLDERS, SynthConfig

@@ -16,7 +16,7 @@ project tunes on or reports the right half.
 
 Example
 -------
->>> from nclsm_utils.realpanel import load_panel, FIGURE  # doctest: +SKIP
+>>> from nclsm_utils.core.realpanel import load_panel, FIGURE  # doctest: +SKIP
 >>> panel = load_panel(FIGURE)                           # doctest: +SKIP
 >>> panel.image.shape, int(panel.labels.max())           # doctest: +SKIP
 ((364, 479, 3), 503)
@@ -35,7 +35,7 @@ from .io import DataError
 log = logging.getLogger(__name__)
 
 #: The figure, relative to the project root (``../shared`` beside the checkout).
-FIGURE = Path(__file__).resolve().parents[1].parent / "shared" / "ncl-sm-sample" / \
+FIGURE = Path(__file__).resolve().parents[2].parent / "shared" / "ncl-sm-sample" / \
     "annotation_process_figure.png"
 #: Panel boxes in the figure: (row0, row1, col0, col1), found from the white page margins.
 PANEL_A_BOX = (9, 373, 10, 489)

@@ -1,6 +1,6 @@
 """The published NCL-SM NTM shape features and the NTM rule.
 
-Part of :mod:`nclsm_utils.morphology` (see its docstring for the definitions);
+Part of :mod:`nclsm_utils.metrics.morphology` (see its docstring for the definitions);
 import from there.
 """
 from __future__ import annotations

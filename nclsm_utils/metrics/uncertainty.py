@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .metrics import A_THRESHOLDS, a_column
+from . import A_THRESHOLDS, a_column
 
 #: Confidence level, bootstrap resamples and seed of every interval.
 CONFIDENCE = 0.95

@@ -4,7 +4,7 @@ Used by ``benchmarks/bench_real_transfer.py`` (and reusable by the site and test
 cases compare a method trained on the (synthetic) train split with real material:
 
 * **real**: panel A of the NCL-SM overview figure against its panel-B mask
-  (:mod:`nclsm_utils.realpanel`), objects kept by the half their centroid lies in
+  (:mod:`nclsm_utils.core.realpanel`), objects kept by the half their centroid lies in
   (:func:`restrict_to_half`; the left half is for benchmarks, the right half is held out);
 * **synthetic control**: a synthetic test section shrunk to the real panel's fibre size
   (:func:`shrink_to_diameter`), so the gap between the two rows is the appearance gap, not
@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import MetricWarning, a_column, evaluate, instance_metrics, summarise
+from ..metrics import MetricWarning, a_column, evaluate, instance_metrics, summarise
 from .calibration import at_diameter
-from .realpanel import half_of, median_diameter
+from ..core.realpanel import half_of, median_diameter
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def score_instances(gt: np.ndarray, pred: np.ndarray, image: np.ndarray | None =
 def restrict_to_half(gt: np.ndarray, pred: np.ndarray, half: str = "left"):
     """Keep the GT and predicted objects whose centroid lies in one half of the real panel.
 
-    Both masks go through :func:`nclsm_utils.realpanel.half_of` (centroid column below or
+    Both masks go through :func:`nclsm_utils.core.realpanel.half_of` (centroid column below or
     at/above ``LEFT_HALF_X``, objects under the panel letter dropped), so an object is
     scored where its centroid lies: a predicted fibre straddling the split belongs to one
     half only.
@@ -152,7 +152,7 @@ def restrict_to_half(gt: np.ndarray, pred: np.ndarray, half: str = "left"):
 def shrink_to_diameter(image: np.ndarray, labels: np.ndarray, diameter: float):
     """Resize a section so that its median fibre diameter becomes ``diameter`` pixels.
 
-    :func:`nclsm_utils.calibration.at_diameter`, plus the factor
+    :func:`nclsm_utils.report.calibration.at_diameter`, plus the factor
     ``diameter / median_diameter(labels)``.
 
     Parameters
@@ -191,7 +191,7 @@ def downscale_labels(labels: np.ndarray, factor: float) -> np.ndarray:
     array([[ 5,  7],
            [13, 15]])
     """
-    from .segmenters.base import resize_labels
+    from ..segmenters.base import resize_labels
 
     factor = float(factor)
     if not (math.isfinite(factor) and factor >= 1):
@@ -273,7 +273,7 @@ def predict_file(method: str, image_path, out_path, modality: str = "IF",
     """
     import tifffile
 
-    from .segmenters.apply import predict_image
+    from ..segmenters.apply import predict_image
 
     image = np.asarray(tifffile.imread(image_path))
     input_rss = peak_rss_bytes()
@@ -311,8 +311,8 @@ def render_geometry(mask_path, out_path, downscale: float = 1, modality: str = "
     """
     import tifffile
 
-    from .io import write_tiff
-    from .synth import render_image
+    from ..core.io import write_tiff
+    from ..synth import render_image
 
     labels = downscale_labels(np.asarray(tifffile.imread(mask_path)), downscale)
     _, rgb = render_image(labels, modality=modality, seed=seed)

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .uncertainty import (INSTANCE_CI, ci_columns, instance_intervals, paper_metric_intervals,
+from ..metrics.uncertainty import (INSTANCE_CI, ci_columns, instance_intervals, paper_metric_intervals,
                           tile_counts)
-from .segmenters.base import method_label  # noqa: F401 - re-exported (notebooks use it)
-from .workdir import MissingPrediction, Workdir
+from ..segmenters.base import method_label  # noqa: F401 - re-exported (notebooks use it)
+from ..core.workdir import MissingPrediction, Workdir
 
 #: Paper metrics and instance metrics that get a 95 % bootstrap interval in Tables II and III
 #: (MF-A is a count and gets none).
@@ -137,7 +137,7 @@ def section_per_fibre(section, pred_labels: np.ndarray) -> pd.DataFrame:
     DataFrame
         ``modality``, ``section`` then :data:`nclsm_utils.metrics.PER_FIBRE_COLUMNS`.
     """
-    from .metrics import evaluate
+    from ..metrics import evaluate
 
     gt = section.mask("myofibres")
     image = section.image() if section.has("image") else None
@@ -162,7 +162,7 @@ def qa_per_fibre(dataset, sections=None) -> pd.DataFrame:
         :func:`section_per_fibre` tables of the sections with a QA mask, concatenated
         (one section in memory at a time).
     """
-    from .metrics import PER_FIBRE_COLUMNS
+    from ..metrics import PER_FIBRE_COLUMNS
 
     tables = []
     for section in _chosen_sections(dataset, sections):
@@ -178,9 +178,9 @@ def qa_per_fibre(dataset, sections=None) -> pd.DataFrame:
 def summary_row(per_fibre: pd.DataFrame, name: str, intervals: bool = True) -> pd.DataFrame:
     """One-row table: ``method`` name, ``TS`` (section ids used), the paper summary columns
     and, with ``intervals``, their 95 % bootstrap intervals (``<metric> CI low`` / ``CI high``
-    for :data:`PAPER_CI_METRICS`; :func:`nclsm_utils.uncertainty.paper_metric_intervals`:
+    for :data:`PAPER_CI_METRICS`; :func:`nclsm_utils.metrics.uncertainty.paper_metric_intervals`:
     matched fibres resampled within sections)."""
-    from .metrics import SUMMARY_COLUMNS, summarise
+    from ..metrics import SUMMARY_COLUMNS, summarise
 
     if len(per_fibre):
         summary = summarise(per_fibre)
@@ -245,7 +245,7 @@ def table2(dataset, sections=None) -> pd.DataFrame:
         if subset:
             rows.append(qa_row(dataset, subset, name=f"QA-{modality}"))
     if not rows:
-        from .metrics import SUMMARY_COLUMNS
+        from ..metrics import SUMMARY_COLUMNS
 
         log.warning("no section has a QA mask (role 'qa'); Table II is empty")
         return pd.DataFrame(columns=["method", "TS", *SUMMARY_COLUMNS])
@@ -257,7 +257,7 @@ def table2(dataset, sections=None) -> pd.DataFrame:
 # 03_segment, i.e. nclsm_utils.runner.run_method) leaves under <workdir>/results/:
 # <label>/<modality>_<id>.csv per-fibre tables, <label>_instance.csv instance metrics per
 # section, <label>_summary.csv and <label>_run.json (status, written by
-# nclsm_utils.pipeline.segment_method).
+# nclsm_utils.report.pipeline.segment_method).
 
 #: The method rows of Table III, in order (the QA row follows them).
 TABLE3_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
@@ -289,7 +289,7 @@ def method_results(method: str, sections, workdir="data") -> dict:
         ``missing`` section ids without a per-fibre table; ``status`` the run record (dict
         or None); ``source``; ``note`` why the row is incomplete or empty ('' when complete).
     """
-    from .metrics import aggregate_instance_metrics, read_per_fibre_table
+    from ..metrics import aggregate_instance_metrics, read_per_fibre_table
 
     label = method_label(method)
     work = Workdir(workdir)
@@ -342,7 +342,7 @@ def _at(instance, column: str, thresh: float) -> float:
 def table3_row(method: str, sections, workdir="data", intervals: bool = True) -> dict:
     """One Table III row (a dict of :data:`TABLE3_COLUMNS`) from a method's results; with
     ``intervals`` the bootstrap intervals too (else those columns are NaN)."""
-    from .metrics import summarise
+    from ..metrics import summarise
 
     found = method_results(method, sections, workdir)
     row = {c: np.nan for c in TABLE3_COLUMNS}
@@ -373,15 +373,15 @@ def table3_pairwise(dataset, methods=TABLE3_METHODS, workdir="data", split: str 
     Per fibre: IoU, and the absolute errors of the membrane-included and mass-missed
     percentages against the ground truth's; the mean difference with a 95 % bootstrap
     interval (fibres resampled within sections), the Wilcoxon signed-rank p-value and its
-    Holm adjustment over all rows (:func:`nclsm_utils.uncertainty.pairwise_comparisons`).
+    Holm adjustment over all rows (:func:`nclsm_utils.metrics.uncertainty.pairwise_comparisons`).
 
     Returns
     -------
     DataFrame
-        :data:`nclsm_utils.uncertainty.PAIRWISE_COLUMNS`; methods without results are left
+        :data:`nclsm_utils.metrics.uncertainty.PAIRWISE_COLUMNS`; methods without results are left
         out.
     """
-    from .uncertainty import pairwise_comparisons
+    from ..metrics.uncertainty import pairwise_comparisons
 
     chosen = dataset.sections(split=split) if sections is None else \
         [dataset.section(str(s)) if isinstance(s, str) else s for s in sections]
@@ -426,7 +426,7 @@ def with_intervals(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 
 def method_tile_counts(method: str, sections, workdir="data") -> list:
-    """Per-tile TP/FP/FN of a method's cached predictions (:func:`nclsm_utils.uncertainty.
+    """Per-tile TP/FP/FN of a method's cached predictions (:func:`nclsm_utils.metrics.uncertainty.
     tile_counts`), one table per section that has a prediction; the instance metrics'
     intervals resample these tiles."""
     out = []
@@ -572,7 +572,7 @@ def _qa_table3_row(dataset, sections) -> dict:
 def load_prediction(method: str, section, workdir="data"):
     """A method's cached label image of ``section`` (None when it has none)."""
     if str(method).startswith("external:"):
-        from .segmenters import get_segmenter
+        from ..segmenters import get_segmenter
 
         try:
             return get_segmenter(str(method), workdir=workdir).predict_section(section)
@@ -608,12 +608,12 @@ def morphology_comparison(dataset, methods, workdir="data", split: str = "test",
     Returns
     -------
     per_fibre : DataFrame
-        :func:`nclsm_utils.morphology.fibre_morphology` rows with ``source`` (``ground truth``
+        :func:`nclsm_utils.metrics.morphology.fibre_morphology` rows with ``source`` (``ground truth``
         or the method) and ``section``.
     tests : DataFrame
-        :func:`nclsm_utils.morphology.compare_morphology` rows with ``method`` first.
+        :func:`nclsm_utils.metrics.morphology.compare_morphology` rows with ``method`` first.
     """
-    from .morphology import compare_morphology, fibre_morphology
+    from ..metrics.morphology import compare_morphology, fibre_morphology
 
     chosen = dataset.sections(split=split) if sections is None else list(sections)
     parts = []

@@ -10,7 +10,7 @@ shortcodes, fenced divs and Markdown), each with the navigation bar of ``_quarto
 
 Example
 -------
->>> from nclsm_utils.site import build_site
+>>> from nclsm_utils.report.site import build_site
 >>> result = build_site(reports_dir="reports")   # doctest: +SKIP
 >>> result.index, result.engine                  # doctest: +SKIP
 (PosixPath('_site/index.html'), 'nbconvert')
@@ -251,7 +251,7 @@ def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:
 
 def published_fragment() -> str:
     """The paper's published Table II and III rows, labelled as real-NCL-SM numbers so they
-    are never read as ours (:func:`nclsm_utils.reproduce.published_rows`)."""
+    are never read as ours (:func:`nclsm_utils.report.reproduce.published_rows`)."""
     from .reproduce import published_rows
 
     rows = published_rows().rename(columns={"row": "published row"})
@@ -279,7 +279,7 @@ def _dataset_description(data: Path | None) -> list[str]:
     elif data.is_dir():
         lines.append("- kind: **NCL-SM** (the dataset folder above)")
     try:
-        from .dataset import Dataset
+        from ..core.dataset import Dataset
 
         dataset = Dataset(data)
         for split in ("train", "validation", "test"):
@@ -375,7 +375,7 @@ def write_fragments(reports) -> Path:
     Fragments with links are written for the page that includes them (``method_pages.md``
     for ``site/methods.qmd``); the others hold no links.
     """
-    from .io import write_text
+    from ..core.io import write_text
 
     reports = Path(reports)
     out = reports / FRAGMENTS
@@ -422,7 +422,7 @@ def write_placeholders(config: dict, reports: Path) -> list[Path]:
         cell.id = "placeholder"
         nb.cells.append(cell)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from .io import write_text  # atomic (temporary file + rename); bytes as nbformat.write
+        from ..core.io import write_text  # atomic (temporary file + rename); bytes as nbformat.write
         write_text(path, nbformat.writes(nb) + "\n")
         made.append(path)
     return made
@@ -714,7 +714,7 @@ def build_site(reports_dir="reports", out_dir=None, project=None, engine: str = 
     out_dir : path-like, optional
         Default ``<project>/_site``.
     project : path-like, optional
-        Folder of ``_quarto.yml`` (default: :func:`nclsm_utils.notebooks.project_root`).
+        Folder of ``_quarto.yml`` (default: :func:`nclsm_utils.report.notebooks.project_root`).
     engine : ``auto`` | ``quarto`` | ``nbconvert``
         ``auto`` uses Quarto when a ``quarto`` binary is on PATH.
 

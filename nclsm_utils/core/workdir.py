@@ -8,7 +8,7 @@
     <workdir>/results/<label>_summary.csv          a method's summary
     <workdir>/results/<label>_instance.csv         its instance metrics
     <workdir>/results/<label>_run.json             how its run went
-    <workdir>/results/manifest.json                the results manifest (nclsm_utils.manifest)
+    <workdir>/results/manifest.json                the results manifest (nclsm_utils.core.manifest)
     <workdir>/seeds/seed<k>/                       the same layout for training seed k > 0
 
 >>> from pathlib import Path

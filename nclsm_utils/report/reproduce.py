@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import DataError
+from ..core.io import DataError
 
 #: The published numbers (NCL-SM paper, Tables I and II; the published notebook's log).
 PUBLISHED_QA_IF = {"MF-A": 23, "r_AoB": 0.92, "r_AiB": 0.94, "mean IoU": 0.96,
@@ -117,8 +117,8 @@ def _skip(check, published, missing) -> dict:
 
 
 def _labels(path: Path) -> np.ndarray:
-    from .dataset import as_labels
-    from .io import read_array
+    from ..core.dataset import as_labels
+    from ..core.io import read_array
 
     return as_labels(read_array(path), path)
 
@@ -128,7 +128,7 @@ def qa_pair_rows(repo, section: str) -> list[dict]:
     """Our per-fibre match and IoU vs the published per-fibre csv of one QA pair, and our
     time for them (the published notebook took 36 min 53 s on S11). The match follows the
     published code's direction (``evaluate(..., match="pred_centroid")``)."""
-    from .metrics import evaluate, read_per_fibre_csv
+    from ..metrics import evaluate, read_per_fibre_csv
 
     gt_path, qa_path = sample_path(repo, "gt", section), sample_path(repo, "qa", section)
     csv_path = sample_path(repo, "per_fibre", section)
@@ -162,7 +162,7 @@ def qa_pair_rows(repo, section: str) -> list[dict]:
 
 def table2_rows(repo) -> list[dict]:
     """Table II's QA-IF row from the published per-fibre csvs of S11 and S60."""
-    from .metrics import read_per_fibre_csv, summarise
+    from ..metrics import read_per_fibre_csv, summarise
 
     paths = [sample_path(repo, "per_fibre", s) for s in QA_SECTIONS]
     missing = [p for p in paths if not p.is_file()]
@@ -200,7 +200,7 @@ def _published_features(repo) -> pd.DataFrame | None:
 
 def shape_feature_rows(repo, published: pd.DataFrame | None) -> list[dict]:
     """Shape features of each ground-truth mask present vs the published rows."""
-    from .morphology import shape_features
+    from ..metrics.morphology import shape_features
 
     if published is None:
         return [_skip("shape_features", "published shape features",
@@ -237,7 +237,7 @@ def shape_feature_rows(repo, published: pd.DataFrame | None) -> list[dict]:
 
 def ntm_rows(repo, published: pd.DataFrame | None) -> list[dict]:
     """The published NTM rule over the published IF rows vs their flags and Table I."""
-    from .morphology import _as_bool, ntm_rule
+    from ..metrics.morphology import _as_bool, ntm_rule
 
     if published is None:
         return [_skip("ntm_rule count", PUBLISHED_NTM_IF, [sample_path(repo, "features")])]

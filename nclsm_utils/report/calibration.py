@@ -1,7 +1,7 @@
 """Calibration statistics: the same numbers measured on a real and on a synthetic section.
 
 The synthetic NCL-SM (:mod:`nclsm_utils.synth`) is calibrated against the LEFT half of the
-one real NCL-SM image with ground truth at hand (:mod:`nclsm_utils.realpanel`). Both are
+one real NCL-SM image with ground truth at hand (:mod:`nclsm_utils.core.realpanel`). Both are
 measured by :func:`image_statistics` at the same pixel scale (a synthetic section is first
 shrunk so its median fibre diameter equals the real one, :func:`at_diameter`), so the
 numbers are comparable:
@@ -39,7 +39,7 @@ PROFILE_STEPS = (-0.18, -0.12, -0.06, 0.0, 0.06, 0.12, 0.18, 0.3, 0.5)
 #: measured by :func:`image_statistics`; ``tests/test_calibration.py`` re-measures them.
 REAL_TARGETS = {
     "source": "NCL-SM overview figure, panel A/B, left half (x < 240 px); "
-              "nclsm_utils.calibration.image_statistics",
+              "nclsm_utils.report.calibration.image_statistics",
     "diameter_px": 16.487,
     "fibres": 266.0,
     "fibre_fraction": 0.655,

@@ -4,8 +4,8 @@ Each subclass keeps its meaning, its message and its built-in base (a bad input 
 ``ValueError``, a method that cannot run a ``RuntimeError``), so ``except ValueError`` code
 keeps working while ``except NclsmError`` catches everything the package raises on purpose:
 
->>> from nclsm_utils.errors import NclsmError
->>> from nclsm_utils.io import DataError
+>>> from nclsm_utils.core.errors import NclsmError
+>>> from nclsm_utils.core.io import DataError
 >>> issubclass(DataError, NclsmError), issubclass(DataError, ValueError)
 (True, True)
 """

@@ -29,7 +29,7 @@ notebook and every fit runs exactly as it would alone (``benchmarks/bench_report
 
 Example
 -------
->>> from nclsm_utils.notebooks import run_notebooks
+>>> from nclsm_utils.report.notebooks import run_notebooks
 >>> result = run_notebooks("data/synthetic", reports="reports",
 ...                        methods=["mitocyto"], quick=True)         # doctest: +SKIP
 >>> [(job.name, job.status) for job in result.jobs]                  # doctest: +SKIP
@@ -48,9 +48,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import manifest as manifest_file
-from .errors import NclsmError
-from .workdir import default_workdir
+from ..core import manifest as manifest_file
+from ..core.errors import NclsmError
+from ..core.workdir import default_workdir
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def project_root() -> Path:
     cwd = Path.cwd()
     if (cwd / "notebooks").is_dir() and (cwd / "_quarto.yml").is_file():
         return cwd
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]   # the checkout (nclsm_utils/report/..)
     if (here / "notebooks").is_dir():
         return here
     return cwd
@@ -179,7 +179,7 @@ def data_fingerprint(root) -> str:
 
 def code_fingerprint() -> str:
     """Hash of the ``nclsm_utils`` sources (a code change reruns the notebooks)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]   # nclsm_utils/
     digest = hashlib.sha1()
     for path in sorted(package.rglob("*")):
         if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
@@ -251,7 +251,7 @@ def declared_parameters(path) -> dict:
 
 
 def _check_methods(methods) -> list[str]:
-    from .segmenters import known_methods
+    from ..segmenters import known_methods
 
     known = [m for m in known_methods() if not m.endswith("<folder>")]
     bad = [m for m in methods if not (m.startswith("external:") or m in known)]
@@ -315,7 +315,7 @@ def plan_run(data, reports="reports", workdir=None, methods=DEFAULT_METHODS, qui
             if entry.optional:
                 log.info("notebook %s not present yet: skipped", path)
                 continue
-            raise RunError(f"notebook {path} not found (listed in nclsm_utils.notebooks.NOTEBOOKS)")
+            raise RunError(f"notebook {path} not found (listed in nclsm_utils.report.notebooks.NOTEBOOKS)")
         present.append((entry, path))
     if not present:
         raise RunError(f"no notebooks to run in {source_dir}")
@@ -366,13 +366,13 @@ def plan_run(data, reports="reports", workdir=None, methods=DEFAULT_METHODS, qui
 
 # ---------------------------------------------------------------------------- manifest
 def read_manifest(reports) -> dict:
-    """The batch's manifest ``<reports>/run_manifest.json`` (:func:`nclsm_utils.manifest.read`;
+    """The batch's manifest ``<reports>/run_manifest.json`` (:func:`nclsm_utils.core.manifest.read`;
     section ``jobs``)."""
     return manifest_file.read(Path(reports) / MANIFEST_NAME, ("jobs",))
 
 
 def write_manifest(reports, manifest: dict) -> Path:
-    """Replace the batch's manifest (locked, atomic: :func:`nclsm_utils.manifest.write`)."""
+    """Replace the batch's manifest (locked, atomic: :func:`nclsm_utils.core.manifest.write`)."""
     return manifest_file.write(Path(reports) / MANIFEST_NAME, manifest)
 
 
@@ -455,7 +455,7 @@ def _kernel_env() -> None:
     path = os.environ.get("PATH", "")
     if not path.split(os.pathsep)[:1] == [bindir]:
         os.environ["PATH"] = bindir + os.pathsep + path
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])
     current = os.environ.get("PYTHONPATH", "")
     if package_parent not in current.split(os.pathsep):
         os.environ["PYTHONPATH"] = package_parent + (os.pathsep + current if current else "")
@@ -541,7 +541,7 @@ def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS
             # on this machine's own cluster a job that runs alone runs as in a serial batch:
             # its kernel has every core and the model it just trained (sending its sections
             # to worker processes would only make them load the model again)
-            from .cluster import SCHEDULER_ENV
+            from ..runner.cluster import SCHEDULER_ENV
 
             alone = {SCHEDULER_ENV: None} if _runs_here(client) else {}
             _run_concurrently(todo, workers, log_dir, kernel_name, finished, bar, alone)
@@ -601,8 +601,8 @@ def trains_a_network(job: Job) -> bool:
     if params.get("force"):
         return True
     try:
-        from .dataset import Dataset
-        from .segmenters.base import get_segmenter
+        from ..core.dataset import Dataset
+        from ..segmenters.base import get_segmenter
 
         segmenter = get_segmenter(method, workdir=params.get("workdir", "data"),
                                   quick=bool(params.get("quick")))
@@ -621,7 +621,7 @@ def _batch_dask(scheduler, workers: int, todo):
     if not todo or (scheduler is None and workers <= 1):
         yield None
         return
-    from .cluster import (SCHEDULER_ENV, WORKERS_ENV, dask_client, environment_kept,
+    from ..runner.cluster import (SCHEDULER_ENV, WORKERS_ENV, dask_client, environment_kept,
                           scheduler_address)
 
     with dask_client(scheduler, workers) as client, \
@@ -639,9 +639,9 @@ def _runs_here(client) -> bool:
 def _execute_in_child(job: Job, log_dir: Path, kernel_name: str,
                       environment: dict | None = None) -> dict:
     """:func:`execute_job` in a pool process, with ``environment`` changes for its kernel
-    (see :func:`nclsm_utils.cluster.environment_kept`); the outcome as a plain dict
+    (see :func:`nclsm_utils.runner.cluster.environment_kept`); the outcome as a plain dict
     (picklable)."""
-    from .cluster import environment_kept
+    from ..runner.cluster import environment_kept
 
     try:
         with environment_kept(environment):

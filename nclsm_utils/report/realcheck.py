@@ -1,23 +1,23 @@
 """Synthetic vs real: the numbers and tables of the site's "Synthetic vs real" page.
 
 The real reference is ONE real NCL-SM section (IF) with ground truth, seen at reduced
-resolution in the NCL-SM paper's overview figure (:mod:`nclsm_utils.realpanel`, fibres about
+resolution in the NCL-SM paper's overview figure (:mod:`nclsm_utils.core.realpanel`, fibres about
 16 px across). Only its LEFT half (``x < realpanel.LEFT_HALF_X``) is shown, measured or
 reported here (:func:`real_left_half`); the right half is held out as an independent check
 and is never read by this module.
 
-* :func:`synthetic_statistics`: :func:`nclsm_utils.calibration.image_statistics` of every
+* :func:`synthetic_statistics`: :func:`nclsm_utils.report.calibration.image_statistics` of every
   section of a dataset, each first shrunk to the real fibre diameter
-  (:func:`nclsm_utils.calibration.at_diameter`);
+  (:func:`nclsm_utils.report.calibration.at_diameter`);
 * :func:`calibration_table` / :func:`calibration_reading`: the real values
-  (:data:`nclsm_utils.calibration.REAL_TARGETS`) against the synthetic 10-90 % ranges, and
+  (:data:`nclsm_utils.report.calibration.REAL_TARGETS`) against the synthetic 10-90 % ranges, and
   the one-line reading of that table;
 * :func:`load_transfer_table` / :func:`transfer_reading`: the real-image check written by
   ``benchmarks/bench_real_transfer.py`` (``reports/real_transfer.csv``), when present.
 
 Example
 -------
->>> from nclsm_utils import realcheck
+>>> from nclsm_utils.report import realcheck
 >>> stats = realcheck.synthetic_statistics("data/synthetic")        # doctest: +SKIP
 >>> table = realcheck.calibration_table(stats)                       # doctest: +SKIP
 >>> realcheck.calibration_reading(table, len(stats))                 # doctest: +SKIP
@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import calibration, realpanel
-from .dataset import Dataset, Section
-from .io import DataError
+from . import calibration
+from ..core import realpanel
+from ..core.dataset import Dataset, Section
+from ..core.io import DataError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def real_left_half(path=None) -> RealLeftHalf | None:
     """The real panel cut to its left half, or None (logged) when the figure is missing.
 
     The cut is a plain column slice ``[:, :LEFT_HALF_X]`` of the registered panel, exactly what
-    :data:`nclsm_utils.calibration.REAL_TARGETS` was measured on; nothing right of it is kept.
+    :data:`nclsm_utils.report.calibration.REAL_TARGETS` was measured on; nothing right of it is kept.
     """
     try:
         panel = realpanel.load_panel(realpanel.FIGURE if path is None else path)
@@ -128,7 +129,7 @@ def synthetic_statistics(dataset_or_sections=None,
     -------
     DataFrame
         One row per section with a fibre mask: ``section`` (``IMC/P02``), ``modality``,
-        ``split``, then every :func:`~nclsm_utils.calibration.image_statistics` column.
+        ``split``, then every :func:`~nclsm_utils.report.calibration.image_statistics` column.
         Sections without fibres are skipped (logged). One section is in memory at a time.
     """
     from tqdm.auto import tqdm
@@ -151,7 +152,7 @@ def synthetic_statistics(dataset_or_sections=None,
 
 def section_pairs(dataset_or_sections=None, n: int = 3) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``(title, image, myofibre mask)`` of ``n`` sections, alternating modalities (IMC, IF,
-    IMC, ...) in section order, for :func:`nclsm_utils.plots.real_vs_synthetic_figure`."""
+    IMC, ...) in section order, for :func:`nclsm_utils.report.plots.real_vs_synthetic_figure`."""
     sections = _sections(dataset_or_sections)
     by_modality = {m: [s for s in sections if s.modality == m] for m in ("IMC", "IF")}
     chosen: list[Section] = []
@@ -165,10 +166,10 @@ def section_pairs(dataset_or_sections=None, n: int = 3) -> list[tuple[str, np.nd
 # ---------------------------------------------------------------------------- calibration
 def calibration_table(synthetic, real: dict | None = None,
                       drop=SCALE_STATISTICS) -> pd.DataFrame:
-    """:func:`nclsm_utils.calibration.compare` of the real values and the synthetic sections.
+    """:func:`nclsm_utils.report.calibration.compare` of the real values and the synthetic sections.
 
     ``synthetic``: :func:`synthetic_statistics`' frame (or a list of statistics dicts);
-    ``real``: default :data:`~nclsm_utils.calibration.REAL_TARGETS`. The statistics in
+    ``real``: default :data:`~nclsm_utils.report.calibration.REAL_TARGETS`. The statistics in
     ``drop`` (set by the rescaling or by the image size) are left out.
     """
     real = calibration.REAL_TARGETS if real is None else real

@@ -1,9 +1,9 @@
 """The report: default data, the notebook batch, the site; and one method's run record.
 
 ``make report`` calls :func:`build_report` = :func:`resolve_data` +
-:func:`nclsm_utils.notebooks.run_notebooks` + :func:`nclsm_utils.site.build_site`. The batch
+:func:`nclsm_utils.report.notebooks.run_notebooks` + :func:`nclsm_utils.report.site.build_site`. The batch
 itself (the one notebook list, planning, the run manifest, papermill) is
-:mod:`nclsm_utils.notebooks`; its names are importable from here too, as before.
+:mod:`nclsm_utils.report.notebooks`; its names are importable from here too, as before.
 """
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import logging
 import time
 from pathlib import Path
 
-from .dataset import find_ncl_sm
+from ..core.dataset import find_ncl_sm
 from .notebooks import (DEFAULT_METHODS, KERNEL_NAME, LOG_DIR, MANIFEST_NAME,  # noqa: F401
                         NOTEBOOKS, Job, NotebookEntry, NotebookFailed, PipelineError, RunError,
                         RunResult, code_fingerprint, data_fingerprint, declared_parameters,
                         execute_job, is_up_to_date, job_slug, next_jobs, notebook_source_hash,
                         notebooks_dir, plan_run, project_root, read_manifest, reads_fingerprint,
                         run_notebooks, trains_a_network, write_manifest)
-from .workdir import SYNTHETIC_DIR, default_workdir  # noqa: F401
+from ..core.workdir import SYNTHETIC_DIR, default_workdir  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def resolve_data(data_dir="data", seed: int = 0, preset: str = "default", client
             return root
     elif data_dir.name == SYNTHETIC_DIR or find_ncl_sm(data_dir) is not None:
         return data_dir
-    from .synth import SynthConfig, default_workers, write_dataset
+    from ..synth import SynthConfig, default_workers, write_dataset
 
     out = data_dir / SYNTHETIC_DIR if data_dir.name != SYNTHETIC_DIR else data_dir
     log.info("no NCL-SM in %s: using the synthetic default dataset %s", data_dir, out)
@@ -61,7 +61,7 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
 
     With ``seeds`` > 1 a trained method is trained and scored again with training seeds
     ``seed + 1`` ... ``seed + seeds - 1``, each in its own work directory
-    (:func:`nclsm_utils.tables.seed_workdir`: ``<workdir>/seeds/seed<k>/``, models cached
+    (:func:`nclsm_utils.report.tables.seed_workdir`: ``<workdir>/seeds/seed<k>/``, models cached
     there), one after the other; Table III then reports the spread across seeds. A method
     without training (mitocyto, external masks) runs once.
 
@@ -72,10 +72,10 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
         ``method``, ``label``, ``status`` (``ok``, ``partial`` or ``failed``), ``source``,
         ``error``, ``errors`` (per section), ``sections``, ``quick``, ``seconds``.
     """
-    from .cluster import dask_settings
-    from .io import DataError
-    from .runner import run_method, write_run_record
-    from .segmenters.base import SegmenterError, method_label
+    from ..runner.cluster import dask_settings
+    from ..core.io import DataError
+    from ..runner import run_method, write_run_record
+    from ..segmenters.base import SegmenterError, method_label
 
     if int(seeds) < 1:
         raise RunError(f"seeds must be >= 1, got {seeds}")
@@ -116,8 +116,8 @@ def _other_seeds(method, dataset, split, workdir, quick, force, sections, progre
     returns ``{"<k>": status}`` (``ok``, ``partial``, ``failed: ...`` or ``not trained``)."""
     import dataclasses
 
-    from .runner import run_method
-    from .segmenters import get_segmenter
+    from ..runner import run_method
+    from ..segmenters import get_segmenter
     from .tables import seed_workdir
 
     out = {}
@@ -148,7 +148,7 @@ def resolve_and_run(data_dir="data", scheduler=None, workers: int = 1,
     cluster for both when ``workers > 1`` or a ``scheduler`` is given (the synthetic default
     data are then written by its workers). ``run_options``: those of :func:`run_notebooks`.
     """
-    from .cluster import dask_client
+    from ..runner.cluster import dask_client
 
     workers = max(1, int(workers or 1))
     with dask_client(scheduler, workers) as client:
@@ -164,8 +164,8 @@ def build_report(data_dir="data", reports_dir="reports", quick: bool = False,
     ``scheduler`` / ``workers``: see :func:`run_notebooks` (``workers=2``: two notebooks at a
     time and a two-process local Dask cluster; the same outputs). ``ncl_sm_repo``: a
     checkout of the paper's code repository; the "Paper reproduction" page then recomputes
-    its published numbers (:mod:`nclsm_utils.reproduce`). ``source_dir``: the notebook
-    sources (default :func:`nclsm_utils.notebooks.notebooks_dir`).
+    its published numbers (:mod:`nclsm_utils.report.reproduce`). ``source_dir``: the notebook
+    sources (default :func:`nclsm_utils.report.notebooks.notebooks_dir`).
 
     Returns the path of ``_site/index.html``. A failing notebook raises
     :class:`NotebookFailed` (the reports already written stay; a rerun resumes).

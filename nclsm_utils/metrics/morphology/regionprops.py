@@ -1,6 +1,6 @@
 """Standard per-fibre morphology (regionprops-style) and method-vs-ground-truth comparison.
 
-Part of :mod:`nclsm_utils.morphology` (see its docstring); import from there.
+Part of :mod:`nclsm_utils.metrics.morphology` (see its docstring); import from there.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ computed one section at a time; no full-resolution copies are kept.
 Example
 -------
 >>> import numpy as np
->>> from nclsm_utils import plots
+>>> from nclsm_utils.report import plots
 >>> image = np.zeros((64, 64, 3), np.uint8); labels = np.zeros((64, 64), np.uint16)
 >>> labels[8:30, 8:30] = 1
 >>> rgb = plots.draw_contours(image, labels, (0, 255, 255))
@@ -161,7 +161,7 @@ def section_thumbnails(sections, max_side: int = 384, ncols: int = 4, max_sectio
 
 def class_proportions(proportions: pd.DataFrame):
     """Bar chart of the percent of myofibres per class and technique
-    (the output of :func:`nclsm_utils.tables.class_proportions`)."""
+    (the output of :func:`nclsm_utils.report.tables.class_proportions`)."""
     import seaborn as sns
 
     plt = _plt()
@@ -378,7 +378,7 @@ def forest_plot(table: pd.DataFrame, columns=("mean IoU", "r_AoB", "r_AiB", "A%(
     """Each metric's value per row (method) with its 95 % interval, one panel per metric.
 
     ``table`` has the metric columns and their ``<metric> CI low`` / ``CI high`` columns
-    (Table III as :func:`nclsm_utils.tables.table3` writes it); rows without a value are
+    (Table III as :func:`nclsm_utils.report.tables.table3` writes it); rows without a value are
     left out of that panel, and a value without an interval is drawn as a bare point.
     """
     plt = _plt()
@@ -470,7 +470,7 @@ def real_vs_synthetic_figure(real_image: np.ndarray, real_labels: np.ndarray, sy
                              n: int = 3, size: int = 128, real_title: str = "real NCL-SM (IF, left half)"):
     """The real image beside ``n`` synthetic sections at the same fibre size and crop size.
 
-    Each synthetic section is rescaled with :func:`nclsm_utils.calibration.at_diameter` so its
+    Each synthetic section is rescaled with :func:`nclsm_utils.report.calibration.at_diameter` so its
     median fibre diameter equals the real one; every panel is then a square crop of the same
     side (``size``, or less when an image is smaller), centred on the labelled area. Top row:
     the images; bottom row: the same crops with the mask outline (cyan).
@@ -486,7 +486,7 @@ def real_vs_synthetic_figure(real_image: np.ndarray, real_labels: np.ndarray, sy
         How many synthetic sections to show (the first ``n``).
     """
     from .calibration import at_diameter
-    from .realpanel import median_diameter
+    from ..core.realpanel import median_diameter
 
     plt = _plt()
     diameter = median_diameter(real_labels)
@@ -528,7 +528,7 @@ def calibration_profile_figure(comparison, synthetic=None):
     Parameters
     ----------
     comparison : DataFrame or dict
-        :func:`nclsm_utils.calibration.compare`'s table (columns ``statistic``, ``real``,
+        :func:`nclsm_utils.report.calibration.compare`'s table (columns ``statistic``, ``real``,
         ``synthetic_median``, ``synthetic_p10``, ``synthetic_p90``); or the real statistics
         dict, with ``synthetic`` the list of synthetic statistics dicts (or their frame).
 

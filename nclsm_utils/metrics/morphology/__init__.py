@@ -11,8 +11,8 @@ Two families of per-fibre tables live here:
   compares a method's fibres with the ground truth's feature by feature
   (medians, Mann-Whitney U, rank-biserial and common-language effect sizes).
 
-The first family is in :mod:`nclsm_utils.morphology.shape`, the second in
-:mod:`nclsm_utils.morphology.regionprops`; both are re-exported here.
+The first family is in :mod:`nclsm_utils.metrics.morphology.shape`, the second in
+:mod:`nclsm_utils.metrics.morphology.regionprops`; both are re-exported here.
 
 Every function works per fibre on its bounding-box crop (found once with
 :func:`scipy.ndimage.find_objects`), so a full 12k x 15k IF section with ~500 fibres

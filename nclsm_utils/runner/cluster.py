@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 
-from .errors import NclsmError
+from ..core.errors import NclsmError
 
 log = logging.getLogger(__name__)
 
