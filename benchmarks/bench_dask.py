@@ -320,7 +320,7 @@ def child_idle(argv) -> None:
     import dask
     import psutil
 
-    from nclsm_utils import distributed
+    from nclsm_utils.runner import cluster
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int)
@@ -328,8 +328,8 @@ def child_idle(argv) -> None:
     parser.add_argument("--config", choices=["dask-default", "nclsm"])
     args = parser.parse_args(argv)
     if args.config == "dask-default":
-        distributed.LOCAL_CLUSTER_CONFIG = {}
-    with distributed.dask_client(None, args.workers):
+        cluster.LOCAL_CLUSTER_CONFIG = {}
+    with cluster.dask_client(None, args.workers):
         time.sleep(5)  # let the workers finish starting
         me = psutil.Process()
         processes = [me, *me.children(recursive=True)]
