@@ -178,12 +178,15 @@ def test_published_match_direction_matches_the_reference(case):
 def test_scipy_fallback_equals_reference(case):
     """Without OpenCV (fill, erosion, dilation, histograms by scipy/numpy): same results."""
     gt, pred, image, k = case
-    saved = metrics._regions.cv2   # every OpenCV call of the package reads this name
+    from nclsm_utils.core import imaging
+
+    # every OpenCV call of the metrics reads one of these two names (histograms: imaging)
+    saved = metrics._regions.cv2, imaging.cv2
     try:
-        metrics._regions.cv2 = None
+        metrics._regions.cv2 = imaging.cv2 = None
         ours = evaluate(gt, pred, image, half_width=k)
     finally:
-        metrics._regions.cv2 = saved
+        metrics._regions.cv2, imaging.cv2 = saved
     assert_tables_equal(ours, reference_evaluate(gt, pred, image, k))
 
 

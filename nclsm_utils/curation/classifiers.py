@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from ..core.errors import NclsmError
-from ..segmenters.base import resize_labels
+from ..core.imaging import resize_labels
 from .features import DEFAULT_DIAMETER, _as_rgb, fibre_diameter
 
 log = logging.getLogger(__package__)  # the package's logger, named as before the split
@@ -286,7 +286,7 @@ def fr_pixel_features(working: np.ndarray, params: CurationParams | None = None,
     return np.stack([f.astype(np.float32) for f in features], axis=-1)
 
 
-#: Nearest-neighbour resize of a mask (the one label resize, ``segmenters.base.resize_labels``).
+#: Nearest-neighbour resize of a mask (the one label resize, ``core.imaging.resize_labels``).
 _resize_mask = resize_labels
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 #: Fallback fibre diameters (pixels) when no myofibre mask gives one: the segmenters' one table
-from ..segmenters.base import DEFAULT_DIAMETER  # noqa: E402,F401 - re-exported
+from ..core.imaging import DEFAULT_DIAMETER  # noqa: E402,F401 - re-exported
 
 
 # ============================================================================ helpers

@@ -18,14 +18,14 @@ import pandas as pd
 from .. import metrics
 from ..core.dataset import Dataset, Section, find_ncl_sm
 from ..core.io import DataError, read_array
-from ..segmenters.base import method_label
+from ..segmenters.base import BENCHMARK_METHODS, method_label
 from ..core.workdir import MissingPrediction, Workdir
 from .views import DEFAULT_MAX_SIDE, Region, downsample_image, downsample_labels, view_sampling
 
 log = logging.getLogger(__name__)
 
 #: Methods always offered (they can be run from the app when not cached).
-BUILTIN_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
+BUILTIN_METHODS = BENCHMARK_METHODS
 
 
 # ============================================================================ data access

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..core.imaging import (_counts, _fast_dtype,  # noqa: F401 - the metrics' percentiles
+                            _percentile_from_counts, channel_percentile)
+
 try:  # OpenCV is a declared dependency; scipy gives the same results, slower
     import cv2
 except ImportError:  # pragma: no cover - exercised through the scipy fallbacks in tests
@@ -33,81 +36,12 @@ def _check_labels(labels, name: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- percentiles
-def _counts(image: np.ndarray, channel: int | None, bins: int,
-            chunk_pixels: int = 1 << 22) -> np.ndarray:
-    """Exact int64 histogram of an unsigned 8/16-bit channel, in row chunks of a few MB.
-
-    ``image`` is (H, W) with ``channel=None`` or (H, W, C) with a channel index.
-    OpenCV's calcHist is used when available (float32 counts, exact per chunk of
-    < 2**24 pixels); otherwise numpy's bincount.
-    """
-    counts = np.zeros(bins, np.int64)
-    rows = max(1, chunk_pixels // max(1, image.shape[1]))
-    for start in range(0, image.shape[0], rows):
-        block = image[start:start + rows]
-        if cv2 is not None:
-            if block.ndim == 2 or not block.flags.c_contiguous:
-                block = np.ascontiguousarray(block if channel is None else block[..., channel])
-                index = 0
-            else:
-                index = channel
-            hist = cv2.calcHist([block], [index], None, [bins], [0, bins])
-            counts += hist.ravel().astype(np.int64)
-        else:
-            values = block if channel is None else block[..., channel]
-            counts += np.bincount(values.ravel(), minlength=bins)[:bins]
-    return counts
 
 
-def _percentile_from_counts(counts: np.ndarray, q: float, dtype) -> float:
-    """numpy's linear-method percentile of the values whose histogram is ``counts``."""
-    n = int(counts.sum())
-    cumulative = np.cumsum(counts)
-    # numpy's linear method: virtual index (n - 1) * q / 100, then a lerp of its neighbours
-    virtual = np.float64(n - 1) * np.true_divide(q, 100)
-    below = int(np.floor(virtual))
-    above = min(below + 1, n - 1)
-    lo, hi = np.searchsorted(cumulative, [below, above], side="right").astype(dtype)
-    gamma = float(virtual - below) if virtual < n - 1 else 0.0
-    # np.quantile of (lo, hi) at gamma performs numpy's own lerp with weight gamma exactly
-    return float(np.quantile(np.array([lo, hi], dtype=dtype), gamma))
 
 
-def _fast_dtype(array: np.ndarray) -> int | None:
-    """Number of histogram bins for uint8/uint16 arrays, None for other dtypes."""
-    return {np.dtype(np.uint8): 256, np.dtype(np.uint16): 65536}.get(array.dtype)
 
 
-def channel_percentile(channel: np.ndarray, q: float) -> float:
-    """``np.percentile(channel, q)`` (linear method), exactly, without sorting a copy for uint8/uint16.
-
-    Parameters
-    ----------
-    channel : ndarray, shape (H, W)
-        One image channel. uint8 and uint16 channels are histogrammed in row
-        chunks (a few MB of memory for a 185-megapixel section); other dtypes
-        fall back to :func:`numpy.percentile` (which copies the channel).
-    q : float
-        Percentile in [0, 100].
-
-    Returns
-    -------
-    float
-        The same value as ``np.percentile(channel, q)``, bit for bit.
-
-    Examples
-    --------
-    >>> channel = np.arange(10, dtype=np.uint8).reshape(2, 5)
-    >>> channel_percentile(channel, 85) == float(np.percentile(channel, 85))
-    True
-    """
-    channel = np.asarray(channel)
-    if channel.size == 0:
-        raise ValueError("cannot take a percentile of an empty channel")
-    bins = _fast_dtype(channel)
-    if bins is None or channel.ndim != 2:
-        return float(np.percentile(channel, q))
-    return _percentile_from_counts(_counts(channel, None, bins), q, channel.dtype)
 
 
 # ---------------------------------------------------------------------------- label geometry

@@ -50,12 +50,13 @@ from pathlib import Path
 
 from ..core import manifest as manifest_file
 from ..core.errors import NclsmError
+from ..segmenters.base import BENCHMARK_METHODS
 from ..core.workdir import default_workdir
 
 log = logging.getLogger(__name__)
 
 #: The methods of Table III, in its row order; the default of ``nclsm run``.
-DEFAULT_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
+DEFAULT_METHODS = BENCHMARK_METHODS
 MANIFEST_NAME = "run_manifest.json"
 LOG_DIR = "logs"
 KERNEL_NAME = "python3"

@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from ..metrics.uncertainty import (INSTANCE_CI, ci_columns, instance_intervals, paper_metric_intervals,
                           tile_counts)
-from ..segmenters.base import method_label  # noqa: F401 - re-exported (notebooks use it)
+from ..segmenters.base import BENCHMARK_METHODS, method_label  # noqa: F401 - method_label re-exported
 from ..core.workdir import MissingPrediction, Workdir
 
 #: Paper metrics and instance metrics that get a 95 % bootstrap interval in Tables II and III
@@ -260,7 +260,7 @@ def table2(dataset, sections=None) -> pd.DataFrame:
 # nclsm_utils.report.pipeline.segment_method).
 
 #: The method rows of Table III, in order (the QA row follows them).
-TABLE3_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
+TABLE3_METHODS = BENCHMARK_METHODS
 #: Columns of :func:`table3`.
 #: The interval columns of Table III (``<metric> CI low`` / ``CI high``), after ``note``.
 TABLE3_CI_COLUMNS = [c for m in (*PAPER_CI_METRICS, *INSTANCE_CI_METRICS) for c in ci_columns(m)]

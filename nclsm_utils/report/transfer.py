@@ -184,14 +184,14 @@ def downscale_labels(labels: np.ndarray, factor: float) -> np.ndarray:
     """Nearest-neighbour downscale of a label image by ``factor`` (1 = unchanged).
 
     The new shape is ``round(H / factor) x round(W / factor)``; each output pixel takes
-    the input pixel at its centre (:func:`segmenters.base.resize_labels`), so no labels
+    the input pixel at its centre (:func:`nclsm_utils.core.imaging.resize_labels`), so no labels
     are invented and small fibres may vanish.
 
     >>> downscale_labels(np.arange(16).reshape(4, 4), 2)
     array([[ 5,  7],
            [13, 15]])
     """
-    from ..segmenters.base import resize_labels
+    from ..core.imaging import resize_labels
 
     factor = float(factor)
     if not (math.isfinite(factor) and factor >= 1):

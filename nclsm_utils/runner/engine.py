@@ -80,7 +80,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = manifest_file.VERSION
 #: Modules whose source enters every output's key (a change there recomputes the tables).
 _CODE_MODULES = ("nclsm_utils.metrics", "nclsm_utils.segmenters.base", "nclsm_utils.runner",
-                 "nclsm_utils.core.dataset")
+                 "nclsm_utils.core.dataset", "nclsm_utils.core.imaging")
 
 
 @dataclass

@@ -4,8 +4,8 @@
 >>> known_methods()  # doctest: +SKIP
 ['cellpose', 'external', 'mitocyto', 'stardist', 'unet', 'external:<folder>']
 """
-from .base import (REGISTRY, PretrainedUnavailable, Segmenter, SegmenterError,  # noqa: F401
-                   get_segmenter, known_methods, predict_tiled, register)
+from .base import (BENCHMARK_METHODS, REGISTRY, PretrainedUnavailable, Segmenter,  # noqa: F401
+                   SegmenterError, get_segmenter, known_methods, predict_tiled, register)
 
 _MODULES = ("mitocyto_seg", "cellpose_seg", "stardist_seg", "unet", "external")
 

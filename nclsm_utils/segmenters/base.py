@@ -27,6 +27,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.errors import NclsmError
+from ..core.imaging import (DEFAULT_DIAMETER, estimate_diameters,  # noqa: F401 - re-exported
+                            normalize_channel, normalize_channels, rescale_image, resize_labels,
+                            working_image)
 from ..core.io import DataError, read_array, write_text, write_tiff
 from ..core.workdir import Workdir
 
@@ -42,6 +45,10 @@ class SegmenterError(NclsmError, RuntimeError):
 class PretrainedUnavailable(SegmenterError):
     """Pretrained weights were requested but cannot be loaded (offline, not cached)."""
 
+
+#: The methods the benchmark compares, in Table III's order (the one method list: the report's
+#: default methods, Table III's rows and the explorer's built-in choices).
+BENCHMARK_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
 
 #: How a method with optional pretrained weights uses them: ``auto`` when on disk (else it
 #: trains from scratch and logs one line), ``require`` (else :class:`PretrainedUnavailable`),
@@ -150,73 +157,18 @@ def params_hash(name: str, params, extra: dict | None = None) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-#: Fallback full-resolution fibre diameters (pixels) when none can be estimated.
-DEFAULT_DIAMETER = {"IMC": 34.0, "IF": 72.0}
 
 
-def estimate_diameters(sections) -> dict[str, float]:
-    """Median equivalent diameter (pixels) of the ground-truth myofibres, per modality."""
-    per_modality: dict[str, list[float]] = {}
-    for section in sections:
-        if not section.has("myofibres"):
-            continue
-        areas = np.bincount(section.mask("myofibres").ravel())[1:]
-        areas = areas[areas > 0]
-        per_modality.setdefault(section.modality, []).extend(2 * np.sqrt(areas / np.pi))
-    return {m: float(np.median(d)) for m, d in per_modality.items() if d}
 
 
-def normalize_channel(channel: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """One channel -> float32 scaled so percentiles ``low``..``high`` map to 0..1."""
-    from ..metrics import channel_percentile
-
-    lo, hi = channel_percentile(channel, low), channel_percentile(channel, high)
-    out = channel.astype(np.float32)
-    out -= lo
-    out *= 1.0 / max(hi - lo, 1e-6)
-    return out
 
 
-def normalize_channels(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)`` -> float32 ``(H, W, 2)`` (membrane, mass), percentile-normalised."""
-    return np.stack([normalize_channel(image[..., c], low, high) for c in range(2)], axis=-1)
 
 
-def rescale_image(image: np.ndarray, factor: float) -> np.ndarray:
-    """Resize an ``(H, W, C)`` or ``(H, W)`` image by ``factor`` (float32 result).
-
-    Area averaging when shrinking (anti-aliased), bilinear when enlarging (OpenCV, float32,
-    so a 150-megapixel channel is resized without float64 copies).
-    """
-    import cv2
-
-    if abs(factor - 1.0) < 1e-6:
-        return image.astype(np.float32, copy=False)
-    height, width = (max(1, int(round(s * factor))) for s in image.shape[:2])
-    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    if image.ndim == 3:
-        return np.stack([rescale_image(image[..., c], factor) for c in range(image.shape[2])],
-                        axis=-1)
-    return cv2.resize(image.astype(np.float32, copy=False), (width, height),
-                      interpolation=interpolation)
 
 
-def working_image(image: np.ndarray, factor: float) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)`` -> normalised ``(h, w, 2)`` float32 at the working scale.
-
-    Processes one channel at a time, so peak memory stays near one float32 full-size channel.
-    """
-    return np.stack([rescale_image(normalize_channel(image[..., c]), factor) for c in range(2)],
-                    axis=-1)
 
 
-def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label image to ``shape`` (no new labels are made)."""
-    if labels.shape == tuple(shape):
-        return labels
-    rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1)
-    cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1)
-    return labels[rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]]
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
