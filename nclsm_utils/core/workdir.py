@@ -98,7 +98,8 @@ class Workdir:
         """``results/<label>``: the method's per-fibre tables."""
         return self.results / label
 
-    def result_name(self, label: str, modality: str, section_id: str) -> str:
+    @staticmethod
+    def result_name(label: str, modality: str, section_id: str) -> str:
         """``<label>/<modality>_<id>.csv``: a per-fibre table relative to ``results/``."""
         return f"{label}/{modality}_{section_id}.csv"
 

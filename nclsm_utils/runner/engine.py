@@ -71,13 +71,12 @@ from .cluster import dask_client
 from ..core.io import DataError, write_csv, write_text
 from ..segmenters.base import Segmenter, SegmenterError, get_segmenter, method_label
 from ..core.workdir import Workdir
-from .results import (RunResult, _choose_sections, _merge_instance_csv, _one_line, _summary,
+from ..core.errors import one_line
+from .results import (RunResult, _choose_sections, _merge_instance_csv, _summary,
                       evaluate_section)
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = manifest_file.VERSION
 #: Modules whose source enters every output's key (a change there recomputes the tables).
 _CODE_MODULES = ("nclsm_utils.metrics", "nclsm_utils.segmenters.base", "nclsm_utils.runner",
                  "nclsm_utils.core.dataset", "nclsm_utils.core.imaging")
@@ -246,9 +245,9 @@ def run_section_task(task: SectionTask, segmenter=None, dataset=None) -> dict:
         out["table"], out["instance"], out["note"] = evaluate_section(
             segmenter, section, task.label, force=task.force)
     except SegmenterError as error:
-        out.update(error=_one_line(error), fatal=True)
+        out.update(error=one_line(error), fatal=True)
     except Exception as error:  # noqa: BLE001 - one bad section must not stop the others
-        out["error"] = _one_line(error)
+        out["error"] = one_line(error)
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -271,7 +270,7 @@ class _Plan:
 
 
 def _output_name(label: str, section) -> str:
-    return Workdir("").result_name(label, section.modality, section.id)
+    return Workdir.result_name(label, section.modality, section.id)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -486,7 +485,7 @@ def _fit_and_plan(segmenters, dataset, chosen, workdir: Path, force: bool,
         try:
             segmenter.fit(train, force=force)
         except (SegmenterError, DataError) as error:  # DataError: e.g. no train sections
-            plan.fatal = f"{label} cannot run: {_one_line(error)}"
+            plan.fatal = f"{label} cannot run: {one_line(error)}"
             if strict:
                 raise (DataError if isinstance(error, DataError) else SegmenterError)(
                     plan.fatal) from error

@@ -72,7 +72,6 @@ class RunResult:
         return not self.errors
 
 
-_one_line = one_line   # the one formatter (nclsm_utils.core.errors.one_line)
 
 
 def _choose_sections(dataset, split: str, sections) -> list:
@@ -124,7 +123,7 @@ def evaluate_section(segmenter, section, label: str, force: bool = False):
         instance = metrics.instance_metrics(gt, pred).assign(section=section.id,
                                                              modality=section.modality)
     except Exception as error:  # noqa: BLE001 - the paper metrics still stand
-        note = _one_line(error)
+        note = one_line(error)
     return table, instance, note
 
 
