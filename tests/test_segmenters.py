@@ -14,8 +14,9 @@ from scipy import ndimage
 from nclsm_utils.dataset import Dataset
 from nclsm_utils.core.io import DataError
 from nclsm_utils.segmenters import get_segmenter, known_methods, predict_tiled
-from nclsm_utils.segmenters.base import (drop_background_objects, grow_to_membrane, resize_labels,
-                                        tile_starts)
+from nclsm_utils.segmenters.base import resize_labels, tile_starts
+from nclsm_utils.segmenters.membrane import (drop_background_objects, merge_split_fibres,
+                                             refine_to_membrane)
 from nclsm_utils.segmenters.mitocyto_seg import (MitocytoParams, MitocytoSettings,
                                                  _hist_percentiles, find_fibre_contours,
                                                  matched_ious, membrane_uint8, mitocyto_args,
@@ -181,19 +182,46 @@ def _two_fibres():
     return image, labels
 
 
-def test_grow_to_membrane_fills_fibres_and_stops_at_membranes_and_gaps():
-    image, labels = _two_fibres()
-    grown = grow_to_membrane(labels, image, 12)
-    assert grown.dtype == labels.dtype
-    # each seed fills its compartment up to the smoothed membrane (levels >= 0.45)
-    assert np.unique(grown[:, :10]).tolist() == [1]
-    assert np.unique(grown[:, 12:20]).tolist() == [2]
-    assert int((grown == 1).sum()) == 12 * 10 and int((grown == 2).sum()) == 12 * 8
-    assert not grown[:, 10:12].any() and not grown[:, 20:].any()   # membranes, gap
-    # limited growth: 2 px around the seed only (a 12-pixel seed becomes 44 pixels)
-    small = grow_to_membrane(labels, image, 2)
-    assert int((small == 1).sum()) == 44 and int((small == 2).sum()) == 44
-    assert grow_to_membrane(labels, image, 0) is labels
+def _three_detections():
+    """Fibres A (columns 0-13) and B (16-29), membranes at 14-15 and 30-31, a gap at 32-39;
+    A detected twice (labels 1, 4), B by a polygon crossing into A (2), one object in the gap."""
+    image = np.zeros((20, 40, 2), np.float32)
+    image[:, :32, 1] = 0.5
+    image[:, 14:16, 0] = 1.0
+    image[:, 30:32, 0] = 1.0
+    labels = np.zeros((20, 40), np.int32)
+    labels[3:9, 3:9] = 1
+    labels[11:17, 3:9] = 4
+    labels[5:15, 12:26] = 2
+    labels[8:12, 34:38] = 3
+    return image, labels
+
+
+def test_refine_to_membrane_redraws_detections_along_the_membrane():
+    image, labels = _three_detections()
+    out = refine_to_membrane(labels, image, 12, erosion=1, merge_length=8, ridge=2)
+    assert out.dtype == labels.dtype
+    # A's two detections merged into label 1; B's polygon keeps only its own fibre; the gap
+    # object had no seed; neighbours meet in the middle of the membrane (columns 14 | 15)
+    assert np.unique(out).tolist() == [0, 1, 2]
+    assert np.unique(out[:, :15]).tolist() == [1] and np.unique(out[:, 15:31]).tolist() == [2]
+    assert int((out == 1).sum()) == 20 * 15 and int((out == 2).sum()) == 20 * 16
+    assert not out[:, 31:].any()
+    # without merging, A stays in two halves of 150 px each
+    split = refine_to_membrane(labels, image, 12, erosion=1, merge_length=8, merge_membrane=0)
+    assert np.unique(split).tolist() == [0, 1, 2, 4]
+    assert int((split == 1).sum()) == 150 and int((split == 4).sum()) == 150
+    assert refine_to_membrane(labels, image, 0) is labels
+
+
+def test_merge_split_fibres_needs_a_long_border_without_membrane():
+    labels = np.zeros((6, 12), np.int32)
+    labels[:, :4], labels[:, 4:8], labels[:, 8:] = 1, 2, 3
+    membrane = np.zeros((6, 12))
+    membrane[:, 7:9] = 1.0
+    assert np.unique(merge_split_fibres(labels, membrane, 4, 0.15)).tolist() == [1, 3]
+    # a border shorter than min_length (rag_boundary counts 12 pixels here) is kept apart
+    assert np.unique(merge_split_fibres(labels, membrane, 13, 0.15)).tolist() == [1, 2, 3]
 
 
 def test_drop_background_objects_keeps_fibres_drops_gap_objects():

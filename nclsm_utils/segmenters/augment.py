@@ -35,7 +35,10 @@ P_BLUR = 0.3
 P_COARSEN = 0.15            # shrink 1.5-3x and enlarge back (both channels)
 NOISE = (0.01, 0.1)         # Gaussian noise s.d., with probability P_NOISE
 P_NOISE = 0.5
-#: Zoom range of :func:`scale_jitter` (fibre size around the working diameter).
+#: Zoom range of :func:`scale_jitter` (fibre size around the working diameter); the U-Net's.
+#: StarDist uses a wider one (``StarDistParams.zoom``, 0.5-1.5) and Cellpose's own trainer
+#: zooms 0.5-1.5 (``CellposeParams.scale_range``): the small fibres of real IF sections,
+#: half the median size and less, were never detected by either with 0.75-1.33.
 ZOOM = (0.75, 1.33)
 
 
@@ -111,9 +114,9 @@ def scale_jitter(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, zoom=ZO
     return out_x, out_y
 
 
-def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
-    """:func:`geometric`, :func:`scale_jitter` and :func:`intensity` of a training patch
-    (``x`` ``(h, w, C)`` float, ``y`` ``(h, w)`` labels); shapes are kept."""
+def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, zoom=ZOOM):
+    """:func:`geometric`, :func:`scale_jitter` (``zoom`` range) and :func:`intensity` of a
+    training patch (``x`` ``(h, w, C)`` float, ``y`` ``(h, w)`` labels); shapes are kept."""
     x, y = geometric(x, y, rng)
-    x, y = scale_jitter(x, y, rng)
+    x, y = scale_jitter(x, y, rng, zoom=zoom)
     return intensity(x, rng), np.ascontiguousarray(y)

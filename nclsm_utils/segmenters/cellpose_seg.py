@@ -96,6 +96,9 @@ class CellposeParams(BaseParams):
     cellprob_threshold: float = 0.0
     min_size: int = 30                  # smallest kept object (working-scale pixels)
     intensity_copies: int = 2           # intensity-augmented copies of each training image
+    #: Cellpose's random zoom in training, 1 - r/2 .. 1 + r/2 (its default 0.5 is 0.75-1.25):
+    #: 1.0 shows the net fibres from half to 1.5 times the median size, as small IF fibres are
+    scale_range: float = 1.0
     eval_bsize: int = 224               # network tile side at prediction
 
     def quick(self):
@@ -206,6 +209,7 @@ class CellposeSegmenter(PretrainedSegmenter):
             normalize={"normalize": False}, learning_rate=lr, weight_decay=params.weight_decay,
             n_epochs=params.n_steps, nimg_per_epoch=params.batch_size,
             batch_size=params.batch_size, bsize=params.bsize, rescale=True,
+            scale_range=float(params.scale_range),
             min_train_masks=1, save_path=str(model_dir), save_every=10 ** 9,
             model_name="cellpose")
         final = model_dir / WEIGHTS_FILE
