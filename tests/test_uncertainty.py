@@ -153,3 +153,21 @@ def test_seeds_train_again_and_table3_reports_the_spread(tiny_root, tmp_path):
     assert list(record["seeds"]) == ["1"] and record["seeds"]["1"].startswith("not trained")
     with pytest.raises(ValueError, match="seeds must be >= 1"):
         segment_method("mitocyto", dataset, workdir=work, seeds=0, progress=False)
+
+
+def test_ranking_sentence_breaks_a_tie_by_the_pair_itself(tmp_path):
+    """Two methods that each beat the same two others distinguishably: the one with the
+    better mean IoU on their own pair is named, not the first by name (the fresh-clone
+    report of 3a4a760: cellpose and unet, unet ahead by 0.010, not distinguishable)."""
+    import pandas as pd
+
+    from nclsm_utils.report.site import ranking_sentence
+
+    rows = [("cellpose", "mitocyto", "cellpose", True), ("cellpose", "stardist", "cellpose", True),
+            ("cellpose", "unet", "unet", False), ("mitocyto", "stardist", "stardist", True),
+            ("mitocyto", "unet", "unet", True), ("stardist", "unet", "unet", True)]
+    path = tmp_path / "table3_pairwise.csv"
+    pd.DataFrame([{"method_a": a, "method_b": b, "metric": "IoU", "better": w,
+                   "distinguishable": d} for a, b, w, d in rows]).to_csv(path, index=False)
+    text = ranking_sentence(path)
+    assert "**unet** has the best per-fibre IoU, but it cannot be told apart from cellpose" in text

@@ -231,8 +231,11 @@ def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:
     if not len(pairs):
         return ""
     methods = sorted(set(pairs["method_a"]) | set(pairs["method_b"]))
-    wins = {m: int(((pairs["better"] == m) & pairs["distinguishable"].astype(bool)).sum())
-            for m in methods}
+    # most distinguishable wins; between methods with as many, most pairs won at all (the
+    # better mean difference), so a tie is never settled by the methods' names
+    better = pairs["better"]
+    wins = {m: (int(((better == m) & pairs["distinguishable"].astype(bool)).sum()),
+                int((better == m).sum())) for m in methods}
     best = max(methods, key=lambda m: wins[m])
     involved = pairs[(pairs["method_a"] == best) | (pairs["method_b"] == best)]
     ties = [b if a == best else a for a, b, d in zip(involved["method_a"], involved["method_b"],

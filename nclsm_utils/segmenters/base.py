@@ -157,20 +157,6 @@ def params_hash(name: str, params, extra: dict | None = None) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of size ``tile`` overlapping by ``overlap`` covering ``length``.
 
