@@ -28,6 +28,10 @@ model under ``<workdir>/models/`` is loaded), three cases:
     ``--downscale 4`` on a shared 2-core machine (the renderer renders full-size masks in
     windows; its docstring says about 2 GB at full size).
 
+Every case's F1@0.5 and mean IoU come with 95 % bootstrap intervals (``score_instances(...,
+intervals=True)``: tiles of a 4 x 4 grid / matched fibres resampled, seed 0): the spread
+from other fibres of the same image, not from other images or from training again.
+
 Methods without a cached model are listed as untrained (this script does not train unless
 ``--train`` is given). The table goes to ``reports/real_transfer.csv`` (atomic write), a
 JSON sidecar (commit, date, settings) beside it, and stdout as a Markdown table. No
@@ -60,7 +64,8 @@ sys.path.insert(0, str(ROOT))
 
 METHODS = ("mitocyto", "cellpose", "stardist", "unet")
 S11_MASK = ROOT.parent / "shared" / "ncl-sm-sample" / "S11_groundtruth_mask.tiff"
-PRINTED = ["case", "method", "n_gt", "n_pred", "F1@0.5", "F1@0.75", "F1@0.9", "mean IoU",
+PRINTED = ["case", "method", "n_gt", "n_pred", "F1@0.5", "F1@0.5 CI low", "F1@0.5 CI high",
+           "F1@0.75", "F1@0.9", "mean IoU", "mean IoU CI low", "mean IoU CI high",
            "r_AoB", "r_AiB", "A%(IoU>0.80)", "predict_s", "input_rss_gb", "peak_rss_gb",
            "note"]
 log = logging.getLogger("bench_real_transfer")
@@ -139,7 +144,8 @@ def real_case(segmenter, panel, half, diameter, dataset, args) -> dict:
                          data=dataset, workdir=args.workdir, quick=args.quick)
     seconds = time.perf_counter() - start
     gt_half, pred_half = restrict_to_half(panel.labels, pred, half)
-    scores = score_instances(gt_half, pred_half, panel.image, half_width=1)
+    scores = score_instances(gt_half, pred_half, panel.image, half_width=1,
+                             intervals=True)
     return _row(f"real-{half}", segmenter.name, source=segmenter.source, modality="IF",
                 diameter_px=diameter, half_width=1, **scores, predict_s=seconds)
 
@@ -155,7 +161,7 @@ def control_case(segmenter, image, gt, dataset, args) -> dict:
                          fibre_diameter=diameter, data=dataset, workdir=args.workdir,
                          quick=args.quick)
     seconds = time.perf_counter() - start
-    scores = score_instances(gt, pred, image, half_width=1)
+    scores = score_instances(gt, pred, image, half_width=1, intervals=True)
     return _row("synthetic-control", segmenter.name, source=segmenter.source,
                 modality=args.control_modality,
                 diameter_px=diameter, half_width=1, **scores, predict_s=seconds)
@@ -189,7 +195,7 @@ def geometry_case(method, rgb_path, gt, diameter, dataset_root, args) -> dict:
                                          fibre_diameter=diameter, data=dataset_root,
                                          workdir=args.workdir, quick=args.quick)
         pred = np.load(out)
-    scores = score_instances(gt, pred)          # no image: F1 and mean IoU only
+    scores = score_instances(gt, pred, intervals=True)   # no image: F1, mean IoU
     return _row("s11-geometry", method, modality="IF", diameter_px=diameter, **scores,
                 predict_s=info["predict_s"], peak_rss_gb=stats["peak_rss_bytes"] / 1e9,
                 input_rss_gb=info["input_rss_bytes"] / 1e9)

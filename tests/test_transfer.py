@@ -226,3 +226,21 @@ def test_refine_to_membrane_on_rendered_s11_geometry(s11_small):
     assert after["n_pred"] == 451
     assert after["F1@0.5"] == pytest.approx(0.935, abs=0.002)
     assert after["mean IoU"] == pytest.approx(0.853, abs=0.002)
+
+
+def test_score_instances_with_bootstrap_intervals():
+    """100 square fibres, 32 of them missed: F1@0.5 0.810 with its tile-bootstrap interval
+    around it (seeded: the same numbers every run); every matched fibre exact (IoU 1)."""
+    gt = np.zeros((200, 200), np.int32)
+    for k, (r, c) in enumerate(((r, c) for r in range(0, 200, 20) for c in range(0, 200, 20)), 1):
+        gt[r + 2:r + 18, c + 2:c + 18] = k
+    pred = gt.copy()
+    pred[(pred % 7 == 0) | (pred % 5 == 0)] = 0
+    plain = score_instances(gt, pred)
+    assert not any("CI" in key for key in plain)
+    row = score_instances(gt, pred, intervals=True)
+    assert row["F1@0.5"] == pytest.approx(0.8095, abs=1e-4)
+    assert row["F1@0.5 CI low"] == pytest.approx(0.7222, abs=1e-4)
+    assert row["F1@0.5 CI high"] == pytest.approx(0.8737, abs=1e-4)
+    assert row["F1@0.5 CI low"] < row["F1@0.5"] < row["F1@0.5 CI high"]
+    assert row["mean IoU CI low"] == row["mean IoU CI high"] == row["mean IoU"] == 1.0

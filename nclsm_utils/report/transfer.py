@@ -70,7 +70,8 @@ def score_columns(thresholds=INSTANCE_THRESHOLDS) -> list[str]:
 
 
 def score_instances(gt: np.ndarray, pred: np.ndarray, image: np.ndarray | None = None,
-                    half_width: int = 1, thresholds=INSTANCE_THRESHOLDS) -> dict:
+                    half_width: int = 1, thresholds=INSTANCE_THRESHOLDS,
+                    intervals: bool = False) -> dict:
     """Standard instance metrics and the paper summary of one prediction, as a flat dict.
 
     Parameters
@@ -85,6 +86,11 @@ def score_instances(gt: np.ndarray, pred: np.ndarray, image: np.ndarray | None =
         Ring half-width k of the paper metrics (pixels); 1 suits fibres ~16 px across.
     thresholds : sequence of float
         IoU thresholds of the instance metrics (a match needs IoU >= t, one-to-one).
+    intervals : bool
+        Add 95 % bootstrap intervals (:mod:`nclsm_utils.metrics.uncertainty`, seed 0) of
+        ``F1@0.5`` (tiles of a 4 x 4 grid resampled, as for Table III) and ``mean IoU``
+        (matched fibres resampled): keys ``<metric> CI low`` and ``<metric> CI high``. The
+        spread from other fibres of this image only: not other images, not training again.
 
     Returns
     -------
@@ -123,6 +129,15 @@ def score_instances(gt: np.ndarray, pred: np.ndarray, image: np.ndarray | None =
     for column in PAPER_COLUMNS:
         value = summary.get(column, math.nan)
         row[column] = int(value) if column == "MF-A" else float(value)
+    if intervals:
+        from ..metrics.uncertainty import (ci_columns, instance_intervals,
+                                           paper_metric_intervals, tile_counts)
+
+        f1 = instance_intervals([tile_counts(gt, pred, thresholds=(0.5,))],
+                                metrics=(("F1@0.5", "f1", 0.5),))["F1@0.5"]
+        iou = paper_metric_intervals(per_fibre, thresholds=())["mean IoU"]
+        for metric, (low, high) in (("F1@0.5", f1), ("mean IoU", iou)):
+            row[ci_columns(metric)[0]], row[ci_columns(metric)[1]] = float(low), float(high)
     return row
 
 
