@@ -46,8 +46,9 @@ SCALE_STATISTICS = ("diameter_px", "fibres")
 #: The file ``benchmarks/bench_real_transfer.py`` writes into the reports folder.
 TRANSFER_FILE = "real_transfer.csv"
 #: Columns of the real-image check shown on the page (those present, in this order).
-TRANSFER_COLUMNS = ("case", "method", "source", "n_gt", "n_pred", "F1@0.5", "F1@0.75",
-                    "F1@0.9", "mean IoU", "note")
+TRANSFER_COLUMNS = ("case", "method", "source", "n_gt", "n_pred", "F1@0.5", "F1@0.5 CI low",
+                    "F1@0.5 CI high", "F1@0.75", "F1@0.9", "mean IoU", "mean IoU CI low",
+                    "mean IoU CI high", "note")
 #: What each case of the real-image check is.
 TRANSFER_CASES = {
     "real-left": "the real panel, scored on its left half only (fibres whose centre lies at "
