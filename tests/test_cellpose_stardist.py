@@ -115,6 +115,30 @@ def test_cellpose_require_without_weights_names_the_path(tiny, tmp_path, offline
         seg.fit(tiny.sections(split="train"))
 
 
+def test_cellpose_drops_objects_on_empty_background(tmp_path):
+    """Cellpose's masks pass the background filter StarDist's use: an object on a black gap
+    (mean membrane + mass signal under ``background_level``) is dropped, one on tissue kept,
+    as are both with ``background_level=0`` (on the real S11 geometry this removed 15 false
+    objects off the tissue)."""
+    image = np.zeros((64, 96, 2), np.float32)
+    image[:, :48, 1] = 0.6                                # tissue left, empty gap right
+    masks = np.zeros((64, 96), np.int32)
+    masks[10:40, 5:35] = 1
+    masks[10:40, 60:90] = 2
+
+    class FakeModel:
+        def eval(self, *args, **kwargs):
+            return masks.copy(), None, None
+
+    seg = get_segmenter("cellpose", workdir=tmp_path)
+    seg.model = FakeModel()
+    labels = seg._predict_working(image, "IF")
+    assert np.unique(labels).tolist() == [0, 1]
+    assert np.count_nonzero(labels) == 900
+    seg.params = dataclasses.replace(seg.params, background_level=0.0)
+    assert np.unique(seg._predict_working(image, "IF")).tolist() == [0, 1, 2]
+
+
 def test_cellpose_weights_found_by_existence_and_keyed(tmp_path, empty_caches):
     seg = get_segmenter("cellpose", workdir=tmp_path)
     seg.train_ids = ["IMC/P01"]
