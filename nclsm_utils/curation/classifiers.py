@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -170,6 +171,14 @@ def _threads(n: int):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=max(1, int(n)))
+
+
+def _cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _normalise(channel: np.ndarray, low: float = 1.0, high: float = 99.5) -> np.ndarray:
@@ -421,7 +430,8 @@ class FoldedRegionClassifier:
         height, width = working.shape[:2]
         proba = np.zeros(((height + stride - 1) // stride, (width + stride - 1) // stride),
                          np.float32)
-        with _threads(self.params.n_jobs):
+        # prediction, unlike fitting, gives the same numbers on any number of threads
+        with _threads(max(int(self.params.n_jobs), _cores())):
             for r0, r1, c0, c1, feats in self._tiles(working):
                 # tiles start at multiples of FR_TILE (a multiple of the stride)
                 grid = feats[::stride, ::stride]
