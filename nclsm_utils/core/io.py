@@ -153,3 +153,11 @@ def write_csv(path: str | os.PathLike, frame) -> Path:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
     return path
+
+
+def available_cores() -> int:
+    """The CPU cores this process may use (its affinity on Linux, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,7 @@ from scipy import ndimage as ndi
 
 from ..core.errors import NclsmError
 from ..core.imaging import resize_labels
+from ..core.io import available_cores
 from .features import DEFAULT_DIAMETER, _as_rgb, fibre_diameter
 
 log = logging.getLogger(__package__)  # the package's logger, named as before the split
@@ -171,14 +171,6 @@ def _threads(n: int):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=max(1, int(n)))
-
-
-def _cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _normalise(channel: np.ndarray, low: float = 1.0, high: float = 99.5) -> np.ndarray:
@@ -431,7 +423,7 @@ class FoldedRegionClassifier:
         proba = np.zeros(((height + stride - 1) // stride, (width + stride - 1) // stride),
                          np.float32)
         # prediction, unlike fitting, gives the same numbers on any number of threads
-        with _threads(max(int(self.params.n_jobs), _cores())):
+        with _threads(max(int(self.params.n_jobs), available_cores())):
             for r0, r1, c0, c1, feats in self._tiles(working):
                 # tiles start at multiples of FR_TILE (a multiple of the stride)
                 grid = feats[::stride, ::stride]

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..core.io import write_text, write_tiff
+from ..core.io import available_cores, write_text, write_tiff
 from .acquisition import compose_rgb, render_raw
 from .appearance import Appearance
 from .config import AM_CLASS, NAM_CLASS, SYNTH_FOLDERS, SynthConfig
@@ -99,11 +98,7 @@ def renderer_fingerprint() -> str:
 def default_workers() -> int:
     """Local processes for :func:`write_dataset`: the CPU cores this process may use, at
     most 4 (1 on a single core)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, available_cores()))
 
 
 def _write_in_processes(out: Path, items, config, seed: int, workers: int, bar):
