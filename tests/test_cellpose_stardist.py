@@ -116,7 +116,7 @@ def test_cellpose_require_without_weights_names_the_path(tiny, tmp_path, offline
 
 
 def test_cellpose_drops_objects_on_empty_background(tmp_path):
-    """Cellpose's masks pass the background filter StarDist's use: an object on a black gap
+    """Cellpose's masks pass the background filter StarDist's masks pass: an object on a black gap
     (mean membrane + mass signal under ``background_level``) is dropped, one on tissue kept,
     as are both with ``background_level=0`` (on the real S11 geometry this removed 15 false
     objects off the tissue)."""
