@@ -185,6 +185,50 @@ def test_stardist_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline,
     assert seg.model.config.n_channel_in == 2 and seg.model.config.n_rays == 32
 
 
+def _tiny_stardist(basedir):
+    import keras
+    from stardist.models import Config2D, StarDist2D
+
+    keras.utils.set_random_seed(3)
+    config = Config2D(n_rays=8, grid=(2, 2), n_channel_in=2, unet_n_depth=2,
+                      unet_n_filter_base=8, train_patch_size=(32, 32), train_batch_size=2,
+                      train_learning_rate=3e-3, train_reduce_lr=None, train_n_val_patches=2,
+                      train_tensorboard=False, use_gpu=False)
+    with stardist_seg._quiet():
+        return StarDist2D(config, name="m", basedir=str(basedir))
+
+
+def test_stardist_train_steps_gives_stardist_train_weights(tmp_path):
+    """The plain loop is StarDist2D.train (same batches, loss, schedule): the same weights."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.int32)
+    for i, (r, c) in enumerate([(12, 12), (12, 44), (44, 12), (44, 44), (28, 28)], 1):
+        rr, cc = np.ogrid[:64, :64]
+        labels[(rr - r) ** 2 + (cc - c) ** 2 < 81] = i
+    image = np.stack([(labels == 0) * 0.8, (labels > 0) * 0.6], -1).astype(np.float32)
+    image += rng.normal(0, 0.05, image.shape).astype(np.float32)
+    xs, ys = [image, image[::-1].copy()], [labels, labels[::-1].copy()]
+
+    def schedule(epoch):
+        return 3e-3 * (1 - epoch / 3)
+
+    reference = _tiny_stardist(tmp_path / "a")
+    reference.prepare_for_training()
+    reference.callbacks = [keras.callbacks.LearningRateScheduler(schedule)]
+    with stardist_seg._quiet():
+        reference.train(xs, ys, validation_data=(xs[:1], ys[:1]), epochs=3, steps_per_epoch=2)
+    ours = _tiny_stardist(tmp_path / "b")
+    history = stardist_seg.train_steps(ours, xs, ys, xs[:1], ys[:1], augmenter=None, epochs=3,
+                                       steps_per_epoch=2, learning_rate=schedule)
+    assert len(history["loss"]) == 3 and len(history["val_loss"]) == 1
+    assert all(np.isfinite(history["loss"] + history["val_loss"]))
+    for a, b in zip(reference.keras_model.get_weights(), ours.keras_model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(ours.keras_model.optimizer.learning_rate) == pytest.approx(schedule(2))
+
+
 def test_stardist_require_without_weights_names_the_path(tiny, tmp_path, offline, empty_caches):
     seg = get_segmenter("stardist", params=StarDistParams(pretrained="require"),
                         workdir=tmp_path / "work")
