@@ -33,6 +33,9 @@ Training
     generator doubles the time of a step on a CPU: the default training took 175 s instead
     of 331 s (fresh-clone report of 1f5f34b) with the same weights (same thresholds,
     validation loss and predictions on the tuning set, the real panel and S11 / 10).
+    Twice the epochs (112, 335 s) in the time saved gained nothing overall (tuning set
+    mean IoU / F1@0.5 0.872 / 0.882 -> 0.872 / 0.874, real left half 0.867 -> 0.861 mean
+    IoU, S11 / 10 F1 0.911 -> 0.925, mean IoU 0.930 -> 0.921), so the report keeps the time.
 Tuning (default synthetic data, test split, 2 CPU cores, from scratch)
     The distance regression is what limits the polygons' IoU (32 rays at 24 px per fibre can
     reach a mean IoU of 0.91-0.95 on the ground truth); it improves steadily with training:
