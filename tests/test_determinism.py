@@ -100,3 +100,27 @@ def test_synthetic_data_written_by_two_processes_is_byte_identical(twins, tmp_pa
     fallback = write_dataset(tmp_path / "fallback", SynthConfig.preset("tiny"), seed=0,
                              progress=False, workers=2)
     assert files(fallback) == files(twins[0])
+
+
+def test_unguarded_script_writes_the_dataset_once(tmp_path):
+    """A script without a __main__ guard: the spawned workers re-run its top level, stop at
+    write_dataset, and the script's own process writes the sections (once, not per worker)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        from nclsm_utils.synth import SynthConfig, write_dataset
+        print("top level", flush=True)
+        write_dataset({str(tmp_path / "out")!r}, SynthConfig.preset("tiny"), seed=0,
+                      progress=False, workers=2)
+        print("written", flush=True)
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("written") == 1          # the workers never finish a dataset
+    assert run.stdout.count("top level") >= 2        # they did re-run the script's top
+    assert "writing them in this process" in run.stderr
+    assert len(list((tmp_path / "out").rglob("*.tiff"))) > 0

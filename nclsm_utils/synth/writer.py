@@ -101,6 +101,15 @@ def default_workers() -> int:
     return max(1, min(4, available_cores()))
 
 
+def _importing_parents_script() -> bool:
+    """True in a spawned process that is still running its parent's ``__main__`` script
+    (the script has no ``if __name__ == "__main__":`` guard, so its top level runs again
+    there; ``multiprocessing`` marks that phase with ``_inheriting``, as its own check does)."""
+    import multiprocessing
+
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
 def _write_in_processes(out: Path, items, config, seed: int, workers: int, bar):
     """Sections written by ``workers`` spawned processes, in the config's order; None when
     processes cannot be started here (e.g. a script without a ``__main__`` guard), and the
@@ -139,10 +148,20 @@ def write_dataset(out, config: SynthConfig | None = None, seed: int = 0, force: 
     a run in this process.
 
     ``workers`` > 1 (without a client): sections are written by that many local processes
-    (:class:`concurrent.futures.ProcessPoolExecutor`, spawned), again byte-identical.
+    (:class:`concurrent.futures.ProcessPoolExecutor`, spawned), again byte-identical. From
+    a script without an ``if __name__ == "__main__":`` guard (whose top level each spawned
+    process runs again) the workers stop at once and this process writes the sections,
+    with a warning.
     """
     from tqdm.auto import tqdm
 
+    if _importing_parents_script():
+        # a worker of write_dataset(workers > 1) started from a script without a __main__
+        # guard re-runs the script; stop it here (the parent then writes every section
+        # itself) instead of writing the whole dataset again in every worker
+        raise RuntimeError("write_dataset was called while a spawned process imported its "
+                           "parent's script; put the script's top level under "
+                           "`if __name__ == \"__main__\":` to write in several processes")
     config = config or SynthConfig()
     out = Path(out)
     manifest_path = out / "synth_manifest.json"
