@@ -30,9 +30,9 @@ Training
     fewer, the thresholds are optimised on the training sections. The steps run in a plain
     ``train_on_batch`` loop (:func:`train_steps`) over StarDist's own batches, loss and
     optimiser instead of ``StarDist2D.train``, whose ``keras.Model.fit`` of a Python
-    generator doubles the time of a step on a CPU: the default training took 175 s instead
-    of 331 s (fresh-clone report of 1f5f34b) with the same weights (same thresholds,
-    validation loss and predictions on the tuning set, the real panel and S11 / 10).
+    generator doubles the time of a step on a CPU: the default training took 164 s and 207 s
+    in two fresh-clone reports (73ac78d, d06a2c3) instead of 331-392 s (fresh clones of
+    1f5f34b), with byte-identical weights and predictions (the same ``table3.csv``).
     Twice the epochs (112, 335 s) in the time saved gained nothing overall (tuning set
     mean IoU / F1@0.5 0.872 / 0.882 -> 0.872 / 0.874, real left half 0.867 -> 0.861 mean
     IoU, S11 / 10 F1 0.911 -> 0.925, mean IoU 0.930 -> 0.921), so the report keeps the time.
