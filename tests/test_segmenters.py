@@ -15,8 +15,8 @@ from nclsm_utils.dataset import Dataset
 from nclsm_utils.core.io import DataError
 from nclsm_utils.segmenters import get_segmenter, known_methods, predict_tiled
 from nclsm_utils.segmenters.base import resize_labels, tile_starts
-from nclsm_utils.segmenters.membrane import (drop_background_objects, merge_split_fibres,
-                                             refine_to_membrane)
+from nclsm_utils.segmenters.membrane import (drop_background_objects, grow_to_mass_edge,
+                                             merge_split_fibres, refine_to_membrane)
 from nclsm_utils.segmenters.mitocyto_seg import (MitocytoParams, MitocytoSettings,
                                                  _hist_percentiles, find_fibre_contours,
                                                  matched_ious, membrane_uint8, mitocyto_args,
@@ -212,6 +212,31 @@ def test_refine_to_membrane_redraws_detections_along_the_membrane():
     assert np.unique(split).tolist() == [0, 1, 2, 4]
     assert int((split == 1).sum()) == 150 and int((split == 4).sum()) == 150
     assert refine_to_membrane(labels, image, 0) is labels
+
+
+def test_grow_to_mass_edge_stops_at_each_fibres_own_mass_edge():
+    """A bright fibre (mass 0.6, columns 0-11) and a dark one (0.2, columns 12-23), the
+    membrane on their border (11-12) and at the tissue edge (23-24), a gap of mass 0.02
+    beyond; both detected short of their edges. Each grows over the pixels with at least half
+    its own median mass: the bright one not into the dark one, the dark one not into the gap."""
+    image = np.zeros((6, 32, 2), np.float32)
+    image[:, :12, 1], image[:, 12:24, 1], image[:, 24:, 1] = 0.6, 0.2, 0.02
+    image[:, 11:13, 0] = 1.0
+    image[:, 23:25, 0] = 1.0
+    labels = np.zeros((6, 32), np.int32)
+    labels[:, 2:9] = 1
+    labels[:, 15:20] = 2
+    out = grow_to_mass_edge(labels, image, 0.5, reach=6)
+    assert out.dtype == labels.dtype
+    assert out[0].tolist() == [1] * 12 + [2] * 12 + [0] * 8
+    assert (out == out[:1]).all()
+    # at most `reach` pixels of growth
+    assert grow_to_mass_edge(labels, image, 0.5, reach=2)[0].tolist() == \
+        [1] * 11 + [0] * 2 + [2] * 9 + [0] * 10
+    # a fraction of 0 (or nothing to grow) leaves the labels as they are
+    assert grow_to_mass_edge(labels, image, 0) is labels
+    empty = np.zeros_like(labels)
+    assert grow_to_mass_edge(empty, image, 0.5) is empty
 
 
 def test_merge_split_fibres_needs_a_long_border_without_membrane():

