@@ -66,8 +66,9 @@ Prediction
     ``predict_instances`` on the working-scale image, in ``n_tiles`` when it is larger than
     ``predict_tile`` pixels. The polygons are then used as detections: each is redrawn along
     its fibre's membrane (:func:`~.membrane.refine_to_membrane`: seeded watershed of the
-    membrane inside the fibre, gaps out, two polygons in one fibre merged, grown to the
-    membrane's ridge; the steps and their reasons are in :mod:`.membrane`), and objects on
+    membrane inside the fibre, gaps out, two polygons in one fibre merged; then grown to the
+    fibre's mass edge, :func:`~.membrane.grow_to_mass_edge`, formerly to the membrane's
+    ridge; the steps and their reasons are in :mod:`.membrane`), and objects on
     empty background are dropped (:func:`~.membrane.drop_background_objects`). Chosen on the
     synthetic validation sections, the real panel's left half and the S11 geometry at a tenth
     of full size, with the models of commit 926ec35 (F1@0.5 / mean IoU; polygons alone ->
