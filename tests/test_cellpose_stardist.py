@@ -19,6 +19,7 @@ import pytest
 from nclsm_utils.dataset import Dataset
 from nclsm_utils.segmenters import PretrainedUnavailable, get_segmenter
 from nclsm_utils.segmenters import cellpose_seg, stardist_seg
+from nclsm_utils.segmenters.base import predict_only_fields
 from nclsm_utils.segmenters.cellpose_seg import CellposeParams
 from nclsm_utils.segmenters.stardist_seg import StarDistParams, interior_channel
 
@@ -183,6 +184,27 @@ def test_stardist_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline,
     assert str(empty_caches["keras"]) in seg.unavailable_message()
     assert seg.input_mode == "membrane+mass"
     assert seg.model.config.n_channel_in == 2 and seg.model.config.n_rays == 32
+
+    # a post-processing setting (PREDICT_ONLY) keeps the trained model and re-predicts;
+    # a training setting makes another model
+    train = tiny.sections(split="train")
+    ridge = get_segmenter("stardist", params={"edge_mass": 0.0}, workdir=tmp_path / "work",
+                          quick=True, device="cpu")
+    assert "edge_mass" in predict_only_fields(ridge.params)
+    assert ridge.has_cached_model(train)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached model should have been loaded")
+
+    ridge._fit = no_training
+    ridge.fit(train)
+    assert ridge.model_dir == seg.model_dir and ridge.cache_key() != seg.cache_key()
+    section = tiny.sections(split="test")[0]
+    grown = int((seg.predict(section.image(), section.modality) > 0).sum())
+    assert int((ridge.predict(section.image(), section.modality) > 0).sum()) < grown
+    other = get_segmenter("stardist", params={"learning_rate": 1e-3}, workdir=tmp_path / "work",
+                           quick=True, device="cpu")
+    assert other.model_dir != seg.model_dir and not other.has_cached_model(train)
 
 
 def _tiny_stardist(basedir):

@@ -150,9 +150,31 @@ class BaseParams:
         return dataclasses.replace(self)
 
 
-def params_hash(name: str, params, extra: dict | None = None) -> str:
-    """A short stable hash of a method name, its params dataclass and extra facts."""
-    payload = {"name": name, "params": dataclasses.asdict(params), "extra": extra or {}}
+#: ``metadata`` of a Params field used only when predicting (post-processing thresholds,
+#: tiling): changing it re-predicts but keeps the trained model (:meth:`Segmenter.model_key`)
+PREDICT_ONLY = {"predict_only": True}
+
+
+def predict_only_fields(params) -> list[str]:
+    """Names of the fields of a params dataclass marked :data:`PREDICT_ONLY`.
+
+    >>> @dataclasses.dataclass
+    ... class P:
+    ...     epochs: int = 10
+    ...     threshold: float = dataclasses.field(default=0.5, metadata=PREDICT_ONLY)
+    >>> predict_only_fields(P())
+    ['threshold']
+    """
+    return [f.name for f in dataclasses.fields(params) if f.metadata.get("predict_only")]
+
+
+def params_hash(name: str, params, extra: dict | None = None, skip=()) -> str:
+    """A short stable hash of a method name, its params dataclass (without the fields named
+    in ``skip``) and extra facts."""
+    values = dataclasses.asdict(params)
+    for field in skip:
+        values.pop(field, None)
+    payload = {"name": name, "params": values, "extra": extra or {}}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -280,7 +302,15 @@ class Segmenter(ABC):
 
     # -- identity and caches -------------------------------------------------------------
     def cache_key(self) -> str:
+        """Key of the predictions: every parameter, the diameters and training sections."""
         return params_hash(self.name, self.params, self._cache_extra())
+
+    def model_key(self) -> str:
+        """Key of the trained model (its folder ``models/<name>-<key>``): as
+        :meth:`cache_key` without the :data:`PREDICT_ONLY` fields, so a new post-processing
+        setting re-predicts with the model already trained."""
+        return params_hash(self.name, self.params, self._cache_extra(),
+                           skip=predict_only_fields(self.params))
 
     def _cache_extra(self) -> dict:
         extra = {"diameters": {k: round(float(v), 3) for k, v in sorted(self.diameters.items())}}
@@ -290,7 +320,7 @@ class Segmenter(ABC):
 
     @property
     def model_dir(self) -> Path:
-        return Workdir(self.workdir).model_dir(self.name, self.cache_key())
+        return Workdir(self.workdir).model_dir(self.name, self.model_key())
 
     @property
     def prediction_dir(self) -> Path:
@@ -321,7 +351,7 @@ class Segmenter(ABC):
                                 "is empty")
             self.model_dir.mkdir(parents=True, exist_ok=True)
             self._fit(train_sections, self.model_dir)
-            write_text(marker, json.dumps({"name": self.name, "key": self.cache_key(),
+            write_text(marker, json.dumps({"name": self.name, "key": self.model_key(),
                                            "params": dataclasses.asdict(self.params),
                                            "diameters": self.diameters, "source": self.source},
                                           indent=2, default=str))

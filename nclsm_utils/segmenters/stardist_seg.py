@@ -126,8 +126,8 @@ import numpy as np
 
 from ..core.io import write_text
 from .augment import augment_pair
-from .base import (BaseParams, PretrainedSegmenter, SegmenterError, register, remove_small,
-                   training_pairs, use_pretrained)
+from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
+                   remove_small, training_pairs, use_pretrained)
 from .membrane import drop_background_objects, grow_to_mass_edge, refine_to_membrane
 
 log = logging.getLogger(__name__)
@@ -164,20 +164,24 @@ class StarDistParams(BaseParams):
     #: shows the net small fibres; with the U-Net's 0.75-1.33 it never detected them
     zoom: tuple = (0.5, 1.5)
     optimize_thresholds: bool = True
-    prob_thresh: float | None = None     # fixed thresholds override the optimised ones
-    nms_thresh: float | None = None
-    predict_tile: int = 512              # tile side for predict_instances (n_tiles)
-    min_size: int = 30                   # smallest kept object (working-scale pixels)
+    # the fields from here on are used only when predicting (PREDICT_ONLY: changing one
+    # re-predicts with the trained model, Segmenter.model_key)
+    prob_thresh: float | None = dataclasses.field(default=None, metadata=PREDICT_ONLY)
+    nms_thresh: float | None = dataclasses.field(default=None, metadata=PREDICT_ONLY)
+    #: tile side for predict_instances (n_tiles)
+    predict_tile: int = dataclasses.field(default=512, metadata=PREDICT_ONLY)
+    #: smallest kept object (working-scale pixels)
+    min_size: int = dataclasses.field(default=30, metadata=PREDICT_ONLY)
     #: how far a polygon's outline may move when it is redrawn along the membrane, as a
     #: fraction of target_diameter (membrane.refine_to_membrane; 0 = the raw polygons)
-    refine_fraction: float = 1 / 3
+    refine_fraction: float = dataclasses.field(default=1 / 3, metadata=PREDICT_ONLY)
     #: last step of the redrawing: grow each object over the pixels within target_diameter / 9
     #: whose mass is at least this share of its median mass (membrane.grow_to_mass_edge);
     #: 0 = grow target_diameter / 18 px to the membrane's ridge instead
-    edge_mass: float = 0.5
+    edge_mass: float = dataclasses.field(default=0.5, metadata=PREDICT_ONLY)
     #: objects with a mean membrane + mass signal below this are dropped
     #: (membrane.drop_background_objects; 0 = keep all)
-    background_level: float = 0.2
+    background_level: float = dataclasses.field(default=0.2, metadata=PREDICT_ONLY)
 
     def quick(self):
         # a few short epochs leave the object probabilities low: a lower fixed threshold
