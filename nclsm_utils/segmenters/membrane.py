@@ -68,6 +68,16 @@ def _largest_piece(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _label_medians(values: np.ndarray, labels: np.ndarray, top: int) -> np.ndarray:
+    """Median of ``values`` over each label of ``labels``, indexed by label (0..``top``;
+    0 where a label has no pixels)."""
+    index = np.unique(labels[labels > 0])
+    median = np.zeros(top + 1, np.float32)
+    if index.size:
+        median[index] = ndimage.median(values, labels, index)
+    return median
+
+
 def merge_split_fibres(labels: np.ndarray, membrane: np.ndarray, min_length: float,
                        max_membrane: float) -> np.ndarray:
     """Merge neighbours whose shared border is long and has no membrane on it.
@@ -166,11 +176,9 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
     seeds = _largest_piece(np.where(core, labels, 0))
     region = ((expand_labels(labels, distance) > 0) & interior) | (seeds > 0)
     out = watershed(membrane, seeds, mask=region)
-    index = np.unique(seeds[seeds > 0])
-    if index.size == 0:
+    if not seeds.any():
         return np.zeros_like(labels)
-    median = np.zeros(int(out.max()) + 1, np.float32)
-    median[index] = ndimage.median(mass, seeds, index)
+    median = _label_medians(mass, seeds, int(out.max()))
     out[(mass < relative_mass * median[out]) & (seeds == 0)] = 0
     out = merge_split_fibres(out, membrane, merge_length, merge_membrane)
     if ridge > 0:
@@ -220,9 +228,7 @@ def grow_to_mass_edge(labels: np.ndarray, image: np.ndarray, fraction: float = 0
 
     membrane = ndimage.gaussian_filter(np.asarray(image[..., 0], np.float32), 1.0)
     mass = np.asarray(image[..., 1], np.float32)
-    index = np.unique(labels[labels > 0])
-    median = np.zeros(int(labels.max()) + 1, np.float32)
-    median[index] = ndimage.median(mass, labels, index)
+    median = _label_medians(mass, labels, int(labels.max()))
     near = expand_labels(labels, int(reach))
     grow = (near > 0) & (mass >= fraction * median[near])
     return watershed(membrane, labels, mask=grow | (labels > 0)).astype(labels.dtype, copy=False)
