@@ -98,6 +98,28 @@ def test_cellpose_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline,
     assert str(empty_caches["cellpose"] / "cyto3") in seg.unavailable_message()
     assert (seg.model_dir / cellpose_seg.WEIGHTS_FILE).is_file()
 
+    # Cellpose's thresholds are PREDICT_ONLY: another value re-predicts with the same model
+    assert predict_only_fields(seg.params) == [
+        "tile_size", "tile_overlap", "min_fibre_fraction", "flow_threshold",
+        "cellprob_threshold", "min_size", "eval_bsize", "background_level"]
+    train = tiny.sections(split="train")
+    strict = get_segmenter("cellpose", params={"cellprob_threshold": 3.0},
+                           workdir=tmp_path / "work", quick=True, device="cpu")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached model should have been loaded")
+
+    strict._fit = no_training
+    strict.fit(train)
+    assert strict.model_dir == seg.model_dir and strict.cache_key() != seg.cache_key()
+    section = tiny.section("P02")
+    # a higher cell-probability threshold keeps fewer fibre pixels
+    assert (np.count_nonzero(strict.predict(section.image(), "IMC"))
+            < np.count_nonzero(seg.predict(section.image(), "IMC")))
+    other = get_segmenter("cellpose", params={"learning_rate": 1e-3}, workdir=tmp_path / "work",
+                          quick=True, device="cpu")
+    assert other.model_dir != seg.model_dir and not other.has_cached_model(train)
+
 
 def test_cellpose_require_without_weights_names_the_path(tiny, tmp_path, offline, empty_caches):
     seg = get_segmenter("cellpose", params=CellposeParams(pretrained="require"),

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from nclsm_utils.dataset import Dataset  # noqa: E402
 from nclsm_utils.segmenters import SegmenterError, get_segmenter  # noqa: E402
+from nclsm_utils.segmenters.base import predict_only_fields  # noqa: E402
 from nclsm_utils.segmenters.unet import (UNet2Segmenter, UNetParams, UNetSegmenter,  # noqa: E402
                                          build_unet, class_targets, instances_three_class,
                                          instances_two_class, load_checkpoint, save_checkpoint,
@@ -159,6 +160,32 @@ def test_second_fit_loads_cache(fitted, tiny):
         assert torch.equal(value, again.model.state_dict()[key])
     image = tiny[0].image()
     np.testing.assert_array_equal(again.predict(image, "IMC"), fitted.predict(image, "IMC"))
+
+
+def test_post_processing_setting_reuses_the_model(fitted, tiny):
+    """Seed and area thresholds are PREDICT_ONLY: another value loads the trained model and
+    re-predicts (new predictions key); a training setting makes another model."""
+    assert predict_only_fields(fitted.params) == [
+        "tile_size", "tile_overlap", "min_fibre_fraction", "tta", "seed_threshold",
+        "area_threshold", "seed_opening", "distance_h", "min_area_fraction"]
+    strict = get_segmenter("unet", params=UNetParams(**(FAST | {"seed_threshold": 0.7})),
+                           workdir=fitted.workdir, device="cpu")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached model should have been loaded")
+
+    strict._fit = strict._pretrain = no_training
+    strict.fit(tiny)
+    assert strict.model_dir == fitted.model_dir and strict.cache_key() != fitted.cache_key()
+    assert strict.history == {} and strict.source == "fine-tuned"
+    image = tiny[0].image()
+    loose, few = fitted.predict(image, "IMC"), strict.predict(image, "IMC")
+    # fewer seeds: fewer objects, each still filling its fibre + boundary area
+    assert 1 <= few.max() < loose.max()
+    assert np.count_nonzero(few) <= np.count_nonzero(loose)
+    other = get_segmenter("unet", params=UNetParams(**(FAST | {"w0": 5.0})),
+                          workdir=fitted.workdir, device="cpu")
+    assert not other.has_cached_model(tiny)
 
 
 def test_pretrained_model_is_shared_by_finetunings(fitted, tiny):

@@ -130,6 +130,11 @@ def default_device() -> str:
         return "cpu"
 
 
+#: ``metadata`` of a Params field used only when predicting (post-processing thresholds,
+#: tiling): changing it re-predicts but keeps the trained model (:meth:`Segmenter.model_key`)
+PREDICT_ONLY = {"predict_only": True}
+
+
 @dataclasses.dataclass
 class BaseParams:
     """Parameters shared by all methods (lengths in pixels)."""
@@ -138,11 +143,13 @@ class BaseParams:
     target_diameter: float = 36.0
     #: full-resolution fibre diameter per modality; None = estimated from training masks
     fibre_diameter: dict | None = None
-    tile_size: int = 1024          # working-scale tile side for big images
-    tile_overlap: int = 128        # working-scale overlap (> the largest fibre)
+    #: working-scale tile side for big images (prediction only)
+    tile_size: int = dataclasses.field(default=1024, metadata=PREDICT_ONLY)
+    #: working-scale overlap (> the largest fibre)
+    tile_overlap: int = dataclasses.field(default=128, metadata=PREDICT_ONLY)
     #: predicted objects smaller than this fraction of a fibre's area (pi d^2 / 4 at the
     #: image's fibre diameter d) are dropped: fragments and debris, not fibres
-    min_fibre_fraction: float = 0.1
+    min_fibre_fraction: float = dataclasses.field(default=0.1, metadata=PREDICT_ONLY)
     seed: int = 0
 
     def quick(self):
@@ -150,9 +157,6 @@ class BaseParams:
         return dataclasses.replace(self)
 
 
-#: ``metadata`` of a Params field used only when predicting (post-processing thresholds,
-#: tiling): changing it re-predicts but keeps the trained model (:meth:`Segmenter.model_key`)
-PREDICT_ONLY = {"predict_only": True}
 
 
 def predict_only_fields(params) -> list[str]:

@@ -87,8 +87,8 @@ import numpy as np
 
 from ..core.io import write_text
 from .augment import intensity
-from .base import (BaseParams, PretrainedSegmenter, SegmenterError, register, remove_small,
-                   training_pairs, use_pretrained)
+from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
+                   remove_small, training_pairs, use_pretrained)
 from .membrane import drop_background_objects
 
 log = logging.getLogger(__name__)
@@ -118,17 +118,21 @@ class CellposeParams(BaseParams):
     learning_rate: float = 0.005        # from scratch
     finetune_learning_rate: float = 0.001
     weight_decay: float = 1e-5
-    flow_threshold: float = 0.4
-    cellprob_threshold: float = 0.0
-    min_size: int = 30                  # smallest kept object (working-scale pixels)
+    # the fields below marked PREDICT_ONLY are used only when predicting: changing one
+    # re-predicts with the trained model (Segmenter.model_key)
+    flow_threshold: float = dataclasses.field(default=0.4, metadata=PREDICT_ONLY)
+    cellprob_threshold: float = dataclasses.field(default=0.0, metadata=PREDICT_ONLY)
+    #: smallest kept object (working-scale pixels)
+    min_size: int = dataclasses.field(default=30, metadata=PREDICT_ONLY)
     intensity_copies: int = 2           # intensity-augmented copies of each training image
     #: Cellpose's random zoom in training, 1 - r/2 .. 1 + r/2 (its default 0.5 is 0.75-1.25):
     #: 1.0 shows the net fibres from half to 1.5 times the median size, as small IF fibres are
     scale_range: float = 1.0
-    eval_bsize: int = 224               # network tile side at prediction
+    #: network tile side at prediction
+    eval_bsize: int = dataclasses.field(default=224, metadata=PREDICT_ONLY)
     #: objects with a mean membrane + mass signal below this are dropped, as for StarDist
     #: (membrane.drop_background_objects; 0 = keep all)
-    background_level: float = 0.2
+    background_level: float = dataclasses.field(default=0.2, metadata=PREDICT_ONLY)
 
     def quick(self):
         return dataclasses.replace(self, n_steps=30, batch_size=4)

@@ -50,8 +50,8 @@ from scipy import ndimage
 
 from ..core.io import write_text
 from .augment import ZOOM, intensity
-from .base import (BaseParams, Segmenter, SegmenterError, estimate_diameters, register,
-                   remove_small, training_pairs)
+from .base import (PREDICT_ONLY, BaseParams, Segmenter, SegmenterError, estimate_diameters,
+                   register, remove_small, training_pairs)
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,20 @@ class UNetParams(BaseParams):
     pretrain_preset: str = "pretrain"  # synthetic preset generated for pretraining
     pretrain_data_seed: int = 1001    # its seed (differs from the benchmark data's)
     checkpoint: str | None = None     # user .pt checkpoint: loaded instead of pretraining
-    tta: bool = True                  # average predictions over flips at inference
-    seed_threshold: float = 0.5       # fibre probability of the seeds
-    area_threshold: float = 0.5       # fibre + boundary probability of the instances' area
-    seed_opening: int = 1             # radius of the opening applied to the seeds
-    distance_h: float = 0.06          # 2 classes: h-maxima depth, fraction of target_diameter
-    min_area_fraction: float = 0.05   # drop objects below this fraction of a mean fibre area
+    # the fields from here on are used only when predicting (PREDICT_ONLY: changing one
+    # re-predicts with the trained model, Segmenter.model_key)
+    #: average predictions over flips at inference
+    tta: bool = dataclasses.field(default=True, metadata=PREDICT_ONLY)
+    #: fibre probability of the seeds
+    seed_threshold: float = dataclasses.field(default=0.5, metadata=PREDICT_ONLY)
+    #: fibre + boundary probability of the instances' area
+    area_threshold: float = dataclasses.field(default=0.5, metadata=PREDICT_ONLY)
+    #: radius of the opening applied to the seeds
+    seed_opening: int = dataclasses.field(default=1, metadata=PREDICT_ONLY)
+    #: 2 classes: h-maxima depth, fraction of target_diameter
+    distance_h: float = dataclasses.field(default=0.06, metadata=PREDICT_ONLY)
+    #: drop objects below this fraction of a mean fibre area
+    min_area_fraction: float = dataclasses.field(default=0.05, metadata=PREDICT_ONLY)
 
     def quick(self):
         """Short training for smoke runs (~20-30 s on 2 CPU cores)."""
