@@ -128,7 +128,8 @@ from ..core.io import write_text
 from .augment import augment_pair
 from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
                    remove_small, training_pairs, use_pretrained)
-from .membrane import drop_background_objects, grow_to_mass_edge, refine_to_membrane
+from .membrane import (drop_background_objects, grow_to_mass_edge, refine_to_membrane,
+                       split_on_faint_membrane)
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,12 @@ class StarDistParams(BaseParams):
     #: whose mass is at least this share of its median mass (membrane.grow_to_mass_edge);
     #: 0 = grow target_diameter / 18 px to the membrane's ridge instead
     edge_mass: float = dataclasses.field(default=0.5, metadata=PREDICT_ONLY)
+    #: objects holding a faint membrane line between two interiors are split when the line
+    #: reaches this share of the way from interior to outline (membrane.split_on_faint_membrane;
+    #: 0 = never split) ...
+    split_contrast: float = dataclasses.field(default=0.3, metadata=PREDICT_ONLY)
+    #: ... into parts of at least this fraction of a fibre's area (pi target_diameter^2 / 4)
+    split_min_fraction: float = dataclasses.field(default=0.12, metadata=PREDICT_ONLY)
     #: objects with a mean membrane + mass signal below this are dropped
     #: (membrane.drop_background_objects; 0 = keep all)
     background_level: float = dataclasses.field(default=0.2, metadata=PREDICT_ONLY)
@@ -513,6 +520,9 @@ class StarDistSegmenter(PretrainedSegmenter):
         if params.refine_fraction > 0:
             labels = grow_to_mass_edge(labels, image, params.edge_mass,
                                        reach=int(round(diameter / 9)))
+        labels = split_on_faint_membrane(labels, image,
+                                         params.split_min_fraction * math.pi / 4 * diameter ** 2,
+                                         params.split_contrast)
         labels = drop_background_objects(labels, image, params.background_level)
         return remove_small(labels, params.min_size)
 
