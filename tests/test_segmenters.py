@@ -16,7 +16,8 @@ from nclsm_utils.core.io import DataError
 from nclsm_utils.segmenters import get_segmenter, known_methods, predict_tiled
 from nclsm_utils.segmenters.base import resize_labels, tile_starts
 from nclsm_utils.segmenters.membrane import (drop_background_objects, grow_to_mass_edge,
-                                             merge_split_fibres, refine_to_membrane)
+                                             merge_split_fibres, refine_to_membrane,
+                                             split_on_faint_membrane)
 from nclsm_utils.segmenters.mitocyto_seg import (MitocytoParams, MitocytoSettings,
                                                  _hist_percentiles, find_fibre_contours,
                                                  matched_ious, membrane_uint8, mitocyto_args,
@@ -237,6 +238,38 @@ def test_grow_to_mass_edge_stops_at_each_fibres_own_mass_edge():
     assert grow_to_mass_edge(labels, image, 0) is labels
     empty = np.zeros_like(labels)
     assert grow_to_mass_edge(empty, image, 0.5) is empty
+
+
+def test_split_on_faint_membrane_divides_only_objects_with_a_dividing_line():
+    """Object 1 covers two fibres (columns 2-18 and 21-36) inside a membrane outline of 0.9,
+    divided by a faint membrane line (columns 19-20); object 5 is one fibre whose interior
+    membrane is noise (0-0.15). Only object 1 is divided, along the line."""
+    image = np.zeros((24, 64, 2), np.float32)
+    image[..., 1] = 0.6
+    image[[1, 22], 1:38, 0] = 0.9
+    image[1:23, [1, 37], 0] = 0.9
+    image[2:22, 19:21, 0] = 0.3
+    image[3:21, 42:61, 0] = np.random.default_rng(0).uniform(0, 0.15, (18, 19))
+    image[[2, 21], 41:62, 0] = 0.9
+    image[2:22, [41, 61], 0] = 0.9
+    labels = np.zeros((24, 64), np.int32)
+    labels[1:23, 1:38] = 1
+    labels[2:22, 41:62] = 5
+    out = split_on_faint_membrane(labels, image, min_area=60)
+    assert out.dtype == labels.dtype
+    # the new part takes the next free label; the noisy fibre stays whole
+    assert {int(k): int((out == k).sum()) for k in np.unique(out)} == {0: 302, 1: 418, 5: 420,
+                                                                       6: 396}
+    assert (out[:, :19] != 6).all() and (out[:, 21:38] != 1).all()
+    assert (out[labels == 5] == 5).all()
+    # a line fainter than the outline's contrast asks for, or parts under min_area: no split
+    assert np.unique(split_on_faint_membrane(labels, image, 60, contrast=0.6)).tolist() == \
+        [0, 1, 5]
+    assert np.unique(split_on_faint_membrane(labels, image, min_area=420)).tolist() == [0, 1, 5]
+    # a line too faint to stand above the object's own Otsu level is no line
+    image[2:22, 19:21, 0] = 0.12
+    assert np.unique(split_on_faint_membrane(labels, image, 60)).tolist() == [0, 1, 5]
+    assert split_on_faint_membrane(labels, image, 60, contrast=0) is labels
 
 
 def test_merge_split_fibres_needs_a_long_border_without_membrane():

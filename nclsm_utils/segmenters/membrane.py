@@ -38,6 +38,10 @@ side, and a fixed ``ridge`` growth reaches the annotated edge only where the mem
 wide as it assumes: on the synthetic tuning set (seed 2027) the objects came out 8-19 % too
 small on sections with wide membranes and 8-12 % too large on others, and growing to the
 mass edge raised StarDist's mean IoU from 0.872 to 0.918.
+
+:func:`split_on_faint_membrane` divides an object placed over two fibres whose shared
+membrane is much fainter than the rest (a network misses such a border): inside the object
+the faint line still stands above the object's own Otsu level and separates two interiors.
 """
 from __future__ import annotations
 
