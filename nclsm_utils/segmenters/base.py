@@ -157,8 +157,6 @@ class BaseParams:
         return dataclasses.replace(self)
 
 
-
-
 def predict_only_fields(params) -> list[str]:
     """Names of the fields of a params dataclass marked :data:`PREDICT_ONLY`.
 

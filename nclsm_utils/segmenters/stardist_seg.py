@@ -70,10 +70,10 @@ Prediction
     fibre's mass edge, :func:`~.membrane.grow_to_mass_edge`, formerly to the membrane's
     ridge; the steps and their reasons are in :mod:`.membrane`), objects over two fibres
     divided along a faint membrane line (:func:`~.membrane.split_on_faint_membrane`), and
-    objects on empty background are dropped (:func:`~.membrane.drop_background_objects`). Chosen on the
-    synthetic validation sections, the real panel's left half and the S11 geometry at a tenth
-    of full size, with the models of commit 926ec35 (F1@0.5 / mean IoU; polygons alone ->
-    polygons grown to the membrane, commit 18254c8 -> redrawn): P04 0.780 / 0.637 ->
+    objects on empty background are dropped (:func:`~.membrane.drop_background_objects`).
+    Chosen on the synthetic validation sections, the real panel's left half and the S11
+    geometry at a tenth of full size, with the models of commit 926ec35 (F1@0.5 / mean IoU;
+    polygons alone -> polygons grown to the membrane, commit 18254c8 -> redrawn): P04 0.780 / 0.637 ->
     0.826 / 0.777 -> 0.958 / 0.879; S25 0.677 / 0.655 -> 0.741 / 0.805 -> 0.871 / 0.908; real
     left half 0.932 / 0.759 -> 0.928 / 0.765 -> 0.951 / 0.864; S11 / 10 0.706 / 0.702 ->
     0.690 / 0.680 -> 0.895 / 0.931 (500 -> 556 -> 406 objects for 488 fibres). Each step
