@@ -111,9 +111,11 @@ Prediction
     (0.962 / 0.855) and S11 / 10 (0.911 / 0.953, 412 objects) unchanged, digit for digit;
     0.08-0.16 of a fibre's area and contrasts 0.15-0.5 give the same within 0.001. Markers
     from the distance transform instead (to divide along broken lines too) gained nothing
-    (h 0.1 of a diameter) or cost F1 on the real left half (h 0.05: 0.962 -> 0.956). The
-    U-Net and Cellpose do not use the step: on the tuning sets it was no better for them
-    (U-Net 0.841 / 0.927 -> 0.840 / 0.927, Cellpose 0.910 / 0.911 -> 0.909 / 0.911).
+    (h 0.1 of a diameter) or cost F1 on the real left half (h 0.05: 0.962 -> 0.956);
+    dividing before the growth instead of after it was a wash (tuning sets 0.887 / 0.917,
+    real left half 0.964 / 0.859). The U-Net and Cellpose do not use the step: on the
+    tuning sets it was no better for them (U-Net 0.841 / 0.927 -> 0.840 / 0.927, Cellpose
+    0.910 / 0.911 -> 0.909 / 0.911).
 
 Example
 -------
