@@ -53,6 +53,11 @@ def empty_caches(tmp_path, monkeypatch):
     return {"cellpose": cellpose_dir, "keras": keras_dir}
 
 
+def _no_training(*args, **kwargs):
+    """Stands in for ``_fit`` where a cached model must be loaded."""
+    raise AssertionError("the cached model should have been loaded")
+
+
 def _fit_predict_and_reload(method, tiny, workdir, caplog):
     train = tiny.sections(split="train")
     caplog.set_level(logging.INFO, logger="nclsm_utils")
@@ -77,10 +82,7 @@ def _fit_predict_and_reload(method, tiny, workdir, caplog):
     # a second fit with the same params and data loads the cached model, never retrains
     again = get_segmenter(method, workdir=workdir, quick=True, device="cpu")
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached model should have been loaded")
-
-    again._fit = no_training
+    again._fit = _no_training
     fresh = get_segmenter(method, workdir=Path(workdir).parent / "elsewhere", quick=True, device="cpu")
     assert not fresh.has_cached_model(train)
     assert again.has_cached_model(train)
@@ -106,10 +108,7 @@ def test_cellpose_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline,
     strict = get_segmenter("cellpose", params={"cellprob_threshold": 3.0},
                            workdir=tmp_path / "work", quick=True, device="cpu")
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached model should have been loaded")
-
-    strict._fit = no_training
+    strict._fit = _no_training
     strict.fit(train)
     assert strict.model_dir == seg.model_dir and strict.cache_key() != seg.cache_key()
     section = tiny.section("P02")
@@ -215,10 +214,7 @@ def test_stardist_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline,
     assert "edge_mass" in predict_only_fields(ridge.params)
     assert ridge.has_cached_model(train)
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached model should have been loaded")
-
-    ridge._fit = no_training
+    ridge._fit = _no_training
     ridge.fit(train)
     assert ridge.model_dir == seg.model_dir and ridge.cache_key() != seg.cache_key()
     section = tiny.sections(split="test")[0]

@@ -56,6 +56,11 @@ GAP_LEVEL = 0.05
 TISSUE_MEMBRANE_LEVEL = 0.2
 
 
+def _smoothed(image: np.ndarray, channel: int, sigma: float) -> np.ndarray:
+    """One channel of the working image, float32, Gaussian-smoothed with ``sigma`` px."""
+    return ndimage.gaussian_filter(np.asarray(image[..., channel], np.float32), sigma)
+
+
 def _largest_piece(labels: np.ndarray) -> np.ndarray:
     """Keep each label's largest 4-connected piece."""
     out = np.zeros_like(labels)
@@ -169,8 +174,8 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
     from skimage.filters import threshold_otsu
     from skimage.segmentation import expand_labels, watershed
 
-    membrane = ndimage.gaussian_filter(np.asarray(image[..., 0], np.float32), 1.0)
-    mass = ndimage.gaussian_filter(np.asarray(image[..., 1], np.float32), 2.0)
+    membrane = _smoothed(image, 0, 1.0)
+    mass = _smoothed(image, 1, 2.0)
     tissue = mass > GAP_LEVEL
     if not tissue.any():
         return labels
@@ -230,7 +235,7 @@ def grow_to_mass_edge(labels: np.ndarray, image: np.ndarray, fraction: float = 0
         return labels
     from skimage.segmentation import expand_labels, watershed
 
-    membrane = ndimage.gaussian_filter(np.asarray(image[..., 0], np.float32), 1.0)
+    membrane = _smoothed(image, 0, 1.0)
     mass = np.asarray(image[..., 1], np.float32)
     median = _label_medians(mass, labels, int(labels.max()))
     near = expand_labels(labels, int(reach))
@@ -296,7 +301,7 @@ def split_on_faint_membrane(labels: np.ndarray, image: np.ndarray, min_area: flo
     from skimage.filters import threshold_otsu
     from skimage.segmentation import watershed
 
-    membrane = ndimage.gaussian_filter(np.asarray(image[..., 0], np.float32), 1.0)
+    membrane = _smoothed(image, 0, 1.0)
     out = labels.copy()
     next_label = int(labels.max()) + 1
     for label, box in enumerate(ndimage.find_objects(labels), 1):
@@ -358,8 +363,7 @@ def drop_background_objects(labels: np.ndarray, image: np.ndarray, level: float)
     """
     if level <= 0 or labels.max() == 0:
         return labels
-    signal = (ndimage.gaussian_filter(np.asarray(image[..., 0], np.float32), 2.0)
-              + ndimage.gaussian_filter(np.asarray(image[..., 1], np.float32), 2.0))
+    signal = _smoothed(image, 0, 2.0) + _smoothed(image, 1, 2.0)
     index = np.unique(labels[labels > 0])
     means = np.asarray(ndimage.mean(signal, labels, index))
     keep = np.zeros(int(labels.max()) + 1, bool)
