@@ -215,6 +215,26 @@ def test_refine_to_membrane_redraws_detections_along_the_membrane():
     assert refine_to_membrane(labels, image, 0) is labels
 
 
+def test_refine_to_membrane_adds_fibres_the_detector_missed():
+    """Fibre B (columns 16-29) is not detected: without fill_area it is lost; with it, its
+    interior, which no detection claims, becomes an object of its own, redrawn as A is."""
+    image, labels = _three_detections()
+    labels[labels == 2] = 0
+    lost = refine_to_membrane(labels, image, 12, erosion=1, merge_length=8, ridge=0)
+    assert {int(k): int((lost == k).sum()) for k in np.unique(lost)} == {0: 540, 1: 260}
+    out = refine_to_membrane(labels, image, 12, erosion=1, merge_length=8, ridge=0,
+                             fill_area=50)
+    # A (columns 0-12) as before; B (columns 17-28) takes the next free label above
+    # labels.max() (4)
+    assert {int(k): int((out == k).sum()) for k in np.unique(out)} == {0: 300, 1: 260,
+                                                                       5: 240}
+    assert np.unique(out[:, 17:29]).tolist() == [5] and np.array_equal(out == 1, lost == 1)
+    # the gap (columns 32-39) has no interior, and B's interior is under 1000 px: nothing added
+    assert not out[:, 29:].any()
+    assert np.array_equal(refine_to_membrane(labels, image, 12, erosion=1, merge_length=8,
+                                             ridge=0, fill_area=1000), lost)
+
+
 def test_grow_to_mass_edge_stops_at_each_fibres_own_mass_edge():
     """A bright fibre (mass 0.6, columns 0-11) and a dark one (0.2, columns 12-23), the
     membrane on their border (11-12) and at the tissue edge (23-24), a gap of mass 0.02

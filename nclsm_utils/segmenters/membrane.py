@@ -19,6 +19,11 @@ size, with StarDist's polygons; see :mod:`.stardist_seg`):
 2. *Seeds*: each object's pixels in the interior eroded by ``erosion`` px, only its largest
    piece: a polygon that crosses a membrane into a neighbour or a gap keeps the part in its
    own fibre, and thin slivers vanish.
+   *Missed fibres* (``fill_area`` > 0): a piece of the eroded interior that holds no
+   seed and has at least ``fill_area`` px is a fibre the detector missed (small fibres are
+   the ones a network misses); it becomes a seed of its own. Without it such a fibre is
+   lost, and its neighbours' growth (steps 3 and 6, :func:`grow_to_mass_edge`) takes in
+   part of it, so that a neighbour's object may hold its centre as well as its own.
 3. *Watershed* of the smoothed membrane from the seeds over the interior within
    ``distance`` px of the object (:func:`skimage.segmentation.watershed`).
 4. *Gaps out*: pixels whose smoothed mass is below ``relative_mass`` times the median mass
@@ -77,6 +82,24 @@ def _largest_piece(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _seed_unclaimed_pieces(seeds: np.ndarray, core: np.ndarray, min_area: float,
+                           top: int) -> np.ndarray:
+    """``seeds`` plus every 4-connected piece of ``core`` that holds no seed and has at least
+    ``min_area`` px, labelled ``top + 1``, ``top + 2``, ..."""
+    pieces, n = ndimage.label(core)
+    if n == 0:
+        return seeds
+    claimed = np.bincount(pieces[seeds > 0], minlength=n + 1) > 0
+    new = ~claimed & (np.bincount(pieces.ravel(), minlength=n + 1) >= min_area)
+    new[0] = False
+    if not new.any():
+        return seeds
+    lut = np.zeros(n + 1, seeds.dtype)
+    lut[new] = np.arange(1, int(new.sum()) + 1) + top
+    added = lut[pieces]
+    return np.where(added > 0, added, seeds)
+
+
 def _label_medians(values: np.ndarray, labels: np.ndarray, top: int) -> np.ndarray:
     """Median of ``values`` over each label of ``labels``, indexed by label (0..``top``;
     0 where a label has no pixels)."""
@@ -128,7 +151,7 @@ def merge_split_fibres(labels: np.ndarray, membrane: np.ndarray, min_length: flo
 def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
                        erosion: int = 3, relative_mass: float = 0.65,
                        merge_length: float = 18.0, merge_membrane: float = 0.15,
-                       ridge: int = 2) -> np.ndarray:
+                       ridge: int = 2, fill_area: float = 0) -> np.ndarray:
     """Redraw detected objects along the membrane (the steps in the module docstring).
 
     Parameters
@@ -149,11 +172,15 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
         membrane below ``merge_membrane`` are merged (step 5).
     ridge : int
         Last growth (px) over tissue to the membrane's ridge (step 6).
+    fill_area : float
+        Pieces of the eroded interior (4-connected) without a seed and with at least this
+        many px become objects of their own (step 2, missed fibres); 0 adds none.
 
     Returns
     -------
     (h, w) ndarray of ``labels``' dtype; objects keep their labels (merged ones the smallest
-    of theirs), objects without a seed are gone.
+    of theirs), objects without a seed are gone, added objects take labels above
+    ``labels.max()``.
 
     Examples
     --------
@@ -168,6 +195,15 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
     >>> out = refine_to_membrane(labels, image, 12, erosion=1, merge_length=8)
     >>> np.unique(out).tolist(), np.unique(out[:, :10]).tolist(), bool(out[:, 21:].any())
     ([0, 1, 2], [1], False)
+
+    Fibre 2 missed by the detector: without ``fill_area`` it is lost, with it it is found.
+
+    >>> labels[labels == 2] = 0
+    >>> np.unique(refine_to_membrane(labels, image, 12, erosion=1, merge_length=8)).tolist()
+    [0, 1]
+    >>> out = refine_to_membrane(labels, image, 12, erosion=1, merge_length=8, fill_area=50)
+    >>> np.unique(out).tolist(), np.unique(out[:, 12:20]).tolist()
+    ([0, 1, 4], [4])
     """
     if distance <= 0 or labels.max() == 0:
         return labels
@@ -183,7 +219,11 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
     interior = (membrane < membrane_level) & tissue
     core = ndimage.binary_erosion(interior, iterations=erosion) if erosion > 0 else interior
     seeds = _largest_piece(np.where(core, labels, 0))
-    region = ((expand_labels(labels, distance) > 0) & interior) | (seeds > 0)
+    detected = labels
+    if fill_area > 0:
+        seeds = _seed_unclaimed_pieces(seeds, core, fill_area, int(labels.max()))
+        detected = np.where(labels > 0, labels, seeds)
+    region = ((expand_labels(detected, distance) > 0) & interior) | (seeds > 0)
     out = watershed(membrane, seeds, mask=region)
     if not seeds.any():
         return np.zeros_like(labels)
