@@ -119,15 +119,14 @@ Prediction
     0.910 / 0.911 -> 0.909 / 0.911).
     Missed fibres (``fill_fraction`` 0.06 of a fibre's area, interior pieces after the
     erosion): the network misses small fibres, and a neighbour's object then grows over
-    part of such a fibre, often over its centre as well. Seeding every interior piece no polygon claims (F1@0.5 / mean IoU, the models of
-    one machine, without -> with): tuning sets seed 2027 0.867 / 0.920 -> 0.879 / 0.921,
-    seed 2031 0.887 / 0.914 -> 0.886 / 0.917 (fibres sharing an object in the two sets:
-    12 -> 4); real left half 0.968 / 0.854 -> 0.971 / 0.857; S11 / 10 0.908 / 0.955 ->
-    0.919 / 0.954
-    (413 -> 422 objects for 488 fibres); a hard set (seed 4001, JPEG quality 40-65, a
-    quarter or more of the membrane dropped) 0.873 / 0.893 -> 0.874 / 0.892. 0.03 of a
-    fibre's area found more noise (real left half F1 0.963), 0.1 fewer fibres (seed 2027
-    F1 0.873).
+    part of such a fibre, often over its centre as well. Seeding every interior piece no
+    polygon claims (F1@0.5 / mean IoU, the models of one machine, without -> with): tuning
+    sets seed 2027 0.867 / 0.920 -> 0.879 / 0.921, seed 2031 0.887 / 0.914 -> 0.886 / 0.917
+    (fibres sharing an object in the two sets: 12 -> 4); real left half 0.968 / 0.854 ->
+    0.971 / 0.857; S11 / 10 0.908 / 0.955 -> 0.919 / 0.954 (413 -> 422 objects for 488
+    fibres); a hard set (seed 4001, JPEG quality 40-65, a quarter or more of the membrane
+    dropped) 0.873 / 0.893 -> 0.874 / 0.892. 0.03 of a fibre's area found more noise (real
+    left half F1 0.963), 0.1 fewer fibres (seed 2027 F1 0.873).
     Not adopted: JPEG round trips in the training augmentation (a quarter of the patches,
     quality 35-90, as the synthetic acquisition; none of the 8 train sections is
     compressed, test section P02 is): the retrained model was worse on the tuning sets
