@@ -152,6 +152,11 @@ class BaseParams:
     min_fibre_fraction: float = dataclasses.field(default=0.1, metadata=PREDICT_ONLY)
     seed: int = 0
 
+    @property
+    def fibre_area(self) -> float:
+        """Area (px) of a round fibre of ``target_diameter``: pi d^2 / 4 at the working scale."""
+        return np.pi * (float(self.target_diameter) / 2) ** 2
+
     def quick(self):
         """A copy with short training for smoke runs (methods override)."""
         return dataclasses.replace(self)
@@ -406,8 +411,8 @@ class Segmenter(ABC):
                                self.params.tile_size, self.params.tile_overlap)
         # objects that cannot be fibres at this fibre size (fragments, debris) are dropped,
         # at the working scale (a full-size copy of the labels would double the peak memory)
-        fibre_area = np.pi * (float(self.params.target_diameter) / 2) ** 2
-        labels = remove_small(labels, int(self.params.min_fibre_fraction * fibre_area))
+        labels = remove_small(labels, int(self.params.min_fibre_fraction
+                                          * self.params.fibre_area))
         return resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2])
 
     @abstractmethod

@@ -552,12 +552,12 @@ class StarDistSegmenter(PretrainedSegmenter):
         labels = refine_to_membrane(np.asarray(labels), image, params.refine_fraction * diameter,
                                     erosion=int(round(diameter / 12)),
                                     merge_length=diameter / 2, ridge=ridge,
-                                    fill_area=params.fill_fraction * math.pi / 4 * diameter ** 2)
+                                    fill_area=params.fill_fraction * params.fibre_area)
         if params.refine_fraction > 0:
             labels = grow_to_mass_edge(labels, image, params.edge_mass,
                                        reach=int(round(diameter / 9)))
         labels = split_on_faint_membrane(labels, image,
-                                         params.split_min_fraction * math.pi / 4 * diameter ** 2,
+                                         params.split_min_fraction * params.fibre_area,
                                          params.split_contrast)
         labels = drop_background_objects(labels, image, params.background_level)
         return remove_small(labels, params.min_size)

@@ -475,7 +475,7 @@ def instances_two_class(prob: np.ndarray, params: UNetParams) -> np.ndarray:
 
 
 def _min_area(params: UNetParams) -> int:
-    return int(params.min_area_fraction * np.pi * (params.target_diameter / 2) ** 2)
+    return int(params.min_area_fraction * params.fibre_area)
 
 
 # ----------------------------------------------------------------------------- segmenters
