@@ -152,10 +152,79 @@ def working_image(image: np.ndarray, factor: float) -> np.ndarray:
                     axis=-1)
 
 
-def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label image to ``shape`` (no new labels are made)."""
+def _bilinear_taps(n_out: int, n_in: int):
+    """The two input pixels (clipped) and the weight of the second for each output pixel,
+    pixel centres aligned as in :func:`resize_labels`' nearest-neighbour mode."""
+    position = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    first = np.floor(position).astype(np.intp)
+    weight = (position - first).astype(np.float32)
+    return np.clip(first, 0, n_in - 1), np.clip(first + 1, 0, n_in - 1), weight
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int], order: int = 0,
+                  chunk_pixels: int = 1 << 22) -> np.ndarray:
+    """Resize a label image to ``shape``; no new labels are made.
+
+    Parameters
+    ----------
+    labels : (H, W) integer ndarray
+        Label image (0 = background).
+    shape : (int, int)
+        Output shape ``(h, w)``.
+    order : {0, 1}
+        0: nearest neighbour (the input pixel under each output pixel's centre). 1: bilinear
+        vote: each output pixel takes the label with the largest bilinear weight among the
+        four input pixels around its centre, so an outline follows the 0.5 level of each
+        object's interpolated mask instead of jumping by up to half an input pixel (a
+        prediction made at a working scale 1.3-2x the image's then loses less of its
+        IoU when it is brought back; ties keep the first of the four taps).
+    chunk_pixels : int
+        Output pixels computed at a time with ``order=1``, in whole rows (memory bound:
+        about 60 bytes per pixel of a chunk, some 250 MB at the default).
+
+    Returns
+    -------
+    (h, w) ndarray of ``labels``' dtype.
+
+    Examples
+    --------
+    A disc drawn at 4/3 of the scale, brought back: the nearest-neighbour outline differs
+    from the disc drawn at the output scale in 8 pixels, the bilinear vote's in none.
+
+    >>> yy, xx = np.mgrid[:48, :48] + 0.5
+    >>> disc = ((yy - 24) ** 2 + (xx - 24) ** 2 < 9.6 ** 2).astype(np.uint8)
+    >>> yy, xx = np.mgrid[:36, :36] + 0.5
+    >>> truth = (yy - 18) ** 2 + (xx - 18) ** 2 < 7.2 ** 2
+    >>> [int(((resize_labels(disc, (36, 36), order=k) > 0) ^ truth).sum()) for k in (0, 1)]
+    [8, 0]
+    """
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 (nearest) or 1 (bilinear vote), got {order!r}")
     if labels.shape == tuple(shape):
         return labels
-    rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1)
-    cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1)
-    return labels[rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]]
+    if order == 0:
+        rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0],
+                          labels.shape[0] - 1)
+        cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1],
+                          labels.shape[1] - 1)
+        return labels[rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]]
+    row_a, row_b, row_w = _bilinear_taps(shape[0], labels.shape[0])
+    col_a, col_b, col_w = _bilinear_taps(shape[1], labels.shape[1])
+    out = np.empty(tuple(shape), labels.dtype)
+    step = max(1, int(chunk_pixels) // max(1, shape[1]))
+    for start in range(0, shape[0], step):
+        rows = slice(start, min(shape[0], start + step))
+        ra, rb, fr = row_a[rows, None], row_b[rows, None], row_w[rows, None]
+        taps = [labels[ra, col_a], labels[ra, col_b], labels[rb, col_a], labels[rb, col_b]]
+        weights = [(1 - fr) * (1 - col_w), (1 - fr) * col_w, fr * (1 - col_w), fr * col_w]
+        best, best_score = taps[0], None
+        for k, tap in enumerate(taps):
+            score = sum(w * (other == tap) for w, other in zip(weights, taps))
+            if best_score is None:
+                best_score = score
+                continue
+            better = score > best_score + 1e-6
+            best = np.where(better, tap, best)
+            best_score = np.where(better, score, best_score)
+        out[rows] = best
+    return out

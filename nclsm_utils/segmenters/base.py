@@ -413,7 +413,9 @@ class Segmenter(ABC):
         # at the working scale (a full-size copy of the labels would double the peak memory)
         labels = remove_small(labels, int(self.params.min_fibre_fraction
                                           * self.params.fibre_area))
-        return resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2])
+        # back to the image's pixels by a bilinear vote (order=1): outlines follow each
+        # object's interpolated mask instead of the working scale's pixel staircase
+        return resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2], order=1)
 
     @abstractmethod
     def _predict_working(self, image: np.ndarray, modality: str) -> np.ndarray:
