@@ -170,7 +170,6 @@ def test_resize_labels_values():
     assert resize_labels(labels, (3, 5)).shape == (3, 5)
 
 
-
 def _disc(n: int, radius: float) -> np.ndarray:
     yy, xx = np.mgrid[:n, :n] + 0.5
     return ((yy - n / 2) ** 2 + (xx - n / 2) ** 2 < radius ** 2).astype(np.uint16)
