@@ -182,7 +182,11 @@ What limits test section P02 (mean IoU 0.783; 0.913-0.954 on P06, S11, S60)
     0.854, 0.956), ``net_diameter`` 28 (0.923, 0.917, 0.880, 0.855, 0.957), working at
     ``target_diameter`` 48 instead of 36 (0.924, 0.920, 0.884, 0.853, 0.960; F1 0.870,
     0.885, 0.861), and training labels brought to the network's scale by the bilinear vote
-    too (0.923, 0.919, 0.883, 0.861, 0.958).
+    too (0.923, 0.919, 0.883, 0.861, 0.958). Merging two objects along a membrane-free
+    border of a quarter of a diameter instead of half (``refine_to_membrane``'s
+    ``merge_length``, with the vote: 0.925, 0.919, 0.885, 0.855, 0.961; F1 +0.001 on the
+    tuning sets) gained 0.001 at most; three quarters or a whole diameter, to keep fibres
+    whose shared membrane is missing apart, lost F1 everywhere (real left 0.957, 0.938).
 
 Example
 -------
