@@ -218,13 +218,14 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int], order: int = 0,
         ra, rb, fr = row_a[rows, None], row_b[rows, None], row_w[rows, None]
         taps = [labels[ra, col_a], labels[ra, col_b], labels[rb, col_a], labels[rb, col_b]]
         weights = [(1 - fr) * (1 - col_w), (1 - fr) * col_w, fr * (1 - col_w), fr * col_w]
-        best, best_score = taps[0], None
-        for k, tap in enumerate(taps):
-            score = sum(w * (other == tap) for w, other in zip(weights, taps))
-            if best_score is None:
-                best_score = score
-                continue
-            better = score > best_score + 1e-6
+
+        def weight_of(tap):   # summed weight of the taps that carry tap's label
+            return sum(w * (other == tap) for w, other in zip(weights, taps))
+
+        best, best_score = taps[0], weight_of(taps[0])
+        for tap in taps[1:]:
+            score = weight_of(tap)
+            better = score > best_score + 1e-6   # ties keep the earlier tap
             best = np.where(better, tap, best)
             best_score = np.where(better, score, best_score)
         out[rows] = best
