@@ -16,6 +16,7 @@ from nclsm_utils.core.io import DataError
 from nclsm_utils.segmenters import get_segmenter, known_methods, predict_tiled
 from nclsm_utils.segmenters.base import resize_labels, tile_starts
 from nclsm_utils.segmenters.membrane import (drop_background_objects, grow_to_mass_edge,
+                                             trim_beyond_ridge,
                                              merge_split_fibres, refine_to_membrane,
                                              split_on_faint_membrane)
 from nclsm_utils.segmenters.mitocyto_seg import (MitocytoParams, MitocytoSettings,
@@ -263,6 +264,33 @@ def test_refine_to_membrane_adds_fibres_the_detector_missed():
     assert not out[:, 29:].any()
     assert np.array_equal(refine_to_membrane(labels, image, 12, erosion=1, merge_length=8,
                                              ridge=0, fill_area=1000), lost)
+
+
+def test_trim_beyond_ridge_takes_back_growth_past_the_membrane_only():
+    """Two fibres sharing a membrane (ridge at column 12), the right one's outer membrane at
+    column 25 with a mass-carrying gap beyond: growth past column 25 is taken back, the two
+    neighbours' shared border is kept; fibre 1's growth to the left over flat membrane
+    (columns 1-2, no ridge) loses its outer half (column 1)."""
+    profile = np.zeros(32, np.float32)
+    profile[10:15] = [0.3, 0.7, 1.0, 0.7, 0.3]
+    profile[23:28] = [0.3, 0.7, 1.0, 0.7, 0.3]
+    image = np.zeros((6, 32, 2), np.float32)
+    image[..., 0] = profile
+    image[..., 1] = 0.5
+    before = np.zeros((6, 32), np.int32)
+    before[:, 3:9], before[:, 16:21] = 1, 2
+    grown = before.copy()
+    grown[:, 1:12], grown[:, 12:30] = 1, 2        # 1 short of nothing, 2 past its ridge
+    out = trim_beyond_ridge(before, grown, image)
+    assert out.dtype == grown.dtype
+    assert (out[:, :2] == 0).all() and (out[:, 2:12] == 1).all()
+    assert (out[:, 12:25] == 2).all() and not out[:, 26:].any()
+    # the ridge's own column 25 is a tie of the two floods, decided by their order
+    assert set(np.unique(out[:, 25]).tolist()) <= {0, 2}
+    # nothing grew past a ridge: unchanged; nothing at all: returned as is
+    assert (trim_beyond_ridge(before, before, image) == before).all()
+    empty = np.zeros_like(before)
+    assert trim_beyond_ridge(empty, empty, image) is empty
 
 
 def test_grow_to_mass_edge_stops_at_each_fibres_own_mass_edge():
