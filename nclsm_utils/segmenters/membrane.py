@@ -46,8 +46,8 @@ mass edge raised StarDist's mean IoU from 0.872 to 0.918.
 
 :func:`trim_beyond_ridge` then takes back what grew past the membrane's ridge: where the
 gaps carry mass (blurred or JPEG-compressed sections) the growth runs over the membrane into
-the gap and the objects come out 5-11 % too large (synthetic sections whose gaps hold more
-than half the fibres' mass).
+the gap and the objects come out too large (median matched-area ratio up to 1.11 on
+synthetic sections whose gaps hold more than half the fibres' mass).
 
 :func:`split_on_faint_membrane` divides an object placed over two fibres whose shared
 membrane is much fainter than the rest (a network misses such a border): inside the object

@@ -189,8 +189,9 @@ What limits test section P02 (mean IoU 0.783; 0.913-0.954 on P06, S11, S60)
     whose shared membrane is missing apart, lost F1 everywhere (real left 0.957, 0.938).
     Growth past the membrane's ridge taken back (:func:`~.membrane.trim_beyond_ridge`,
     ``ridge_trim``): where the gaps carry mass the growth to the mass edge runs over the
-    membrane into the gap (median matched-area ratio 1.07-1.11 on the tuning sections whose
-    gaps hold more than half the fibres' mass, against 0.96-1.02 on those below a third).
+    membrane into the gap (median matched-area ratio 0.96-1.11 per section, 1.06 in the
+    middle, on the 10 tuning sections whose gaps hold more than half the fibres' mass,
+    against 0.96-1.04 on those below a third).
     With the models of a ``make report`` of dba0760 (F1@0.5 / mean IoU, without -> with):
     tuning sets seed 2027 0.875 / 0.923 -> 0.875 / 0.924, seed 2031 0.880 / 0.916 -> 0.878 /
     0.924; a hard set (seed 4001, every section JPEG quality 40-65, gap mass 0.06-0.12, a
