@@ -208,7 +208,15 @@ What limits test section P02 (mean IoU 0.783; 0.913-0.954 on P06, S11, S60)
     on the train split's working-scale pixels (GT foreground), used as the growth mask
     (0.908 / 0.913 / 0.861, real left 0.853), as a cut after the growth (0.891 / 0.890,
     real left F1 0.914) or with the mass rule (0.904 / 0.906); trained on sections without
-    JPEG, it fails on compressed ones (hard set P02 0.876 -> 0.769).
+    JPEG, it fails on compressed ones (hard set P02 0.876 -> 0.769). Retrained with 64 rays
+    (with the trim; seed 0, then seed 1, F1@0.5 / mean IoU): seed 2027 0.881 / 0.923, seed
+    2031 0.889 / 0.921, hard set 0.866 / 0.895, real left 0.964 / 0.865, S11 / 10 0.914 /
+    0.956 (F1 up 0.006-0.017, mean IoU within 0.003); but seed 1 over-segmented everything
+    (hard set 2,194 objects for 1,146 fibres, 0.634 / 0.814; real left 0.875 / 0.835), where
+    32 rays with seed 1 gave 0.847 / 0.893 and 0.967 / 0.866: not adopted. A second
+    coarsened hard set (seed 4002, as the hard set plus coarsening x1.5-2.5) gave StarDist
+    0.828 / 0.867 and the U-Net 0.859 / 0.863: it does not reproduce P02's gap between
+    them either.
 
 Example
 -------
