@@ -16,9 +16,8 @@ from nclsm_utils.core.io import DataError
 from nclsm_utils.segmenters import get_segmenter, known_methods, predict_tiled
 from nclsm_utils.segmenters.base import resize_labels, tile_starts
 from nclsm_utils.segmenters.membrane import (drop_background_objects, grow_to_mass_edge,
-                                             trim_beyond_ridge,
                                              merge_split_fibres, refine_to_membrane,
-                                             split_on_faint_membrane)
+                                             split_on_faint_membrane, trim_beyond_ridge)
 from nclsm_utils.segmenters.mitocyto_seg import (MitocytoParams, MitocytoSettings,
                                                  _hist_percentiles, find_fibre_contours,
                                                  matched_ious, membrane_uint8, mitocyto_args,

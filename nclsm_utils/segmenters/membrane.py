@@ -296,10 +296,15 @@ def trim_beyond_ridge(before: np.ndarray, grown: np.ndarray, image: np.ndarray) 
     its ``reach``. The membrane's ridge is the annotated edge, so a watershed of the membrane
     (smoothed, Gaussian sigma 1 px, as the growth's) floods from every object as it was
     before the growth and from the background left after it; the grown pixels the
-    background's flood takes (beyond the ridge, seen from the object) are dropped, and each object keeps its
-    largest 4-connected piece. Growth that stopped short of the ridge
-    is kept (the background floods down from the ridge, not over it), and so is the border
-    of two grown neighbours (no background lies between them).
+    background's flood takes (beyond the ridge, seen from the object) are dropped, and each
+    object keeps its largest 4-connected piece. Growth that stopped short of the ridge is
+    kept (the background floods down from the ridge, not over it), and so is the border of
+    two grown neighbours (no background lies between them). Where the growth crossed no
+    ridge at all (a band of flat membrane, such as a tissue edge without one) the two floods
+    meet halfway and the outer half goes; keeping such bands whole (dropping only pixels
+    0.05 below the highest membrane grown over within the reach) was worse on every tuning
+    set of :mod:`.stardist_seg` (mean IoU: hard set 0.896 -> 0.894, seed 2027 0.924 ->
+    0.922, seed 2031 0.924 -> 0.920, real left half 0.867 -> 0.865).
 
     Parameters
     ----------

@@ -651,8 +651,7 @@ class StarDistSegmenter(PretrainedSegmenter):
         if params.refine_fraction > 0:
             reach = int(round(diameter / 9))
             grown = grow_to_mass_edge(labels, image, params.edge_mass, reach=reach)
-            labels = (trim_beyond_ridge(labels, grown, image)
-                      if params.ridge_trim and params.edge_mass > 0 else grown)
+            labels = trim_beyond_ridge(labels, grown, image) if params.ridge_trim else grown
         labels = split_on_faint_membrane(labels, image,
                                          params.split_min_fraction * params.fibre_area,
                                          params.split_contrast)
