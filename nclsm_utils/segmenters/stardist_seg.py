@@ -118,8 +118,7 @@ Prediction
     tuning sets it was no better for them (U-Net 0.841 / 0.927 -> 0.840 / 0.927, Cellpose
     0.910 / 0.911 -> 0.909 / 0.911).
     Missed fibres (``fill_fraction`` 0.04 of a fibre's area since the ridge trim below, 0.06
-    before; interior pieces after the
-    erosion): the network misses small fibres, and a neighbour's object then grows over
+    before; interior pieces after the erosion): the network misses small fibres, and a neighbour's object then grows over
     part of such a fibre, often over its centre as well. Seeding every interior piece no
     polygon claims (F1@0.5 / mean IoU, the models of one machine, without -> with): tuning
     sets seed 2027 0.867 / 0.920 -> 0.879 / 0.921, seed 2031 0.887 / 0.914 -> 0.886 / 0.917
