@@ -211,7 +211,8 @@ def test_stardist_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline,
     train = tiny.sections(split="train")
     ridge = get_segmenter("stardist", params={"edge_mass": 0.0}, workdir=tmp_path / "work",
                           quick=True, device="cpu")
-    assert {"edge_mass", "ridge_trim", "fill_fraction"} <= set(predict_only_fields(ridge.params))
+    assert {"edge_mass", "ridge_trim", "fill_fraction", "border_gap"} <= set(
+        predict_only_fields(ridge.params))
     assert ridge.has_cached_model(train)
 
     ridge._fit = _no_training

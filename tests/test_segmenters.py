@@ -17,7 +17,8 @@ from nclsm_utils.segmenters import get_segmenter, known_methods, predict_tiled
 from nclsm_utils.segmenters.base import resize_labels, tile_starts
 from nclsm_utils.segmenters.membrane import (drop_background_objects, grow_to_mass_edge,
                                              merge_split_fibres, refine_to_membrane,
-                                             split_on_faint_membrane, trim_beyond_ridge)
+                                             separate_touching, split_on_faint_membrane,
+                                             trim_beyond_ridge)
 from nclsm_utils.segmenters.mitocyto_seg import (MitocytoParams, MitocytoSettings,
                                                  _hist_percentiles, find_fibre_contours,
                                                  matched_ious, membrane_uint8, mitocyto_args,
@@ -290,6 +291,30 @@ def test_trim_beyond_ridge_takes_back_growth_past_the_membrane_only():
     assert (trim_beyond_ridge(before, before, image) == before).all()
     empty = np.zeros_like(before)
     assert trim_beyond_ridge(empty, empty, image) is empty
+
+
+def test_separate_touching_opens_a_gap_only_where_objects_meet():
+    """Objects 1 and 2 share a border (columns 5 | 6), object 3 touches only the background;
+    object 4 (an L) wraps around object 5, and each loses the pixels on their border."""
+    labels = np.zeros((6, 24), np.uint16)
+    labels[:, 0:6], labels[:, 6:10], labels[:, 12:16] = 1, 2, 3
+    labels[0:2, 17:24], labels[2:6, 17:19] = 4, 4
+    labels[2:6, 19:24] = 5
+    out = separate_touching(labels)
+    assert out.dtype == labels.dtype
+    assert out[3, :16].tolist() == [1, 1, 1, 1, 1, 0, 0, 2, 2, 2, 0, 0, 3, 3, 3, 3]
+    assert (out == 3).sum() == (labels == 3).sum()           # a border with background: kept
+    assert out[:, 17:].tolist() == [[4, 4, 4, 4, 4, 4, 4], [4, 4, 0, 0, 0, 0, 0],
+                                    [4, 0, 0, 0, 0, 0, 0], [4, 0, 0, 5, 5, 5, 5],
+                                    [4, 0, 0, 5, 5, 5, 5], [4, 0, 0, 5, 5, 5, 5]]
+    wide = separate_touching(labels, width=2)
+    assert wide[3, :11].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 2, 2, 0]
+    # 4 falls into pieces; its largest (the corner) is kept
+    assert np.argwhere(wide == 4).tolist() == [[0, 17], [0, 18], [1, 17]]
+    assert (wide == 5).sum() == 6
+    assert separate_touching(labels, width=0) is labels
+    empty = np.zeros_like(labels)
+    assert separate_touching(empty) is empty
 
 
 def test_grow_to_mass_edge_stops_at_each_fibres_own_mass_edge():

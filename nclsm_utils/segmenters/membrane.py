@@ -49,6 +49,10 @@ gaps carry mass (blurred or JPEG-compressed sections) the growth runs over the m
 the gap and the objects come out too large (median matched-area ratio up to 1.11 on
 synthetic sections whose gaps hold more than half the fibres' mass).
 
+:func:`separate_touching` opens a gap of a pixel on each side where two objects meet: the
+annotation leaves the endomysium between neighbours unlabelled, objects grown to the ridge
+meet on it.
+
 :func:`split_on_faint_membrane` divides an object placed over two fibres whose shared
 membrane is much fainter than the rest (a network misses such a border): inside the object
 the faint line still stands above the object's own Otsu level and separates two interiors.
@@ -448,6 +452,58 @@ def split_on_faint_membrane(labels: np.ndarray, image: np.ndarray, min_area: flo
             target[parts == part] = next_label
             next_label += 1
     return out
+
+
+def separate_touching(labels: np.ndarray, width: int = 1) -> np.ndarray:
+    """Open a gap between objects that touch: take ``width`` px off each side of a shared border.
+
+    Annotated fibres never touch: the annotators draw each fibre inside its membrane and leave
+    the endomysium between neighbours unlabelled (0 % of the border pixels of the real S11
+    ground truth and of every synthetic section lie next to another fibre; 15 % on the real
+    overview panel, an image downscaled for print). Objects grown to the membrane's ridge
+    meet there instead (52 % of StarDist's border pixels on a synthetic section, 4 % of the
+    U-Net's, which learns the gap), half a gap too large on each side. Each object's pixels
+    4-adjacent to another object (``width`` 1), or within ``width - 1`` px of such pixels,
+    become background; borders with the background are left alone, and each object keeps its
+    largest 4-connected piece.
+
+    Parameters
+    ----------
+    labels : (h, w) integer ndarray
+        Instance labels, 0 background.
+    width : int
+        Pixels taken off each side of a shared border (0: none).
+
+    Returns
+    -------
+    (h, w) ndarray of ``labels``' dtype.
+
+    Examples
+    --------
+    Two objects sharing a border at columns 3 | 4; the object at columns 7-8 touches only
+    the background.
+
+    >>> labels = np.zeros((3, 10), np.int32)
+    >>> labels[:, 0:4] = 1; labels[:, 4:6] = 2; labels[:, 7:9] = 3
+    >>> separate_touching(labels)[1].tolist()
+    [1, 1, 1, 0, 0, 2, 0, 3, 3, 0]
+    """
+    width = int(width)
+    if width <= 0 or labels.max() == 0:
+        return labels
+    values = np.asarray(labels, np.int64)
+    cross = ndimage.generate_binary_structure(2, 1)
+    above = ndimage.grey_dilation(values, footprint=cross)
+    below = ndimage.grey_erosion(np.where(values > 0, values, np.iinfo(np.int64).max),
+                                 footprint=cross)
+    shared = (values > 0) & ((above > values) | (below < values))
+    if not shared.any():
+        return labels
+    if width > 1:
+        shared = (values > 0) & (ndimage.distance_transform_edt(~shared) <= width - 1)
+    out = labels.copy()
+    out[shared] = 0
+    return _largest_piece(out)
 
 
 def drop_background_objects(labels: np.ndarray, image: np.ndarray, level: float) -> np.ndarray:
