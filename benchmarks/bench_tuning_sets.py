@@ -24,9 +24,9 @@ again, byte for byte (seeded), and scores the models of ``make report`` on them,
 Each hard set's look is the default draw (``Appearance.draw``) with those fields redrawn
 after it from the same random generator, in the order above, so the sets depend on the
 generator's code as the default data does. Scores: F1 at IoU 0.5 pooled over the set's
-sections (true positives over ground-truth plus predicted objects) and the paper's mean IoU
-over all matched fibres (``report.transfer.score_instances``, ring half-width 2 for IMC,
-6 for IF). No assertions; not run in CI.
+sections (``metrics.instance.aggregate_instance_metrics``) and the paper's mean IoU over all
+matched fibres (``metrics.paper.evaluate`` and ``summarise``; ring half-width 2 for IMC, 6
+for IF). No assertions; not run in CI.
 
 Usage::
 
@@ -115,22 +115,22 @@ def tuning_set(name: str, root: Path) -> Path:
 
 def score_set(segmenter, sections) -> dict:
     """Pooled F1@0.5 and the mean IoU over all matched fibres of ``sections``."""
-    from nclsm_utils.metrics.paper import modality_half_width
-    from nclsm_utils.report.transfer import score_instances
+    import pandas as pd
 
-    rows = []
+    from nclsm_utils.metrics.instance import aggregate_instance_metrics, instance_metrics
+    from nclsm_utils.metrics.paper import evaluate, modality_half_width, summarise
+
+    instance, per_fibre = [], []
     for section in sections:
         image, gt = section.image(), section.mask("myofibres")
         pred = segmenter.predict(image, section.modality)
-        rows.append(score_instances(gt, pred, image,
-                                    half_width=modality_half_width(section.modality)))
-    n_gt = sum(r["n_gt"] for r in rows)
-    n_pred = sum(r["n_pred"] for r in rows)
-    tp = sum(r["recall@0.5"] * r["n_gt"] for r in rows)
-    matched = sum(r["MF-A"] for r in rows)
-    iou = sum(r["mean IoU"] * r["MF-A"] for r in rows if r["MF-A"])
-    return {"sections": len(rows), "n_gt": n_gt, "n_pred": n_pred,
-            "F1@0.5": 2 * tp / max(n_gt + n_pred, 1), "mean IoU": iou / max(matched, 1)}
+        instance.append(instance_metrics(gt, pred, [0.5]))
+        per_fibre.append(evaluate(gt, pred, image, modality_half_width(section.modality)))
+    pooled = aggregate_instance_metrics(instance).iloc[0]
+    paper = summarise(pd.concat(per_fibre, ignore_index=True)).iloc[0]
+    return {"sections": len(instance), "n_gt": int(pooled["n_true"]),
+            "n_pred": int(pooled["n_pred"]), "F1@0.5": float(pooled["f1"]),
+            "mean IoU": float(paper["mean IoU"]) if paper["MF-A"] else 0.0}
 
 
 def parse_args(argv=None):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nclsm_utils.dataset import Dataset
+from nclsm_utils.metrics.paper import MetricWarning
 from nclsm_utils.synth import appearance
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tuning_sets.py"
@@ -62,5 +63,6 @@ def test_score_set_pools_f1_and_mean_iou_over_sections(bench, tiny):
     perfect = bench.score_set(_Truth(sections), sections)
     assert perfect["sections"] == 2 and perfect["n_gt"] == perfect["n_pred"] == n_gt
     assert perfect["F1@0.5"] == pytest.approx(1.0) and perfect["mean IoU"] == pytest.approx(1.0)
-    none = bench.score_set(_Truth(sections, empty=True), sections)
+    with pytest.warns(MetricWarning, match="is undefined"):   # nothing matched: no r_AoB, r_AiB
+        none = bench.score_set(_Truth(sections, empty=True), sections)
     assert none["n_pred"] == 0 and none["F1@0.5"] == 0.0 and none["mean IoU"] == 0.0
