@@ -483,8 +483,9 @@ def ntm_thresholds(scale: float = 1.0) -> dict:
     synthetic IF sections drawn with 72-px fibres for NCL-SM's 360-px ones): the two area
     thresholds scale with ``scale ** 2``; the others are ratios and stay.
 
-    >>> ntm_thresholds(0.2)["area_max"], ntm_thresholds(0.2)["convexity_max"]
-    (1080.0, 1.19)
+    >>> t = ntm_thresholds(0.2)
+    >>> round(t["area_min"], 6), round(t["area_max"], 6), t["convexity_max"]
+    (8.4, 1080.0, 1.19)
     """
     scale = float(scale)
     if not np.isfinite(scale) or scale <= 0:

@@ -90,8 +90,10 @@ from .features import (DEFAULT_DIAMETER, FAM_FEATURES, NTM_EXTRA_COLUMNS, NTM_FE
                        _percentile, class_flags, fam_features, fibre_diameter, moment_axis_ratio,
                        ntm_features)
 from .models import (AM_CLASS, ArraySection, CURATED_ROLES, CurationModels, MODEL_FILES, NAM_CLASS,
-                     _concat, _file_facts, _params_from_dict, classify_fibres, curate,
-                     masks_from_table, models_dir, models_key, train_models, training_tables)
+                     NTM_DEFINITION, _concat, _file_facts, _params_from_dict, classify_fibres,
+                     curate, definitions_table, masks_from_table, models_dir, models_key,
+                     ntm_decision, ntm_definition, section_ntm_scale, train_models,
+                     training_tables)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,9 @@ __all__ = [
     "_check_mask", "_concat", "_curate_method", "_downsample_mask", "_file_facts",
     "_fraction_inside", "_gt_classes", "_half_width", "_masked_smooth", "_normalise",
     "_params_from_dict", "_percentile", "_resize_channel", "_resize_mask", "_threads",
-    "class_flags", "class_scores", "classify_fibres", "counts_table", "cross_validate", "curate",
+    "NTM_DEFINITION", "class_flags", "class_scores", "classify_fibres", "counts_table",
+    "cross_validate", "curate", "definitions_table", "ntm_decision", "ntm_definition",
+    "section_ntm_scale",
     "evaluate_curation", "evaluate_curation_methods", "evaluate_section", "fam_features",
     "fibre_diameter", "fr_feature_names", "fr_pixel_features", "fr_scores", "fr_thresholds",
     "load_myofibres", "masks_from_table", "match_fibres", "models_dir", "models_key",

@@ -17,7 +17,8 @@ from ..core.io import DataError, write_csv, write_text, write_tiff
 from ..core.workdir import MissingPrediction, Workdir
 from .classifiers import CurationParams, FibreClassifier
 from .features import FAM_FEATURES, NTM_FEATURES, _check_mask, class_flags
-from .models import CurationModels, classify_fibres, masks_from_table, train_models
+from .models import (CurationModels, classify_fibres, definitions_table, masks_from_table,
+                     ntm_definition, section_ntm_scale, train_models)
 
 log = logging.getLogger(__package__)  # the package's logger, named as before the split
 
@@ -94,8 +95,8 @@ def _gt_classes(section, gt_labels: np.ndarray, overlap: float) -> pd.DataFrame:
 
 
 def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | None = None,
-                     match: str = "centroid", ntm: str = "learned",
-                     with_image_metrics: bool = True) -> dict:
+                     match: str = "centroid", ntm: str = "auto",
+                     with_image_metrics: bool = True, scale: float | None = None) -> dict:
     """Curate one section and score it against its ground-truth masks.
 
     Returns a dict with ``masks`` (:func:`curate`), ``fibres`` (per predicted fibre:
@@ -111,9 +112,10 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
     gt_labels = section.mask("myofibres")
     use_gt = myofibres is None
     labels = gt_labels if use_gt else _check_mask(myofibres, image)
-    table, fr_mask = classify_fibres(section, labels, models, image=image)
+    table, fr_mask = classify_fibres(section, labels, models, image=image, scale=scale)
+    used = ntm_definition(section.modality, ntm)
     masks = masks_from_table(labels, table, fr_mask,
-                             ntm_column="ntm" if ntm == "learned" else "ntm_rule")
+                             ntm_column="ntm" if used == "learned" else "ntm_rule")
     overlap = models.params.class_overlap
     gt_classes = _gt_classes(section, gt_labels, overlap)
     if use_gt:
@@ -174,6 +176,17 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
         paper.insert(0, "modality", section.modality)
     return {"masks": masks, "fibres": fibres, "gt_fibres": gt_fibres,
             "fr": pd.DataFrame([fr_row]), "counts": pd.DataFrame(counts), "paper": paper}
+
+
+def _definitions(sections, ntm: str = "auto", scale: float | None = None) -> pd.DataFrame:
+    """:func:`definitions_table` of each modality among ``sections`` (its first section's scale)."""
+    rows, seen = [], set()
+    for section in sections:
+        if section.modality in seen:
+            continue
+        seen.add(section.modality)
+        rows.append(definitions_table(section.modality, ntm, section_ntm_scale(section, scale)))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
 def _half_width(modality: str) -> int:
@@ -416,8 +429,8 @@ def _curate_method(root, roles, splits, method, workdir, split, options, models,
 def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = "test",
                       models: CurationModels | None = None,
                       params: CurationParams | None = None, match: str = "centroid",
-                      ntm: str = "learned", write: bool = False,
-                      progress: bool = False) -> dict[str, pd.DataFrame]:
+                      ntm: str = "auto", write: bool = False, progress: bool = False,
+                      scale: float | None = None) -> dict[str, pd.DataFrame]:
     """Curate a split with ground-truth or predicted myofibres and score it.
 
     Parameters
@@ -435,8 +448,14 @@ def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = 
         Default: :func:`train_models` on the dataset's train split (cached).
     match : {"centroid", "iou"}
         How predicted fibres are matched to GT fibres (ignored for ``"gt"``).
-    ntm : {"learned", "rule"}
-        Which NTM decision removes fibres from the analysable mask.
+    ntm : {"auto", "learned", "rule"}
+        Which NTM decision removes fibres from the analysable mask (``"auto"``: the
+        published rule for IF at the dataset's scale, the learned classifier for IMC; see
+        :func:`~nclsm_utils.curation.models.ntm_definition`).
+    scale : float, optional
+        NCL-SM IF pixels to the sections' pixels, for the published NTM rule (default:
+        :func:`~nclsm_utils.curation.models.section_ntm_scale`: a synthetic dataset's own
+        scale, 1 for real NCL-SM).
     write : bool
         Write the curated masks (``<role>/<modality>_<id>.tiff``) and the tables (csv).
 
@@ -449,7 +468,8 @@ def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = 
         paper metrics of the analysable mask vs the analysable GT), ``paper_summary``
         (per modality and overall), ``fibres`` (per predicted fibre decisions),
         ``gt_fibres`` (per GT fibre classes and matched decisions), ``errors`` (sections
-        that failed, with the message).
+        that failed, with the message), ``definitions`` (which definition each class used
+        per modality, and at what scale: :func:`~nclsm_utils.curation.models.definitions_table`).
     """
     from tqdm.auto import tqdm
 
@@ -467,7 +487,8 @@ def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = 
     for section in tqdm(sections, desc=f"curate {method}", disable=not progress):
         try:
             myofibres = load_myofibres(section, method, workdir)
-            result = evaluate_section(section, models, myofibres, match=match, ntm=ntm)
+            result = evaluate_section(section, models, myofibres, match=match, ntm=ntm,
+                                      scale=scale)
         except (DataError, ValueError, OSError) as error:
             log.error("%s: curation failed: %s", section.key, error)
             errors.append({"modality": section.modality, "section": section.id,
@@ -493,12 +514,14 @@ def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = 
         "fibres": frames["fibres"],
         "gt_fibres": frames["gt_fibres"],
         "errors": pd.DataFrame(errors, columns=["modality", "section", "error"]),
+        "definitions": _definitions(sections, ntm, scale),
     }
     for frame in ("classes", "paper_summary"):
         if len(result[frame]):
             result[frame].insert(0, "method", method)
     if write:
-        for name in ("classes", "fr", "counts", "paper", "paper_summary", "gt_fibres", "errors"):
+        for name in ("classes", "fr", "counts", "paper", "paper_summary", "gt_fibres", "errors",
+                     "definitions"):
             write_csv(out_dir / f"{name}.csv", result[name])
         write_text(out_dir / "models.json", json.dumps(
             {"models": str(models.path) if models.path else None, "params": models.params.key(),

@@ -142,7 +142,7 @@ def moment_axis_ratio(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 
-#: Published shape-feature columns used by the learned NTM classifier.
+#: Published shape-feature columns of :func:`ntm_features` (pixel lengths and ratios).
 NTM_SHAPE_COLUMNS = (
     "Fiber_on_Border", "Fiber_Area", "Fiber_Perimeter", "Convexity", "Fiber_Width_Ellipse",
     "Fiber_Length_Ellipse", "Aspect_Ratio_Ellipse", "lengthsquared_by_Area_Ellipse",
@@ -151,24 +151,34 @@ NTM_SHAPE_COLUMNS = (
 )
 #: Scale-free columns added to the published ones.
 NTM_EXTRA_COLUMNS = ("relative_area", "solidity", "axis_ratio")
-NTM_FEATURES = NTM_SHAPE_COLUMNS + NTM_EXTRA_COLUMNS
+#: Features of the learned NTM classifier: scale-free only (ratios of the published features
+#: and the added ones), so that a model trained on 34-72 px synthetic fibres means the same on
+#: 16 px figure fibres or 360 px real IF fibres. The pixel-unit columns (area, perimeter,
+#: axis and box lengths) stay in the table for the published rule.
+NTM_FEATURES = (
+    "Fiber_on_Border", "Convexity", "Aspect_Ratio_Ellipse", "lengthsquared_by_Area_Ellipse",
+    "Aspect_Ratio_Bbox", "lengthsquared_by_area_Bbox", "Fiber_Perimeter_by_Rectangular_Perimeter",
+) + NTM_EXTRA_COLUMNS
 
 
-def ntm_features(labels: np.ndarray) -> pd.DataFrame:
+def ntm_features(labels: np.ndarray, scale: float = 1.0) -> pd.DataFrame:
     """Per-fibre NTM features: the published shape features plus scale-free ones.
 
     Parameters
     ----------
     labels : (H, W) integer instance mask.
+    scale : float
+        NCL-SM IF pixels to the mask's pixels, for the published rule's area thresholds
+        (:func:`nclsm_utils.metrics.morphology.ntm_thresholds`); 1 = NCL-SM's own pixels.
 
     Returns
     -------
     DataFrame
         One row per non-zero label (sorted), column ``label``, the columns of
-        :data:`NTM_FEATURES` (``relative_area`` = area / the mask's median fibre area,
-        ``solidity`` = 1 / Convexity), ``ntm_rule`` (the published rule) and ``skipped``
-        (True for labels of 25 pixels or fewer, which the published script skips; their
-        features are NaN).
+        :data:`NTM_SHAPE_COLUMNS` and :data:`NTM_EXTRA_COLUMNS` (``relative_area`` = area /
+        the mask's median fibre area, ``solidity`` = 1 / Convexity), ``ntm_rule`` (the
+        published rule at ``scale``) and ``skipped`` (True for labels of 25 pixels or fewer,
+        which the published script skips; their features are NaN).
 
     >>> labels = np.zeros((40, 60), np.uint16); labels[5:25, 10:50] = 1; labels[30:33, 2:5] = 2
     >>> t = ntm_features(labels)
@@ -182,13 +192,13 @@ def ntm_features(labels: np.ndarray) -> pd.DataFrame:
     ids = ids[ids > 0].astype(np.int64)
     table = pd.DataFrame({"label": ids})
     if ids.size == 0:
-        for column in NTM_FEATURES:
+        for column in NTM_SHAPE_COLUMNS + NTM_EXTRA_COLUMNS:
             table[column] = pd.Series([], dtype="float64")
         table["ntm_rule"] = pd.Series([], dtype=bool)
         table["skipped"] = pd.Series([], dtype=bool)
         return table
     shapes = shape_features(labels)
-    rule = ntm_rule(shapes) if len(shapes) else pd.Series([], dtype=bool)
+    rule = ntm_rule(shapes, scale) if len(shapes) else pd.Series([], dtype=bool)
     shapes = shapes.assign(ntm_rule=rule.to_numpy(dtype=bool))
     shapes = shapes.astype({"Fiber_on_Border": "float64"})
     table = table.merge(shapes[["label", *NTM_SHAPE_COLUMNS, "ntm_rule"]], on="label", how="left")
@@ -201,8 +211,9 @@ def ntm_features(labels: np.ndarray) -> pd.DataFrame:
     table["axis_ratio"] = moment_axis_ratio(labels, ids)
     # fibres the published script skips are too small to analyse: non-transverse for both
     table["ntm_rule"] = table["ntm_rule"].fillna(True).astype(bool)
-    table = table.astype({c: "float64" for c in NTM_FEATURES})
-    return table[["label", *NTM_FEATURES, "ntm_rule", "skipped"]]
+    columns = NTM_SHAPE_COLUMNS + NTM_EXTRA_COLUMNS
+    table = table.astype({c: "float64" for c in columns})
+    return table[["label", *columns, "ntm_rule", "skipped"]]
 
 
 # ============================================================================ FAM features

@@ -9,7 +9,8 @@ from __future__ import annotations
 from ...core.shape import (CANNY_THRESHOLDS, ELLIPSE_PAD, MIN_AREA, MIN_CONTOUR_POINTS,  # noqa: F401
                            NTM_COLUMNS, NTM_REFERENCE_DIAMETER, NTM_THRESHOLDS, SHAPE_COLUMNS,
                            _MAX_DIRECT_LABEL, _PERIMETER_WEIGHTS, _SHAPE_DTYPES, _as_bool,
-                           _compact_labels, _convex_hull_row_spans, _empty_frame, _fibre_crops,
+                           _compact_labels, _convex_hull_row_spans, _diamond_hull_points,
+                           _empty_frame, _fibre_crops,
                            _fibre_shape, _perimeter_image, check_labels, convex_hull_mask,
                            convex_hull_pixels, crofton_perimeter_4, ellipse_axes, log,
                            ntm_rule, ntm_thresholds, perimeter_pixels, reduced_ratio,
