@@ -35,3 +35,51 @@ def test_curate_ntm_decision_on_real_if_masks_matches_published_flags(sample_dir
     fn = int((~both["ntm"] & both["published"]).sum())
     assert tp + fn == {"S11": 47, "S60": 46}[section_id]
     assert prf(tp, fp, fn)[2] >= 0.9
+
+
+# ---------------------------------------------------------------------------- figure panels C-F
+@pytest.fixture(scope="module")
+def figure_labels(panel):
+    from nclsm_utils.core.realpanel import load_curation_labels
+
+    return load_curation_labels(panel)
+
+
+def test_panel_class_counts_on_the_left_half(figure_labels):
+    """Panels C-F on panel B's 255 left-half fibres: 6 FAM (C), 48 NTM (D), 201 analysable
+    (F); the folded region of panel E lies outside the left half."""
+    from nclsm_utils.core.realpanel import LEFT_HALF_X, half_of
+
+    fibres = figure_labels.fibres
+    left = fibres[fibres["half"] == "left"]
+    assert len(left) == 255
+    assert left[["fam", "ntm", "fr", "analysable"]].sum().to_dict() == {
+        "fam": 6, "ntm": 48, "fr": 0, "analysable": 201}
+    # each fibre in one class: 251 of 255 (2 in none, 2 in two: edge fibres)
+    assert int((left[["fam", "ntm", "fr", "analysable"]].sum(axis=1) == 1).sum()) == 251
+    assert int(figure_labels.fr[:, :LEFT_HALF_X].sum()) == 0
+    assert int(half_of(figure_labels.analysable, "left").max()) == 203
+    # flagged fibres are well covered by their overlay, the others hardly at all
+    assert left.loc[left["ntm"], "ntm_cover"].min() > 0.5
+    assert left.loc[~left["ntm"], "ntm_cover"].max() < 0.5
+    assert left.loc[left["fam"], "fam_cover"].min() > 0.6
+
+
+def test_panel_registrations(figure_labels):
+    shifts = figure_labels.shifts
+    assert shifts["fam"] == (pytest.approx(1.0125), (-1, 0))
+    assert shifts["ntm"] == (pytest.approx(1.015), (-2, -3))
+    assert shifts["analysable"] == (pytest.approx(1.0175), (-1, 0))
+
+
+def test_colour_mask_and_cover_on_a_drawn_overlay():
+    from nclsm_utils.core.realpanel import FAM_COLOUR, _cover, colour_mask
+
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:8, 2:8] = 1
+    labels[10:18, 10:18] = 2
+    drawn = np.zeros((20, 20, 3), np.uint8)
+    drawn[3:8, 2:8] = FAM_COLOUR                        # 30 of fibre 1's 36 pixels
+    drawn[10:12, 10:18] = (FAM_COLOUR[0] + 20, FAM_COLOUR[1] - 10, FAM_COLOUR[2])  # 16 of 64
+    overlay = colour_mask(drawn, FAM_COLOUR)
+    np.testing.assert_allclose(_cover(labels, overlay), [30 / 36, 16 / 64])

@@ -83,7 +83,8 @@ from .classifiers import (CurationError, CurationParams, FR_TILE, FibreClassifie
                           fr_feature_names, fr_pixel_features, fr_thresholds, working_image)
 from .evaluation import (CLASS_COLUMNS, CLASS_NAMES, _curate_method, _gt_classes, _half_width,
                          class_scores, counts_table, cross_validate, evaluate_curation,
-                         evaluate_curation_methods, evaluate_section, fr_scores, load_myofibres,
+                         evaluate_curation_methods, evaluate_section, figure_curation_scores,
+                         fr_scores, load_myofibres,
                          match_fibres, paper_summary, prf)
 from .features import (DEFAULT_DIAMETER, FAM_FEATURES, NTM_EXTRA_COLUMNS, NTM_FEATURES,
                        NTM_SHAPE_COLUMNS, _as_rgb, _check_mask, _fraction_inside, _masked_smooth,
@@ -113,6 +114,7 @@ __all__ = [
     "cross_validate", "curate", "definitions_table", "ntm_decision", "ntm_definition",
     "section_ntm_scale",
     "evaluate_curation", "evaluate_curation_methods", "evaluate_section", "fam_features",
+    "figure_curation_scores",
     "fibre_diameter", "fr_feature_names", "fr_pixel_features", "fr_scores", "fr_thresholds",
     "load_myofibres", "masks_from_table", "match_fibres", "models_dir", "models_key",
     "moment_axis_ratio", "ntm_features", "paper_summary", "prf", "read_array", "train_models",

@@ -528,3 +528,113 @@ def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = 
              "info": models.info, "method": method, "split": split, "match": match, "ntm": ntm},
             indent=2, default=str))
     return result
+
+
+# ============================================================================ real figure
+def figure_curation_scores(models: CurationModels, path=None, ntm: str = "learned",
+                           missing_ok: bool = False) -> pd.DataFrame:
+    """Curation of the NCL-SM overview figure's section scored against its own panels C-F,
+    on the LEFT half only (``x < 240`` px; the right half is held out and never scored).
+
+    Panels A (image) and B (instance mask) go through :func:`classify_fibres` and
+    :func:`masks_from_table` as any section does; the truth is panel C (FAM), D (NTM), E
+    (folded region) and F (analysable) read by
+    :func:`nclsm_utils.core.realpanel.load_curation_labels`. A fibre is scored in the half
+    its centroid lies in (the panel letter excluded, as :func:`~nclsm_utils.core.realpanel.half_of`).
+
+    Parameters
+    ----------
+    models : CurationModels
+        Trained curation models (the report's, from the synthetic train split).
+    path : path-like, optional
+        The figure (default :data:`nclsm_utils.core.realpanel.FIGURE`).
+    ntm : {"learned", "rule"}
+        The NTM definition scored as curation's decision. Panel D marks elongated and
+        partial fibres that the published IF rule never flags, i.e. NTM as annotated (as in
+        IMC), so the default is the learned classifier; the rule's row is shown beside it at
+        the figure's fibre-size scale (its median fibre diameter over
+        :data:`~nclsm_utils.metrics.morphology.NTM_REFERENCE_DIAMETER`).
+    missing_ok : bool
+        Without the figure, return an empty table (logged) instead of raising
+        :class:`~nclsm_utils.core.io.DataError`.
+
+    Returns
+    -------
+    DataFrame
+        One row per score: ``item`` (NTM, NTM (rule), FAM, analysable fibres, FR, analysable
+        mask), ``definition``, ``scale``, ``truth`` and ``predicted`` counts (fibres or
+        pixels), ``tp``/``fp``/``fn``, ``precision``, ``recall``, ``f1`` (per fibre; for the
+        analysable mask the instance F1 at IoU 0.5 and its mean matched IoU in ``iou``) and
+        ``iou`` (FR pixel IoU; NaN when neither truth nor prediction has FR pixels).
+    """
+    from ..core.realpanel import FIGURE, LEFT_HALF_X, half_of, load_curation_labels, load_panel
+    from ..metrics.instance import instance_metrics
+    from ..metrics.morphology import NTM_REFERENCE_DIAMETER
+    from .models import ArraySection
+
+    if ntm not in ("learned", "rule"):
+        raise ValueError(f"ntm must be 'learned' or 'rule', got {ntm!r}")
+    try:
+        panel = load_panel(path or FIGURE)
+    except DataError as error:
+        if not missing_ok:
+            raise
+        log.warning("%s", error)
+        return pd.DataFrame(columns=["half", "item", "definition", "scale", "truth",
+                                     "predicted", "tp", "fp", "fn", "precision", "recall",
+                                     "f1", "iou"])
+    truth = load_curation_labels(panel)
+    labels = panel.labels
+    diameter = panel.median_diameter
+    scale = diameter / NTM_REFERENCE_DIAMETER
+    section = ArraySection({"image": panel.image, "myofibres": labels}, "IMC", "figure",
+                           ntm_scale=scale)
+    table, fr_mask = classify_fibres(section, models=models)
+    masks = masks_from_table(labels, table, fr_mask,
+                             ntm_column="ntm" if ntm == "learned" else "ntm_rule")
+    fibres = truth.fibres.set_index("label")
+    left = fibres.index[fibres["half"] == "left"].to_numpy(np.int64)
+
+    def flagged(mask) -> pd.Series:
+        return pd.Series(np.isin(left, np.unique(mask)), index=left)
+
+    def row(item, definition, scale_text, pred, gt) -> dict:
+        pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+        tp, fp, fn = int((pred & gt).sum()), int((pred & ~gt).sum()), int((~pred & gt).sum())
+        precision, recall, f1 = prf(tp, fp, fn)
+        return {"item": item, "definition": definition, "scale": scale_text,
+                "truth": int(gt.sum()), "predicted": int(pred.sum()), "tp": tp, "fp": fp,
+                "fn": fn, "precision": precision, "recall": recall, "f1": f1, "iou": np.nan}
+
+    fibre_scale = f"{diameter:.1f} px fibres"
+    rule_masks = masks_from_table(labels, table, fr_mask, ntm_column="ntm_rule")
+    rows = [
+        row("NTM", ntm, "scale-free features" if ntm == "learned" else f"rule x {scale:.3f}",
+            flagged(masks["ntm"]), fibres.loc[left, "ntm"]),
+        row("NTM (rule)", "rule", f"published rule x {scale:.3f} ({fibre_scale})",
+            flagged(rule_masks["ntm_rule"]), fibres.loc[left, "ntm"]),
+        row("FAM", "learned", f"features relative to {fibre_scale}", flagged(masks["fam"]),
+            fibres.loc[left, "fam"]),
+        row("analysable fibres", "FR, NTM, FAM removed", fibre_scale,
+            flagged(masks["analysable"]), fibres.loc[left, "analysable"]),
+    ]
+    columns = np.arange(labels.shape[1]) < LEFT_HALF_X
+    gt_fr, pred_fr = truth.fr[:, columns], np.asarray(fr_mask, bool)[:, columns]
+    inter, union = int((gt_fr & pred_fr).sum()), int((gt_fr | pred_fr).sum())
+    rows.append({"item": "FR (pixels)", "definition": "learned", "scale": fibre_scale,
+                 "truth": int(gt_fr.sum()), "predicted": int(pred_fr.sum()),
+                 "tp": inter, "fp": int(pred_fr.sum()) - inter, "fn": int(gt_fr.sum()) - inter,
+                 "precision": np.nan, "recall": np.nan, "f1": np.nan,
+                 "iou": inter / union if union else np.nan})
+    gt_am = half_of(truth.analysable, "left")
+    pred_am = half_of(masks["analysable"].astype(np.int64), "left")
+    scores = instance_metrics(gt_am, pred_am, [0.5]).iloc[0]
+    rows.append({"item": "analysable mask (F1@0.5)", "definition": "paper metrics",
+                 "scale": fibre_scale, "truth": int(scores["n_true"]),
+                 "predicted": int(scores["n_pred"]), "tp": int(scores["tp"]),
+                 "fp": int(scores["fp"]), "fn": int(scores["fn"]),
+                 "precision": float(scores["precision"]), "recall": float(scores["recall"]),
+                 "f1": float(scores["f1"]), "iou": float(scores["mean_matched_score"])})
+    out = pd.DataFrame(rows)
+    out.insert(0, "half", "left")
+    return out
