@@ -103,6 +103,7 @@ from .writer import (
     default_workers,
     generate_section,
     if_ntm_flags,
+    imc_ntm_flags,
     log,
     ntm_scale,
     renderer_fingerprint,

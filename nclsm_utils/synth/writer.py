@@ -36,9 +36,10 @@ def generate_section(section_id: str, modality: str, config: SynthConfig | None 
     geometry = fibre_geometry(params.shape, params, config, rng)
     labels = geometry["labels"]
     drawn_ntm, fam = classify_fibres(labels, geometry["oblique"], config, rng)
-    # IF: NCL-SM's own definition (the published rule at this dataset's pixel size); no random
-    # numbers are drawn, so images, myofibres, FAM and QA do not depend on it
-    ntm = if_ntm_flags(labels, config) & ~fam if modality == "IF" else drawn_ntm
+    # NCL-SM's definitions (IF: the published rule at this dataset's pixel size; IMC: the
+    # figure's panel D, obliquely cut fibres); no random numbers are drawn, so images,
+    # myofibres, FAM and QA do not depend on them
+    ntm = (if_ntm_flags(labels, config) if modality == "IF" else imc_ntm_flags(labels)) & ~fam
     analysable = ~ntm & ~fam
     analysable[0] = False
     look = Appearance.draw(rng, config.look_spread) if config.randomise else Appearance.typical()
@@ -90,6 +91,25 @@ def if_ntm_flags(labels: np.ndarray, config: SynthConfig | None = None) -> np.nd
         flags[table["label"].to_numpy(np.int64)] = ntm_rule(table, ntm_scale(config)).to_numpy()
     flags[np.bincount(labels.ravel(), minlength=n + 1) == 0] = False
     flags[0] = False
+    return flags
+
+
+#: IMC non-transverse fibres: second-moment axis ratio above this (an oblique cut of a
+#: cylinder more than 60 degrees off transverse); chosen on the left half of the NCL-SM
+#: figure's panel D (docs/decisions.md).
+IMC_NTM_AXIS_RATIO = 2.0
+
+
+def imc_ntm_flags(labels: np.ndarray) -> np.ndarray:
+    """IMC non-transverse flags (bool per label, index = label): fibres whose equal-moment
+    ellipse is more than :data:`IMC_NTM_AXIS_RATIO` times longer than wide, the fibres the
+    NCL-SM figure's panel D marks (elongated, obliquely cut)."""
+    from skimage import measure
+
+    flags = np.zeros(int(labels.max()) + 1, bool)
+    for p in measure.regionprops(labels):
+        minor = p.axis_minor_length
+        flags[p.label] = minor <= 0 or p.axis_major_length / minor > IMC_NTM_AXIS_RATIO
     return flags
 
 
