@@ -561,8 +561,8 @@ def figure_curation_scores(models: CurationModels, path=None, ntm: str = "learne
     Returns
     -------
     DataFrame
-        One row per score: ``item`` (NTM, NTM (rule), FAM, analysable fibres, FR, analysable
-        mask), ``definition``, ``scale``, ``truth`` and ``predicted`` counts (fibres or
+        One row per score: ``item`` (NTM, NTM (rule), FAM, FR fibres, analysable fibres, FR
+        pixels, analysable mask), ``definition``, ``scale``, ``truth`` and ``predicted`` counts (fibres or
         pixels), ``tp``/``fp``/``fn``, ``precision``, ``recall``, ``f1`` (per fibre; for the
         analysable mask the instance F1 at IoU 0.5 and its mean matched IoU in ``iou``) and
         ``iou`` (FR pixel IoU; NaN when neither truth nor prediction has FR pixels).
@@ -594,9 +594,8 @@ def figure_curation_scores(models: CurationModels, path=None, ntm: str = "learne
                              ntm_column="ntm" if ntm == "learned" else "ntm_rule")
     fibres = truth.fibres.set_index("label")
     left = fibres.index[fibres["half"] == "left"].to_numpy(np.int64)
-
-    def flagged(mask) -> pd.Series:
-        return pd.Series(np.isin(left, np.unique(mask)), index=left)
+    decided = table.set_index("label").reindex(left).fillna(False)
+    ntm_used = "ntm" if ntm == "learned" else "ntm_rule"
 
     def row(item, definition, scale_text, pred, gt) -> dict:
         pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
@@ -607,16 +606,19 @@ def figure_curation_scores(models: CurationModels, path=None, ntm: str = "learne
                 "fn": fn, "precision": precision, "recall": recall, "f1": f1, "iou": np.nan}
 
     fibre_scale = f"{diameter:.1f} px fibres"
-    rule_masks = masks_from_table(labels, table, fr_mask, ntm_column="ntm_rule")
+    # per-fibre rows score each classifier's own decision (as evaluate_curation does); the
+    # analysable rows are the workflow's result (FR, then NTM, then FAM removed)
+    analysable = np.isin(left, np.unique(masks["analysable"]))
     rows = [
         row("NTM", ntm, "scale-free features" if ntm == "learned" else f"rule x {scale:.3f}",
-            flagged(masks["ntm"]), fibres.loc[left, "ntm"]),
+            decided[ntm_used], fibres.loc[left, "ntm"]),
         row("NTM (rule)", "rule", f"published rule x {scale:.3f} ({fibre_scale})",
-            flagged(rule_masks["ntm_rule"]), fibres.loc[left, "ntm"]),
-        row("FAM", "learned", f"features relative to {fibre_scale}", flagged(masks["fam"]),
+            decided["ntm_rule"], fibres.loc[left, "ntm"]),
+        row("FAM", "learned", f"features relative to {fibre_scale}", decided["fam"],
             fibres.loc[left, "fam"]),
-        row("analysable fibres", "FR, NTM, FAM removed", fibre_scale,
-            flagged(masks["analysable"]), fibres.loc[left, "analysable"]),
+        row("FR fibres", "learned", fibre_scale, decided["fr"], fibres.loc[left, "fr"]),
+        row("analysable fibres", "FR, NTM, FAM removed", fibre_scale, analysable,
+            fibres.loc[left, "analysable"]),
     ]
     columns = np.arange(labels.shape[1]) < LEFT_HALF_X
     gt_fr, pred_fr = truth.fr[:, columns], np.asarray(fr_mask, bool)[:, columns]
