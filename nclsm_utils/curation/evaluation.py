@@ -23,10 +23,11 @@ from .models import (CurationModels, classify_fibres, definitions_table, masks_f
 log = logging.getLogger(__package__)  # the package's logger, named as before the split
 
 #: Classes scored by :func:`evaluate_curation` (per-fibre table column -> ground-truth role).
-CLASS_COLUMNS = {"ntm_rule": "ntm", "ntm": "ntm", "fam": "fam", "analysable": "analysable"}
+CLASS_COLUMNS = {"ntm_used": "ntm", "ntm_rule": "ntm", "ntm": "ntm", "fam": "fam",
+                 "analysable": "analysable"}
 #: Names of the classes in the evaluation tables.
-CLASS_NAMES = {"ntm_rule": "NTM (rule)", "ntm": "NTM (learned)", "fam": "FAM",
-               "analysable": "analysable"}
+CLASS_NAMES = {"ntm_used": "NTM (curation)", "ntm_rule": "NTM (rule)",
+               "ntm": "NTM (learned)", "fam": "FAM", "analysable": "analysable"}
 
 
 # ============================================================================ evaluation
@@ -114,6 +115,8 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
     labels = gt_labels if use_gt else _check_mask(myofibres, image)
     table, fr_mask = classify_fibres(section, labels, models, image=image, scale=scale)
     used = ntm_definition(section.modality, ntm)
+    # the NTM decision that removes fibres: the rule or the learned one (ntm_definition)
+    table["ntm_used"] = table["ntm" if used == "learned" else "ntm_rule"]
     masks = masks_from_table(labels, table, fr_mask,
                              ntm_column="ntm" if used == "learned" else "ntm_rule")
     overlap = models.params.class_overlap
@@ -123,13 +126,13 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
                                 "iou": 1.0})
     else:
         matches = match_fibres(gt_labels, labels, match)
-    decisions = table[["label", "fr", "ntm_rule", "ntm", "fam", "analysable"]].rename(
+    decisions = table[["label", "fr", "ntm_used", "ntm_rule", "ntm", "fam", "analysable"]].rename(
         columns={"label": "pred_id"})
     gt_fibres = gt_classes.merge(matches, on="gt_id", how="left").merge(
         decisions, on="pred_id", how="left")
     gt_fibres["pred_id"] = gt_fibres["pred_id"].fillna(0).astype(np.int64)
     gt_fibres["matched"] = gt_fibres["pred_id"] > 0
-    for column in ("fr", "ntm_rule", "ntm", "fam", "analysable"):
+    for column in ("fr", "ntm_used", "ntm_rule", "ntm", "fam", "analysable"):
         gt_fibres[column] = gt_fibres[column].fillna(False).astype(bool)
     matched_pred = set(gt_fibres.loc[gt_fibres["matched"], "pred_id"].tolist())
     fibres = table.copy()
