@@ -173,7 +173,8 @@ def predict_files(images, segmenter, data=None, out_dir=None, labels_path=None,
     progress : bool or None
         tqdm bars over images and tiles (None: when the output is a terminal).
     report : callable, optional
-        Called with one line per event (estimate, result, failure) for a front end.
+        ``report(line, error=False)``, called once per event (estimate, result; failures
+        with ``error=True``) for a front end; default: logged.
 
     Returns
     -------
@@ -190,7 +191,7 @@ def predict_files(images, segmenter, data=None, out_dir=None, labels_path=None,
     """
     from tqdm.auto import tqdm
 
-    report = report or (lambda line: log.info("%s", line))
+    report = report or (lambda line, error=False: (log.warning if error else log.info)("%s", line))
     if segmenter.name == "external":
         raise ValueError(f"{getattr(segmenter, 'label', 'external')}: external masks were made "
                          "by another tool and cannot segment a new image; choose a method such "
@@ -198,11 +199,10 @@ def predict_files(images, segmenter, data=None, out_dir=None, labels_path=None,
     images = [Path(p) for p in images]
     if labels_path is not None and len(images) != 1:
         raise ValueError("a label TIFF path as --out is for one image; give a folder for several")
-    interactive = progress if progress is not None else None
-    segmenter.progress = bool(progress) if progress is not None else False
+    segmenter.progress = progress
     rows = []
-    for path in tqdm(images, desc="images", unit="image", disable=not interactive
-                     if interactive is not None else None):
+    for path in tqdm(images, desc="images", unit="image",
+                     disable=None if progress is None else not progress):
         outputs = OutputPaths.for_image(path, out_dir, labels_path)
         if not force and outputs.done():
             table = pd.read_csv(outputs.table)
@@ -230,7 +230,7 @@ def predict_files(images, segmenter, data=None, out_dir=None, labels_path=None,
                        "--fibre-diameter or --fibre-diameter-um)")
         except (DataError, ValueError) as error:
             rows.append(_row(path, "failed", error=str(error)))
-            report(f"{path}: failed: {error}" if str(path) not in str(error) else str(error))
+            report(str(error) if str(path) in str(error) else f"{path}: {error}", True)
             continue
         if not segmenter.fitted:
             fit_for_prediction(segmenter, data)
@@ -243,7 +243,7 @@ def predict_files(images, segmenter, data=None, out_dir=None, labels_path=None,
                 if stale.is_file() and force:
                     stale.unlink()
             rows.append(_row(path, "failed", error=str(error)))
-            report(f"{path}: failed: {error}" if str(path) not in str(error) else str(error))
+            report(str(error) if str(path) in str(error) else f"{path}: {error}", True)
             continue
         seconds = time.perf_counter() - start
         rows.append(_row(path, "done", table, pixel_size_um=size if size is not None else np.nan,

@@ -200,7 +200,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: int,
-                  overlap: int, progress: bool = False) -> np.ndarray:
+                  overlap: int, progress: bool | None = False) -> np.ndarray:
     """Predict a big image in overlapping tiles and stitch the labels.
 
     Each tile is predicted whole; an object is kept from the tile whose *core* (the tile minus
@@ -216,8 +216,9 @@ def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray
     image : (H, W, C) array
     tile, overlap : int
         Tile side and overlap in pixels; ``overlap`` should exceed the largest object.
-    progress : bool
-        Show a tqdm bar over the tiles (when there are several).
+    progress : bool or None
+        Show a tqdm bar over the tiles when there are several (None: when the output is a
+        terminal).
 
     Returns
     -------
@@ -233,7 +234,7 @@ def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(row_starts) * len(col_starts), desc="tiles", unit="tile", leave=False,
-               disable=not progress)
+               disable=None if progress is None else not progress)
     for r in row_starts:
         for c in col_starts:
             bar.update()
