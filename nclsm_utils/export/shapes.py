@@ -63,17 +63,44 @@ def fibre_polygons(labels) -> dict:
     return polygons
 
 
-def _largest_part(geometry):
-    parts = getattr(geometry, "geoms", [geometry])
-    return max(parts, key=lambda g: g.area)
+def _rings(geometry) -> list[np.ndarray]:
+    """Every ring (exteriors and holes) of a (Multi)Polygon, each without its closing point."""
+    rings = []
+    for part in getattr(geometry, "geoms", [geometry]):
+        rings.append(np.asarray(part.exterior.coords)[:-1])
+        rings += [np.asarray(hole.coords)[:-1] for hole in part.interiors]
+    return rings
+
+
+def _roi(geometry, name: str):
+    """A traced polygon ROI for a simple polygon; a composite (shape) ROI, filled even-odd,
+    for a fibre with holes or of several parts (e.g. pixels touching only at a corner)."""
+    import roifile
+
+    rings = _rings(geometry)
+    if len(rings) == 1:
+        roi = roifile.ImagejRoi.frompoints(rings[0], name=name)
+        roi.roitype = roifile.ROI_TYPE.TRACED
+        return roi
+    path = []
+    for ring in rings:
+        path += [0.0, *map(float, ring[0])]
+        for x, y in ring[1:]:
+            path += [1.0, float(x), float(y)]
+        path.append(4.0)
+    left, top, right, bottom = (int(v) for v in geometry.bounds)
+    return roifile.ImagejRoi(roitype=roifile.ROI_TYPE.RECT, name=name, left=left, top=top,
+                             right=right, bottom=bottom, shape_roi_size=len(path),
+                             multi_coordinates=np.asarray(path, np.float32))
 
 
 def write_roi_set(path: str | os.PathLike, polygons: dict) -> Path:
     """Write fibre outlines as an ImageJ ROI set (``.zip``) for Fiji's ROI Manager.
 
-    One traced polygon ROI per fibre, named ``fibre-<id>`` (zero-padded, so the ROI
-    Manager lists them in id order), along the outer edge of the fibre's largest part
-    (ImageJ polygon ROIs have no holes). Written atomically with roifile.
+    One ROI per fibre, named ``fibre-<id>`` (zero-padded, so the ROI Manager lists them in
+    id order), along the pixel edges: a traced polygon, or a composite (shape) ROI when the
+    fibre has a hole or several parts (pixels that touch only at a corner are a separate
+    part). Written atomically with roifile.
 
     Parameters
     ----------
@@ -88,10 +115,7 @@ def write_roi_set(path: str | os.PathLike, polygons: dict) -> Path:
     width = max(4, len(str(max(polygons, default=0))))
     rois = []
     for label, geometry in polygons.items():
-        coords = np.asarray(_largest_part(geometry).exterior.coords)[:-1]
-        roi = roifile.ImagejRoi.frompoints(coords, name=f"fibre-{label:0{width}d}")
-        roi.roitype = roifile.ROI_TYPE.TRACED
-        rois.append(roi)
+        rois.append(_roi(geometry, f"fibre-{label:0{width}d}"))
     with atomic_path(path) as tmp:
         if rois:
             roifile.roiwrite(tmp, rois, mode="w")
