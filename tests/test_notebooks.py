@@ -114,6 +114,11 @@ def test_every_notebook_ran_without_errors(batch):
         nb = executed(reports, job.name)
         assert errors_in(nb) == [], job.name
         assert (reports / "logs" / f"{job.name}.log").is_file()
+        # the run's parameter cells are kept in the file but marked off the site's pages
+        parameter_cells = [c for c in nb.cells if {"parameters", "injected-parameters"}
+                           & set(c.metadata.get("tags", []))]
+        assert len(parameter_cells) >= 1, job.name
+        assert all("remove-cell" in c.metadata["tags"] for c in parameter_cells), job.name
     manifest = json.loads((reports / "run_manifest.json").read_text())
     assert {n: r["status"] for n, r in manifest["jobs"].items()} == {n: "ok" for n in names}
     assert manifest["last_run"]["status"] == "ok"
