@@ -90,8 +90,11 @@ from .instance import (  # noqa: F401
     aggregate_instance_metrics, instance_metrics, instance_metrics_dataset, iou_matrix,
     label_overlap, match_counts,
 )
+from ._contours import (  # noqa: F401
+    ContourFibre, contour_centroid, filled_crop, published_contours, strictly_inside,
+)
 from .paper import (  # noqa: F401
-    A_THRESHOLDS, MASS_PERCENTILE, MATCH_RULES, MEMBRANE_PERCENTILE, PER_FIBRE_COLUMNS,
+    A_THRESHOLDS, DEFINITIONS, MASS_PERCENTILE, MATCH_RULES, PUBLISHED_LABEL_COLUMNS, MEMBRANE_PERCENTILE, PER_FIBRE_COLUMNS,
     PUBLISHED_COLUMNS, SUMMARY_COLUMNS, MetricWarning, _Fibre, _PER_FIBRE_DTYPES, _box,
     _check_half_width, _check_image, _empty_table, _fibre, _iou, _match, _match_pred_centroid,
     _pearson, _percent, _read_csv, _ring_percentages, _unmatched_predictions, a_column,
