@@ -49,7 +49,7 @@ For each ground-truth (GT) fibre, i.e. each non-zero label of ``gt_labels``:
   100 |AoB & mass+| / |AoB|, in percent; NaN when the ring is empty.
 
 Every label is one fibre (the published code would split a label with
-several 8-connected parts into several contours).
+several 4-connected parts into several contours).
 
 Where the published code differs from these (README) definitions
 ----------------------------------------------------------------
@@ -63,6 +63,10 @@ Where the published code differs from these (README) definitions
   label's own pixels, as the README defines them.
 * Image border: it overwrites the outermost image rows/columns with the
   highest label before tracing, so fibres lose their border pixels.
+
+``evaluate(..., definition="published")`` follows the published code in all three
+(:mod:`nclsm_utils.metrics._contours`), so its fibre indices and IoUs equal the published
+per-fibre csvs; the label-based definitions above stay the default.
 
 Example
 -------
