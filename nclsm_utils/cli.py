@@ -212,7 +212,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError("give --modality IMC|IF (ring half-width 2 or 6) or --half-width")
     half_width = args.half_width if args.half_width is not None \
         else modality_half_width(args.modality)
-    table = evaluate(gt, pred, image, half_width=half_width)
+    table = evaluate(gt, pred, image, half_width=half_width, definition=args.definition)
     write_csv(args.out, table)
     print(f"{len(table)} GT fibres, {int(table['matched'].sum())} matched -> {args.out}")
     if len(table):
@@ -474,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sets the ring half-width: IMC 2, IF 6 (required unless --half-width)")
     p.add_argument("--half-width", type=int, default=None, help="ring half-width k, overrides "
                    "--modality")
+    p.add_argument("--definition", choices=["labels", "published"], default="labels",
+                   help="labels (default): one fibre per label, its filled pixels; published: "
+                        "the published notebook's OpenCV contours, so that fibre indices and "
+                        "IoUs equal its per-fibre csvs")
     p.add_argument("--out", required=True, help="per-fibre csv to write")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_evaluate)
