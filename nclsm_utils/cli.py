@@ -158,6 +158,8 @@ def cmd_predict(args) -> int:
         if value is not None and not value > 0:
             raise ValueError(f"--{option.replace('_', '-')} must be a positive number of "
                              f"micrometres, got {value:g}")
+    if args.fibre_diameter is not None and args.fibre_diameter_um is not None:
+        raise ValueError("give --fibre-diameter (pixels) or --fibre-diameter-um, not both")
     images = expand_images(args.image)
     labels_path = out_dir = None
     if args.out is not None:
@@ -168,10 +170,10 @@ def cmd_predict(args) -> int:
     try:
         # an unknown method fails here, before any data is read or generated (exit code 2)
         segmenter = get_segmenter(args.method, workdir=args.workdir, quick=args.quick)
-        if args.data is None:   # the default data of `nclsm report` / `make report`
-            from .report.pipeline import resolve_data
-
-            data = resolve_data("data")
+        if args.data is None:   # the default data of `nclsm report` / `make report`,
+            from .report.pipeline import resolve_data   # resolved (generated) at the first
+                                                        # readable image
+            data = lambda: resolve_data("data")  # noqa: E731
         else:
             data = args.data
         summary = predict_files(

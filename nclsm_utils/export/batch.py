@@ -151,8 +151,9 @@ def predict_files(images, segmenter, data=None, out_dir=None, labels_path=None,
     segmenter : Segmenter
         Fitted on ``data``'s train split once, at the first readable image
         (:func:`nclsm_utils.segmenters.apply.fit_for_prediction`).
-    data : path-like or Dataset, optional
-        As :func:`nclsm_utils.segmenters.apply.predict_image`.
+    data : path-like, Dataset or callable, optional
+        As :func:`nclsm_utils.segmenters.apply.predict_image`; a callable returning one is
+        called only when the first readable image needs the fitted method.
     out_dir : path-like, optional
         Outputs go here (default: beside each image). The summary
         (:data:`SUMMARY_NAME`) goes here too, else beside the first image.
@@ -233,7 +234,7 @@ def predict_files(images, segmenter, data=None, out_dir=None, labels_path=None,
             report(str(error) if str(path) in str(error) else f"{path}: {error}", True)
             continue
         if not segmenter.fitted:
-            fit_for_prediction(segmenter, data)
+            fit_for_prediction(segmenter, data() if callable(data) else data)
         try:
             labels = predict_image(segmenter, rgb, modality=modality, fibre_diameter=diameter)
             table = export_outputs(outputs, labels, rgb, image.channels, image.channel_names,
