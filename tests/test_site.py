@@ -182,8 +182,49 @@ def test_notebooks_are_rendered_not_executed(built):
     page = (tmp / "_site" / "reports" / "03_segment_cellpose.html").read_text()
     assert "data:image/png;base64" in page
     assert "mean IoU" in page
-    assert "RuntimeError" in page and "Traceback" not in page
+    # the cell that would raise shows nothing, so it is left out; never executed
+    assert "Traceback" not in page and "executed again" not in page
     assert 'class="nclsm-nav"' in page
+
+
+def test_notebook_pages_fold_code_and_leave_out_parameter_cells(tmp_path):
+    reports = make_reports(tmp_path / "reports")
+    path = reports / "04_compare.ipynb"
+    nb = nbformat.read(str(path), as_version=4)
+    for tag, source in (("parameters", "data = 'defaults-cell'"),
+                        ("injected-parameters", "data = 'injected-cell'")):
+        cell = nbformat.v4.new_code_cell(source, execution_count=0, outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="shown-output\n")])
+        cell.metadata["tags"] = [tag]
+        cell.id = tag
+        nb.cells.insert(1, cell)
+    nbformat.write(nb, str(path))
+    site.build_site(reports_dir=reports, out_dir=tmp_path / "_site", project=ROOT,
+                    engine="nbconvert")
+    page = (tmp_path / "_site" / "reports" / "04_compare.html").read_text()
+    assert "defaults-cell" not in page and "injected-cell" not in page
+    assert "shown-output" not in page
+    # the two code cells with outputs keep their input, folded in a closed <details>
+    assert page.count('<details class="nclsm-code">') == 2
+    assert "<details open" not in page
+    assert "data:image/png;base64" in page and "mean IoU" in page
+
+
+def test_the_built_site_has_no_broken_link_or_image(built):
+    tmp, _, _ = built
+    assert site.broken_links(tmp / "_site") == []
+
+
+def test_link_check_finds_a_missing_page_and_image(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "index.html").write_text(
+        '<a href="sub/a.html#x">a</a><a href="https://example.org/">ext</a>'
+        '<img src="missing.png"><a href="#top">top</a><a href="../outside.html">o</a>')
+    (tmp_path / "sub" / "a.html").write_text('<a href="../index.html">back</a>'
+                                             '<img src="data:image/png;base64,AAAA">')
+    (tmp_path.parent / "outside.html").write_text("not part of the site")
+    assert site.broken_links(tmp_path) == [("index.html", "missing.png"),
+                                           ("index.html", "../outside.html")]
 
 
 def test_cli_prints_one_line_when_quarto_is_missing(tmp_path, monkeypatch, capsys):
@@ -284,3 +325,41 @@ def test_readme_results_block_is_generated_from_the_reports(tmp_path):
     assert written.startswith("intro\n<!-- results:start -->\n| method |")
     assert written.endswith("<!-- results:end -->\nrest\n") and "old" not in written
     assert script.main(["--reports", str(reports), "--readme", str(readme), "--check"]) == 0
+
+
+# ---------------------------------------------------------------------------- rendered DOM
+@pytest.mark.browser
+@pytest.mark.skipif(_chromium() is None or shutil.which("chromedriver") is None,
+                    reason="needs Debian's chromium and chromium-driver (`make test` installs "
+                           "them via scripts/ensure_chromium.sh when run as root)")
+def test_reader_pages_show_no_code_by_default_in_chromium(built, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    tmp, _, _ = built
+    options = webdriver.ChromeOptions()
+    options.binary_location = _chromium()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1600",
+                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chrome'}"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        for page in ("index.html", "reports/04_compare.html", "reports/03_segment_unet.html"):
+            browser.get((tmp / "_site" / page).resolve().as_uri())
+            code = browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputArea, "
+                                                          ".cell-code, div.sourceCode")
+            visible = [element for element in code if element.is_displayed()]
+            assert visible == [], f"{page}: {len(visible)} code cells shown"
+            assert browser.find_element(By.TAG_NAME, "nav").is_displayed()
+            if page != "index.html":
+                # folded, not lost: one click on "Show code" opens it
+                summaries = browser.find_elements(By.CSS_SELECTOR, "details.nclsm-code>summary")
+                assert len(summaries) == 2
+                summaries[0].click()
+                assert sum(e.is_displayed() for e in browser.find_elements(
+                    By.CSS_SELECTOR, ".jp-CodeCell .jp-InputArea")) == 1
+            # tables and figures are what a reader sees
+            assert browser.find_elements(By.TAG_NAME, "table")
+    finally:
+        browser.quit()

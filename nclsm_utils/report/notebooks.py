@@ -443,9 +443,31 @@ def execute_job(job: Job, log_dir: Path, kernel_name: str = KERNEL_NAME,
         finally:
             pm_logger.removeHandler(handler)
             pm_logger.propagate, pm_logger.level = old_propagate, old_level
+        mark_parameter_cells_removed(tmp)
         os.replace(tmp, job.output)
         job.seconds = time.perf_counter() - start
         stream.write(f"\n# finished in {job.seconds:.1f} s\n")
+
+
+def mark_parameter_cells_removed(path) -> int:
+    """Tag the parameter cells of executed notebook ``path`` ``remove-cell`` (Quarto leaves
+    such cells out of a page; the nbconvert fallback does the same); returns how many.
+
+    Papermill's cells (``parameters``, ``injected-parameters``) are how a run was made, not
+    part of the page a reader sees; the notebook file keeps them.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    count = 0
+    for cell in nb.cells:
+        tags = list((cell.get("metadata") or {}).get("tags") or [])
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            cell.setdefault("metadata", {})["tags"] = [*tags, "remove-cell"]
+            count += 1
+    if count:
+        nbformat.write(nb, str(path))
+    return count
 
 
 def _kernel_env() -> None:

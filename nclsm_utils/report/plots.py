@@ -405,6 +405,32 @@ def forest_plot(table: pd.DataFrame, columns=("mean IoU", "r_AoB", "r_AiB", "A%(
     return fig
 
 
+def recall_by_decile(deciles: pd.DataFrame, properties=("mass", "area")):
+    """Recall per decile of fibre brightness and size, one line per method with its 95 %
+    interval band (:func:`nclsm_utils.metrics.recall.recall_by_decile` rows of each property)."""
+    plt = _plt()
+    titles = {"mass": "mean mass signal (decile; 1 = darkest)",
+              "area": "fibre area (decile; 1 = smallest)"}
+    properties = [p for p in properties if (deciles["property"] == p).any()]
+    fig, axes = plt.subplots(1, max(len(properties), 1), figsize=(5.2 * max(len(properties), 1), 3.3),
+                             sharey=True, squeeze=False)
+    for ax, prop in zip(axes.ravel(), properties):
+        part = deciles[deciles["property"] == prop]
+        for i, (method, group) in enumerate(part.groupby("method", sort=False)):
+            ax.fill_between(group["decile"], group["recall CI low"], group["recall CI high"],
+                            color=f"C{i % 10}", alpha=0.15, lw=0)
+            ax.plot(group["decile"], group["recall"], "o-", color=f"C{i % 10}", ms=4,
+                    label=str(method))
+        ax.set_xlabel(titles.get(prop, prop))
+        ax.set_xticks(sorted(part["decile"].unique()))
+        ax.grid(alpha=0.3)
+    axes.ravel()[0].set_ylabel("recall (IoU >= 0.5)")
+    axes.ravel()[0].set_ylim(0, 1.02)
+    axes.ravel()[-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def instance_curves(metrics: pd.DataFrame, columns=("AP", "f1", "PQ"), hue: str = "method"):
     """AP, F1 and PQ over the IoU thresholds, one line per method.
 

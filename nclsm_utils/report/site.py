@@ -506,6 +506,7 @@ main.nclsm-page pre{background:#f6f8fa;padding:.8rem 1rem;border-radius:4px;over
 main.nclsm-page code{font-size:90%}
 main.nclsm-page dt{font-weight:600;margin-top:.6rem}
 main.nclsm-page dd{margin-left:1.5rem}
+details.nclsm-code>summary{color:#6c757d;font-size:13px;cursor:pointer;margin:.2rem 0}
 .callout{border-left:4px solid #2780e3;background:#f3f8fd;padding:.5rem 1rem;margin:1rem 0}
 footer.nclsm-footer{color:#6c757d;font-size:13px;text-align:center;padding:1rem;
 border-top:1px solid #dee2e6}
@@ -619,13 +620,63 @@ def render_qmd(source: Path, page: str, project: Path, reports: Path, nav: str, 
                  footer)
 
 
+#: Cells that never appear on the site: papermill's parameter cells (the defaults and the
+#: injected values) and cells a notebook marks as not for readers.
+HIDDEN_CELL_TAGS = ("parameters", "injected-parameters", "remove-cell")
+
+#: nbconvert template of the site's notebook pages: the lab template with every code
+#: cell's input folded into a closed ``<details>`` (results first; the code one click away).
+NOTEBOOK_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{% block input_group -%}
+<details class="nclsm-code"><summary>Show code</summary>
+{{ super() }}
+</details>
+{%- endblock input_group %}
+"""
+
+
+def reader_notebook(nb):
+    """A copy of notebook ``nb`` as readers see it: without the cells tagged in
+    :data:`HIDDEN_CELL_TAGS` and without code cells that show nothing.
+
+    Examples
+    --------
+    >>> import nbformat
+    >>> nb = nbformat.v4.new_notebook()
+    >>> nb.cells = [nbformat.v4.new_code_cell("data = 'x'", metadata={"tags": ["parameters"]}),
+    ...             nbformat.v4.new_markdown_cell("# Title"),
+    ...             nbformat.v4.new_code_cell("import numpy")]
+    >>> [c.cell_type for c in reader_notebook(nb).cells]
+    ['markdown']
+    """
+    import copy
+
+    out = copy.deepcopy(nb)
+    keep = []
+    for cell in out.cells:
+        tags = set((cell.get("metadata") or {}).get("tags") or ())
+        if tags & set(HIDDEN_CELL_TAGS):
+            continue
+        if cell.cell_type == "code" and not cell.get("outputs"):
+            continue
+        keep.append(cell)
+    out.cells = keep
+    return out
+
+
 def render_notebook(source: Path, page: str, nav: str, footer: str) -> str:
-    """An executed notebook as HTML (stored outputs, not re-executed) with the site's nav."""
+    """An executed notebook as HTML (stored outputs, not re-executed) with the site's nav.
+
+    Parameter cells are left out and every code cell's input is folded (closed by
+    default), so a page reads as text, tables and figures.
+    """
+    import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(str(source), as_version=4)
-    exporter = HTMLExporter(template_name="lab")
+    nb = reader_notebook(nbformat.read(str(source), as_version=4))
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"nclsm.html.j2": NOTEBOOK_TEMPLATE})],
+                            template_file="nclsm.html.j2")
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
     traitlets_log = logging.getLogger("traitlets")
@@ -704,6 +755,59 @@ def render_fallback(project: Path, reports: Path, out_dir: Path, config: dict) -
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return written
+
+
+# ---------------------------------------------------------------------------- link check
+def _local_targets(page_html: str) -> list[str]:
+    """The ``href`` and ``src`` values of a page that point at files of the site."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            for name, value in attrs:
+                if name in ("href", "src") and value:
+                    found.append(value)
+
+    Links().feed(page_html)
+    local = []
+    for value in found:
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", value) or value.startswith(("#", "//")):
+            continue  # http:, https:, mailto:, data: and in-page anchors
+        path = value.split("#", 1)[0].split("?", 1)[0]
+        if path:
+            local.append(path)
+    return local
+
+
+def broken_links(site_dir) -> list[tuple[str, str]]:
+    """Every link or image of the built site whose target is not in the site.
+
+    Parameters
+    ----------
+    site_dir : path-like
+        A built site (``_site/``).
+
+    Returns
+    -------
+    list of (page, target)
+        Pages relative to ``site_dir``; empty when every local ``href``/``src`` resolves to a
+        file (or a folder with ``index.html``) inside ``site_dir``. Links to other sites are
+        not followed.
+    """
+    from urllib.parse import unquote
+
+    root = Path(site_dir).resolve()
+    broken = []
+    for page in sorted(root.rglob("*.html")):
+        for target in _local_targets(page.read_text(errors="replace")):
+            resolved = (page.parent / unquote(target)).resolve()
+            inside = resolved == root or root in resolved.parents
+            exists = resolved.is_file() or (resolved / "index.html").is_file()
+            if not (inside and exists):
+                broken.append((page.relative_to(root).as_posix(), target))
+    return broken
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -636,3 +636,34 @@ def morphology_comparison(dataset, methods, workdir="data", split: str = "test",
     tests = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame(columns=["method", "feature"])
     tests = tests[["method"] + [c for c in tests.columns if c != "method"]]
     return per_fibre, tests
+
+
+def recall_by_fibre(dataset, methods, workdir="data", split: str = "test",
+                    sections=None) -> pd.DataFrame:
+    """Every ground-truth fibre of the chosen sections, per method: its size, brightness and
+    whether the method detected it (:func:`nclsm_utils.metrics.recall.fibre_detection`), with
+    ``rel_mass`` and ``rel_area`` relative to the section's median fibre.
+
+    Feed it to :func:`nclsm_utils.metrics.recall.recall_by_decile` and
+    :func:`~nclsm_utils.metrics.recall.lowest_decile_gap`. Methods without cached predictions
+    are left out.
+    """
+    from ..metrics.recall import fibre_detection, relative_to_section
+
+    chosen = dataset.sections(split=split) if sections is None else list(sections)
+    parts = []
+    for section in chosen:
+        gt = section.mask("myofibres")
+        image = None
+        for method in methods:
+            pred = load_prediction(method, section, workdir)
+            if pred is None:
+                continue
+            if image is None:
+                image = section.image()
+            parts.append(fibre_detection(gt, pred, image)
+                         .assign(method=method_label(method), section=section.key))
+    if not parts:
+        return pd.DataFrame(columns=["method", "section", "gt_id", "area", "mass", "best_iou",
+                                     "detected", "rel_mass", "rel_area"])
+    return relative_to_section(pd.concat(parts, ignore_index=True))
