@@ -9,12 +9,13 @@ and measures it.
 
 Models (all scikit-learn, trained on the train split, seeded, cached)
 --------------------------------------------------------------------
-* **NTM, learned** -- a random forest on the published shape features of
-  :func:`nclsm_utils.metrics.morphology.shape_features` plus two scale-free ones
-  (fibre area relative to the section's median fibre area, solidity), labelled
-  by the dataset's ``ntm`` mask. Compared with the published rule
-  :func:`nclsm_utils.metrics.morphology.ntm_rule` (fixed pixel thresholds of the real IF
-  sections).
+* **NTM** -- NCL-SM's own definition per modality (:data:`NTM_DEFINITION`): IF sections
+  take the published rule :func:`nclsm_utils.metrics.morphology.ntm_rule` (NCL-SM's IF
+  labels are its output) with its area limits converted to the section's scale
+  (:func:`section_ntm_scale`); IMC sections a random forest on scale-free shape features
+  (:data:`NTM_FEATURES`: ratios of the published features, relative area, solidity, axis
+  ratio) trained on the IMC sections' ``ntm`` masks. Both decisions are computed and
+  scored; :func:`definitions_table` says which one removed fibres, at what scale.
 * **FAM** -- a class-balanced random forest on per-fibre features of the mass
   (G) channel inside the fibre (:func:`fam_features`): dark-hole fractions relative
   to the fibre's own intensity, texture statistics, hole count and size from a
@@ -35,7 +36,8 @@ Curation and evaluation
 -----------------------
 :func:`curate` turns one section (ground-truth or predicted myofibres) into
 masks: ``fr`` (region), ``fr_fibres``, ``ntm``, ``ntm_rule``, ``fam``,
-``analysable`` and ``am_vs_nam``. Flags are exclusive in the workflow's order
+``analysable`` and ``am_vs_nam``. :func:`figure_curation_scores` scores it on the real
+section of the NCL-SM overview figure (left half) against the figure's own panels C-F. Flags are exclusive in the workflow's order
 (FR, then NTM, then FAM) in the masks; the per-fibre table of
 :func:`classify_fibres` keeps every classifier's raw decision.
 :func:`evaluate_curation` scores a whole split: per-class precision / recall /
