@@ -331,7 +331,9 @@ def centroids(labels: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros((0, 2))
     index = np.arange(1, n + 1)
-    return np.asarray(ndimage.center_of_mass(np.ones_like(labels), labels, index)).reshape(n, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):    # absent labels: NaN, said above
+        centres = ndimage.center_of_mass(np.ones_like(labels), labels, index)
+    return np.asarray(centres).reshape(n, 2)
 
 
 def half_of(labels: np.ndarray, half: str = "left", x_split: float = LEFT_HALF_X,
