@@ -153,3 +153,23 @@ def test_ntm_role_follows_ncl_sm_definitions(modality):
         expected = set(np.flatnonzero(imc_ntm_flags(labels))) - fam
         assert len(ntm) == 27                                 # of 166 fibres
     assert ntm == expected and not ntm & fam
+
+
+@pytest.mark.parametrize("modality,sid,index,expected", [
+    ("IMC", "P01", 0, {"image": "79394aae781f", "image_raw": "5239147b1897",
+                       "myofibres": "d7a886d7a7fb", "fam": "f712f751f52d", "fr": "7b7d87bbd17e",
+                       "qa": "908e4d1a8011"}),
+    ("IF", "S10", 2, {"image": "15ead91be029", "image_raw": "aef56844e655",
+                      "myofibres": "b9b94d9fcdd8", "fam": "67dfd19f3eb3", "fr": "531b685032be",
+                      "qa": "fa71c4908633"}),
+])
+def test_label_definitions_leave_images_and_geometry_byte_for_byte(modality, sid, index, expected):
+    """The NTM definitions draw no random numbers: every role but ntm / analysable /
+    am_vs_nam has the bytes the generator wrote before them (SHA-1 prefixes of the tiny
+    preset, seed 0), which the trained segmentation models depend on."""
+    import hashlib
+
+    roles = generate_section(sid, modality, SynthConfig.preset("tiny"), seed=0, index=index)
+    got = {role: hashlib.sha1(np.ascontiguousarray(roles[role]).tobytes()).hexdigest()[:12]
+           for role in expected}
+    assert got == expected
