@@ -549,8 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NTM decision removed from the analysable mask (auto: the published "
                         "rule for IF, the learned classifier for IMC)")
     p.add_argument("--ntm-scale", type=float, default=None, metavar="S",
-                   help="NCL-SM IF pixels to the sections' pixels for the NTM rule's area "
-                        "thresholds (default: a synthetic dataset's own scale, 1 for NCL-SM)")
+                   help="the sections' pixels per NCL-SM IF pixel, for the NTM rule's area "
+                        "limits (e.g. 0.5 when fibres are half as many pixels across as "
+                        "NCL-SM's ~360; default: a synthetic dataset's own scale, 1 for NCL-SM)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smaller models, for a smoke run")
     p.add_argument("--roles", default=None, help="YAML file of role -> folder overrides")
