@@ -304,8 +304,9 @@ def runs_fragment(reports: Path) -> str:
         return "*No batch run recorded in this reports folder yet: run `nclsm run`.*\n"
     data = Path(manifest["data"]) if manifest.get("data") else None
     lines = _dataset_description(data)
-    lines.append(f"- methods: {', '.join(manifest.get('methods', [])) or '–'}"
-                 + (" (quick mode: short training)" if manifest.get("quick") else ""))
+    lines.append(f"- methods: {', '.join(manifest.get('methods', [])) or '–'}")
+    lines.append(f"- training budget: **{_manifest_budget(manifest)}** (training length per "
+                 "method on the [Methods](site/methods.qmd) page)")
     lines.append(f"- models, predictions and per-fibre results: `{manifest.get('workdir', '–')}`")
     last = manifest.get("last_run", {})
     if last:
@@ -339,15 +340,16 @@ def versions_fragment() -> str:
 
 def method_pages_fragment(reports: Path, root: str = "../") -> str:
     """Links to the per-method pages, as seen from a page ``root`` below the site root."""
-    from .notebooks import read_manifest
+    from .notebooks import job_slug, read_manifest
     from .tables import TABLE3_METHODS
 
     last = set(read_manifest(reports).get("last_run", {}).get("jobs", []))
     pages = sorted(p for p in reports.glob(f"{SEGMENT}_*.ipynb"))
     named = {p.stem[len(SEGMENT) + 1:]: p for p in pages}
+    slugs = {job_slug(m): m for m in TABLE3_METHODS}
     lines = []
-    for name in list(TABLE3_METHODS) + [n for n in named if n not in TABLE3_METHODS]:
-        page = named.get(name)
+    for name in list(TABLE3_METHODS) + [n for n in named if n not in slugs]:
+        page = named.get(job_slug(name))
         if page is not None and not _is_placeholder(page):
             earlier = "" if page.stem in last else " (from an earlier run)"
             lines.append(f"- [{name}]({root}reports/{page.name}): fit, predict and score on "
@@ -366,10 +368,61 @@ def last_command_fragment(reports: Path) -> str:
     if not manifest.get("jobs"):
         return ""
     methods = " ".join(manifest.get("methods", []))
-    quick = " --quick" if manifest.get("quick") else ""
+    budget = _manifest_budget(manifest)
+    quick = f" --budget {budget}" if budget != "report" else ""
     return ("## This report\n\nThe notebooks of this site were produced by the equivalent of\n\n"
             f"```bash\nnclsm run --data {manifest.get('data', 'data')} --methods {methods}{quick}\n"
             "nclsm site\n```\n")
+
+
+def _manifest_budget(manifest: dict) -> str:
+    """The training budget a batch ran with (older manifests: ``quick`` True / False)."""
+    from ..segmenters.base import budget_name
+
+    return budget_name(manifest.get("budget") or bool(manifest.get("quick")))
+
+
+def methods_fragment(reports: Path) -> str:
+    """What every Table III row ran, generated from the methods' params (never typed): the
+    weights it started from, its training length at the run's budget, what makes its labels,
+    and every step after that with its parameters, in call order; the ``source`` each run
+    recorded beside it."""
+    from ..segmenters import get_segmenter
+    from .notebooks import read_manifest
+    from .tables import TABLE3_METHODS
+
+    manifest = read_manifest(reports)
+    budget = _manifest_budget(manifest)
+    workdir = manifest.get("workdir") or "data"
+    methods = list(TABLE3_METHODS) + [m for m in manifest.get("methods", [])
+                                      if m not in TABLE3_METHODS and not m.startswith("external:")]
+    parts = [f"Training budget of this report: **{budget}** (`--budget quick|report|full`; "
+             "`full` trains each library's network for the library's documented default "
+             "length).\n"]
+    for method in methods:
+        try:
+            described = get_segmenter(method, workdir=workdir, budget=budget).describe()
+        except Exception as error:  # noqa: BLE001 - the page still builds
+            parts.append(f"### {method}\n\n*not described: {html.escape(str(error))}*\n")
+            continue
+        record = {}
+        path = Path(workdir) / "results" / f"{method}_run.json"
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text())
+            except ValueError:
+                record = {}
+        lines = [f"### {method}", ""]
+        if record.get("source"):
+            lines.append(f"- source (this run): {record['source']}")
+        lines += [f"- weights: {described['weights']}",
+                  f"- training ({budget} budget): {described['training']}",
+                  f"- labels from: {described['network']}",
+                  "- after that, in call order:"]
+        lines += [f"    {i}. `{step['step']}`: {step['parameters']}"
+                  for i, step in enumerate(described["steps"], 1)]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def write_fragments(reports) -> Path:
@@ -386,6 +439,7 @@ def write_fragments(reports) -> Path:
     fragments = {"table3.md": table3_fragment(reports), "runs.md": runs_fragment(reports),
                  "versions.md": versions_fragment(), "published.md": published_fragment(),
                  "method_pages.md": method_pages_fragment(reports),
+                 "methods.md": methods_fragment(reports),
                  "last_command.md": last_command_fragment(reports)}
     for name, text in fragments.items():
         write_text(out / name, text)

@@ -371,6 +371,7 @@ def predict_image(method, image: np.ndarray, modality: str = "IMC",
     if data is None:
         data = find_ncl_sm("data") or Path("data") / "synthetic"
     dataset = data if isinstance(data, Dataset) else Dataset(data)
-    segmenter.fit(dataset.sections(split="train"))
+    segmenter.fit(dataset.sections(split="train"),
+                  validation=dataset.sections(split="validation"))
     labels = segmenter.predict(image, modality=modality, fibre_diameter=fibre_diameter)
     return np.asarray(labels).astype(np.uint32, copy=False)

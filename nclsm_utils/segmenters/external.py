@@ -42,8 +42,10 @@ class ExternalMasks(Segmenter):
     Params = BaseParams
     trainable = False
 
-    def __init__(self, folder=None, params=None, workdir="data", device=None, quick=False):
-        super().__init__(params=params, workdir=workdir, device=device, quick=quick)
+    def __init__(self, folder=None, params=None, workdir="data", device=None, quick=False,
+                 budget=None):
+        super().__init__(params=params, workdir=workdir, device=device, quick=quick,
+                         budget=budget)
         if folder is None or str(folder) == "":
             raise ValueError("external masks need a folder: use the method name "
                              "'external:<folder>'")

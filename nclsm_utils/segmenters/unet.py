@@ -114,6 +114,13 @@ class UNetParams(BaseParams):
         return dataclasses.replace(self, pretrain_steps=25, finetune_steps=25, crop=128,
                                    pretrain_preset="tiny", tta=False)
 
+    def training_length(self) -> str:
+        # the toolkit's own method: its ``full`` budget is its ``report`` one (no library
+        # publishes a default training length for it)
+        return (f"{self.pretrain_steps} pretraining steps on synthetic sections, then "
+                f"{self.finetune_steps} fine-tuning steps on the train split (batches of "
+                f"{self.batch_size} crops of {self.crop} px)")
+
 
 # ----------------------------------------------------------------------------- network
 def _torch():
@@ -493,6 +500,25 @@ class UNetSegmenter(Segmenter):
         self.model = None
         self.history: dict[str, list[float]] = {}
         self.timings: dict[str, float] = {}
+
+    # -- what runs, in words (the methods page) ---------------------------------------------
+    def weights_description(self) -> str:
+        p = self.params
+        if p.checkpoint:
+            return f"the user checkpoint {p.checkpoint}, fine-tuned on the train split"
+        if p.pretrain_steps <= 0:
+            return "a fresh network, trained on the train split"
+        return (f"the toolkit's own pretraining on synthetic sections (preset "
+                f"{p.pretrain_preset!r}, seed {p.pretrain_data_seed}), fine-tuned on the train split")
+
+    def network_description(self) -> str:
+        p = self.params
+        return (f"the toolkit's own U-Net (PyTorch; {p.classes} classes, depth {p.depth}, "
+                f"{p.base_channels} base channels); instances from its probabilities by a "
+                f"seeded watershed (tta = {p.tta}, seed_threshold = {p.seed_threshold}, "
+                f"area_threshold = {p.area_threshold}, seed_opening = {p.seed_opening}, "
+                f"min_area = {p.min_area_fraction} x fibre area"
+                + (f", distance_h = {p.distance_h}" if p.classes == 2 else "") + ")")
 
     # -- caches ---------------------------------------------------------------------------
     def _cache_extra(self) -> dict:
