@@ -313,6 +313,25 @@ def _sequential(labels: np.ndarray) -> np.ndarray:
     return relabel_sequential(labels.astype(np.uint32))[0].astype(np.uint32)
 
 
+def _fill_label_gaps(labels: np.ndarray) -> np.ndarray:
+    """Labels 1..N without gaps (an object too small to survive the scale-back leaves one);
+    the same array when there is none. One pass over the pixels, no full-size sort.
+
+    >>> _fill_label_gaps(np.array([[0, 3], [1, 1]], np.uint32)).tolist()
+    [[0, 2], [1, 1]]
+    """
+    top = int(labels.max()) if labels.size else 0
+    if top == 0:
+        return labels
+    present = np.bincount(labels.ravel(), minlength=top + 1) > 0
+    present[0] = True
+    if present.all():
+        return labels
+    lookup = np.zeros(top + 1, labels.dtype)
+    lookup[present] = np.arange(int(present.sum()), dtype=labels.dtype)
+    return lookup[labels]
+
+
 def remove_small(labels: np.ndarray, min_area: int) -> np.ndarray:
     """Drop labels smaller than ``min_area`` pixels and relabel 1..N."""
     if min_area <= 1 or labels.max() == 0:
@@ -479,7 +498,8 @@ class Segmenter(ABC):
                                           * self.params.fibre_area))
         # back to the image's pixels by a bilinear vote (order=1): outlines follow each
         # object's interpolated mask instead of the working scale's pixel staircase
-        return resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2], order=1)
+        out = resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2], order=1)
+        return _fill_label_gaps(out)
 
     @abstractmethod
     def _predict_working(self, image: np.ndarray, modality: str) -> np.ndarray:
