@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .methods import manifest_budget, methods_fragment
+
 from .notebooks import COMPARE, SEGMENT
 
 log = logging.getLogger(__name__)
@@ -305,7 +307,7 @@ def runs_fragment(reports: Path) -> str:
     data = Path(manifest["data"]) if manifest.get("data") else None
     lines = _dataset_description(data)
     lines.append(f"- methods: {', '.join(manifest.get('methods', [])) or '–'}")
-    lines.append(f"- training budget: **{_manifest_budget(manifest)}** (training length per "
+    lines.append(f"- training budget: **{manifest_budget(manifest)}** (training length per "
                  "method on the [Methods](site/methods.qmd) page)")
     lines.append(f"- models, predictions and per-fibre results: `{manifest.get('workdir', '–')}`")
     last = manifest.get("last_run", {})
@@ -368,61 +370,11 @@ def last_command_fragment(reports: Path) -> str:
     if not manifest.get("jobs"):
         return ""
     methods = " ".join(manifest.get("methods", []))
-    budget = _manifest_budget(manifest)
+    budget = manifest_budget(manifest)
     quick = f" --budget {budget}" if budget != "report" else ""
     return ("## This report\n\nThe notebooks of this site were produced by the equivalent of\n\n"
             f"```bash\nnclsm run --data {manifest.get('data', 'data')} --methods {methods}{quick}\n"
             "nclsm site\n```\n")
-
-
-def _manifest_budget(manifest: dict) -> str:
-    """The training budget a batch ran with (older manifests: ``quick`` True / False)."""
-    from ..segmenters.base import budget_name
-
-    return budget_name(manifest.get("budget") or bool(manifest.get("quick")))
-
-
-def methods_fragment(reports: Path) -> str:
-    """What every Table III row ran, generated from the methods' params (never typed): the
-    weights it started from, its training length at the run's budget, what makes its labels,
-    and every step after that with its parameters, in call order; the ``source`` each run
-    recorded beside it."""
-    from ..segmenters import get_segmenter
-    from .notebooks import read_manifest
-    from .tables import TABLE3_METHODS
-
-    manifest = read_manifest(reports)
-    budget = _manifest_budget(manifest)
-    workdir = manifest.get("workdir") or "data"
-    methods = list(TABLE3_METHODS) + [m for m in manifest.get("methods", [])
-                                      if m not in TABLE3_METHODS and not m.startswith("external:")]
-    parts = [f"Training budget of this report: **{budget}** (`--budget quick|report|full`; "
-             "`full` trains each library's network for the library's documented default "
-             "length).\n"]
-    for method in methods:
-        try:
-            described = get_segmenter(method, workdir=workdir, budget=budget).describe()
-        except Exception as error:  # noqa: BLE001 - the page still builds
-            parts.append(f"### {method}\n\n*not described: {html.escape(str(error))}*\n")
-            continue
-        record = {}
-        path = Path(workdir) / "results" / f"{method}_run.json"
-        if path.is_file():
-            try:
-                record = json.loads(path.read_text())
-            except ValueError:
-                record = {}
-        lines = [f"### {method}", ""]
-        if record.get("source"):
-            lines.append(f"- source (this run): {record['source']}")
-        lines += [f"- weights: {described['weights']}",
-                  f"- training ({budget} budget): {described['training']}",
-                  f"- labels from: {described['network']}",
-                  "- after that, in call order:"]
-        lines += [f"    {i}. `{step['step']}`: {step['parameters']}"
-                  for i, step in enumerate(described["steps"], 1)]
-        parts.append("\n".join(lines) + "\n")
-    return "\n".join(parts)
 
 
 def write_fragments(reports) -> Path:
@@ -432,6 +384,7 @@ def write_fragments(reports) -> Path:
     for ``site/methods.qmd``); the others hold no links.
     """
     from ..core.io import write_text
+    from .notebooks import read_manifest
 
     reports = Path(reports)
     out = reports / FRAGMENTS
@@ -439,7 +392,7 @@ def write_fragments(reports) -> Path:
     fragments = {"table3.md": table3_fragment(reports), "runs.md": runs_fragment(reports),
                  "versions.md": versions_fragment(), "published.md": published_fragment(),
                  "method_pages.md": method_pages_fragment(reports),
-                 "methods.md": methods_fragment(reports),
+                 "methods.md": methods_fragment(read_manifest(reports)),
                  "last_command.md": last_command_fragment(reports)}
     for name, text in fragments.items():
         write_text(out / name, text)

@@ -60,7 +60,8 @@ class ExternalMasks(Segmenter):
         """A file-system safe method label for result folders: ``external-<folder name>``."""
         return f"external-{self.folder.resolve().name}"
 
-    def fit(self, train_sections=(), workdir=None, force: bool = False) -> "ExternalMasks":
+    def fit(self, train_sections=(), workdir=None, force: bool = False,
+            validation=None) -> "ExternalMasks":
         """No-op: external masks need no training."""
         self.fitted = True
         return self
