@@ -568,12 +568,12 @@ class UNetSegmenter(Segmenter):
         model, else (``pretrain_steps=0``) a random initialisation."""
         p = self.params
         if p.checkpoint:
-            self.source = "fine-tuned (checkpoint)"
+            self.source = "fine-tuned from a user checkpoint"
             return load_checkpoint(p.checkpoint, arch_config(p), self.device)
         if p.pretrain_steps <= 0:
-            self.source = "trained"
+            self.source = "trained from scratch"
             return self._new_model()
-        self.source = "fine-tuned"
+        self.source = "fine-tuned from the toolkit's synthetic pretraining"
         path = self.pretrain_dir / "pretrained.pt"
         if path.is_file():
             log.info("unet: reusing pretrained model %s", path)
