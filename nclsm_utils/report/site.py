@@ -230,8 +230,12 @@ def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:
         return ""
     pairs = pd.read_csv(pairwise_csv)
     pairs = pairs[pairs["metric"] == metric]
+    # a pair with no fibre matched by both (a method that matched none) compares nothing
+    everyone = set(pairs["method_a"]) | set(pairs["method_b"])
+    pairs = pairs[pd.to_numeric(pairs.get("n fibres", 1), errors="coerce").fillna(0) > 0]
     if not len(pairs):
         return ""
+    left_out = sorted(everyone - set(pairs["method_a"]) - set(pairs["method_b"]))
     methods = sorted(set(pairs["method_a"]) | set(pairs["method_b"]))
     # most distinguishable wins; between methods with as many, most pairs won at all (the
     # better mean difference), so a tie is never settled by the methods' names
@@ -251,6 +255,8 @@ def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:
     else:
         text += ", distinguishably better than every other method (Holm-adjusted Wilcoxon "
         text += "p < 0.05, interval excluding 0)"
+    if left_out:
+        text += f"; not compared: {', '.join(left_out)} (no matched fibre)"
     return text + ".\n"
 
 
