@@ -232,7 +232,8 @@ def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:
     pairs = pairs[pairs["metric"] == metric]
     # a pair with no fibre matched by both (a method that matched none) compares nothing
     everyone = set(pairs["method_a"]) | set(pairs["method_b"])
-    pairs = pairs[pd.to_numeric(pairs.get("n fibres", 1), errors="coerce").fillna(0) > 0]
+    if "n fibres" in pairs:
+        pairs = pairs[pd.to_numeric(pairs["n fibres"], errors="coerce").fillna(0) > 0]
     if not len(pairs):
         return ""
     left_out = sorted(everyone - set(pairs["method_a"]) - set(pairs["method_b"]))
