@@ -217,13 +217,21 @@ def _worker_segmenter(task: SectionTask, dataset, cache: dict):
         if not marker.is_file():
             raise SegmenterError(f"{task.label}: fitted model {marker} not found on this worker; "
                                  "the workdir must be on a file system the workers share")
-    segmenter.fit(train, force=False, validation=dataset.sections(split="validation"))
+    segmenter.fit(train, force=False, **_validation(segmenter, dataset))
     if segmenter.cache_key() != task.state["key"]:
         raise SegmenterError(f"{task.label}: the worker's model key {segmenter.cache_key()} "
                              f"differs from the client's {task.state['key']}; the workers need "
                              "the same nclsm_utils and package versions as the client")
     cache[key] = segmenter
     return segmenter
+
+
+def _validation(segmenter, dataset) -> dict:
+    """``fit``'s ``validation`` keyword for a method that uses the validation split
+    (``uses_validation``), else nothing (a user's segmenter may not take it)."""
+    if getattr(segmenter, "uses_validation", False):
+        return {"validation": dataset.sections(split="validation")}
+    return {}
 
 
 def run_section_task(task: SectionTask, segmenter=None, dataset=None) -> dict:
@@ -488,7 +496,7 @@ def _fit_and_plan(segmenters, dataset, chosen, workdir: Path, force: bool,
         plan = _Plan(method, segmenter, label, result, chosen, {}, "")
         plans.append(plan)
         try:
-            segmenter.fit(train, force=force, validation=dataset.sections(split="validation"))
+            segmenter.fit(train, force=force, **_validation(segmenter, dataset))
         except (SegmenterError, DataError) as error:  # DataError: e.g. no train sections
             plan.fatal = f"{label} cannot run: {one_line(error)}"
             if strict:

@@ -371,7 +371,8 @@ def predict_image(method, image: np.ndarray, modality: str = "IMC",
     if data is None:
         data = find_ncl_sm("data") or Path("data") / "synthetic"
     dataset = data if isinstance(data, Dataset) else Dataset(data)
-    segmenter.fit(dataset.sections(split="train"),
-                  validation=dataset.sections(split="validation"))
+    validation = ({"validation": dataset.sections(split="validation")}
+                  if getattr(segmenter, "uses_validation", False) else {})
+    segmenter.fit(dataset.sections(split="train"), **validation)
     labels = segmenter.predict(image, modality=modality, fibre_diameter=fibre_diameter)
     return np.asarray(labels).astype(np.uint32, copy=False)
