@@ -114,3 +114,17 @@ def test_cli_fetch_prints_where_and_list_shows_it(server, tmp_path, capsys, monk
 
     assert get_segmenter("cellpose", workdir=tmp_path).weights_description().startswith(
         "fine-tuned from cyto3")
+
+
+def test_urls_and_pinned_hash_are_the_libraries_own():
+    """The addresses are where the installed libraries download from; the pinned SHA-256 is
+    the one StarDist registers for its file (Cellpose registers none for cyto3)."""
+    from cellpose import models as cp_models
+    from csbdeep.models.pretrained import get_model_details
+    from stardist.models import StarDist2D
+
+    assert weights.WEIGHTS["cyto3"].url == f"{cp_models._MODEL_URL}/cyto3"
+    assert weights.WEIGHTS["cyto3"].sha256 is None
+    _, _, published = get_model_details(StarDist2D, "2D_versatile_fluo")
+    assert weights.WEIGHTS["2D_versatile_fluo"].url == published["url"]
+    assert weights.WEIGHTS["2D_versatile_fluo"].sha256 == published["hash"]
