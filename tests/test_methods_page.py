@@ -63,3 +63,13 @@ def test_ranking_sentence_leaves_out_a_method_that_matched_nothing(tmp_path):
     text = ranking_sentence(path)
     assert "**unet**" in text and "distinguishably better" in text
     assert "not compared: cellpose (no matched fibre)" in text
+
+
+def test_table3_note_says_the_budget_and_training_length():
+    from nclsm_utils.report.tables import _budget_note
+
+    assert _budget_note("cellpose", "report") == (
+        "budget report: 10 epochs of cellpose.train.train_seg (train_seg's default: 2000)")
+    assert _budget_note("stardist+refine", "full").startswith(
+        "budget full: 400 epochs x 100 steps of StarDist2D.train")
+    assert _budget_note("external:/nowhere", "report") == "budget report"
