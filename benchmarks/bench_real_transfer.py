@@ -62,7 +62,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("mitocyto", "cellpose", "stardist", "unet")
+METHODS = ("mitocyto", "cellpose", "stardist", "unet", "stardist+refine")
 S11_MASK = ROOT.parent / "shared" / "ncl-sm-sample" / "S11_groundtruth_mask.tiff"
 PRINTED = ["case", "method", "n_gt", "n_pred", "F1@0.5", "F1@0.5 CI low", "F1@0.5 CI high",
            "F1@0.75", "F1@0.9", "mean IoU", "mean IoU CI low", "mean IoU CI high",

@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--methods", nargs="+",
-                        default=["mitocyto", "cellpose", "stardist", "unet"])
+                        default=["mitocyto", "cellpose", "stardist", "unet", "stardist+refine"])
     parser.add_argument("--out", default="/tmp/nclsm-bench-report")
     parser.add_argument("--quick", action="store_true", help="short training (smoke run)")
     args = parser.parse_args(argv)

@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SETS = ("seed2027", "seed2031", "hard4001", "hard4002", "hard4003", "validation")
-METHODS = ("mitocyto", "cellpose", "stardist", "unet")
+METHODS = ("mitocyto", "cellpose", "stardist", "unet", "stardist+refine")
 log = logging.getLogger("bench_tuning_sets")
 
 

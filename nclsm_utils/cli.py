@@ -71,7 +71,7 @@ def _notebook_sources():
 def cmd_report(args) -> int:
     from .report.pipeline import build_report
 
-    index = build_report(data_dir=args.data, reports_dir=args.reports, quick=args.quick,
+    index = build_report(data_dir=args.data, reports_dir=args.reports, quick=_budget(args),
                          force=args.force, scheduler=args.scheduler, workers=args.workers,
                          ncl_sm_repo=args.ncl_sm_repo, source_dir=_notebook_sources())
     print(f"report ready: {index}")
@@ -130,12 +130,12 @@ def cmd_segment(args) -> int:
 
     try:
         # an unknown method fails here, before any data is read (ValueError -> exit code 2)
-        get_segmenter(args.method, workdir=args.workdir, quick=args.quick)
+        get_segmenter(args.method, workdir=args.workdir, budget=_budget(args))
         # run_methods = run_method's tables, resumable (results/manifest.json), on Dask with
         # --workers N / --scheduler ADDRESS
         result = run_methods([args.method], Dataset(args.data, roles=args.roles),
                              split=args.split, sections=args.sections, workdir=args.workdir,
-                             quick=args.quick, force=args.force, scheduler=args.scheduler,
+                             quick=_budget(args), force=args.force, scheduler=args.scheduler,
                              workers=args.workers, strict=True)[args.method]
     except (SegmenterError, DistributedError, OSError) as error:  # OSError: unwritable workdir
         print(f"nclsm segment: error: {error}", file=sys.stderr)
@@ -169,7 +169,7 @@ def cmd_predict(args) -> int:
             out_dir = args.out
     try:
         # an unknown method fails here, before any data is read or generated (exit code 2)
-        segmenter = get_segmenter(args.method, workdir=args.workdir, quick=args.quick)
+        segmenter = get_segmenter(args.method, workdir=args.workdir, budget=_budget(args))
         if args.data is None:   # the default data of `nclsm report` / `make report`,
             from .report.pipeline import resolve_data   # resolved (generated) at the first
                                                         # readable image
@@ -265,7 +265,7 @@ def cmd_run(args) -> int:
     try:
         result = resolve_and_run(args.data, scheduler=args.scheduler, workers=args.workers,
                                  reports=args.reports, workdir=args.workdir, methods=methods,
-                                 quick=args.quick, force=args.force,
+                                 quick=_budget(args), force=args.force,
                                  parameters=parameters,
                                  notebooks=args.notebooks, progress=not args.no_progress,
                                  source_dir=_notebook_sources())
@@ -348,6 +348,55 @@ def cmd_curate(args) -> int:
     return 1 if len(result["errors"]) else 0
 
 
+# ---------------------------------------------------------------------------- weights
+def cmd_models_list(args) -> int:
+    import pandas as pd
+
+    from .segmenters.weights import on_disk
+
+    _print_table(pd.DataFrame(on_disk()), args.json)
+    return 0
+
+
+def cmd_models_fetch(args) -> int:
+    from .segmenters.weights import WEIGHTS, WeightsError, fetch
+
+    names = sorted(WEIGHTS) if args.name == "all" else [args.name]
+    if args.name != "all" and args.name not in WEIGHTS:
+        print(f"nclsm models fetch: error: unknown weights {args.name!r}; one of "
+              f"{', '.join(sorted(WEIGHTS))}, all", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        try:
+            path, digest = fetch(name, dest=args.dest, url=args.url, sha256=args.sha256)
+        except WeightsError as error:
+            print(f"nclsm models fetch: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        checked = "verified" if (args.sha256 or WEIGHTS[name].sha256) else \
+            "not verified: no published checksum"
+        print(f"{name}: {path} (sha256 {digest}, {checked})")
+        if args.dest is not None:
+            hint = ("CELLPOSE_LOCAL_MODELS_PATH=" + str(path.parent)
+                    if WEIGHTS[name].method == "cellpose"
+                    else f"StarDistParams(pretrained_model='{path}')")
+            print(f"  (outside the default folder: use it with {hint})")
+    return 1 if failed else 0
+
+
+def _budget(args):
+    """The training budget of ``--budget`` (``--quick`` is ``--budget quick``)."""
+    return "quick" if getattr(args, "quick", False) else args.budget
+
+
+def _add_budget_options(p) -> None:
+    p.add_argument("--budget", choices=["quick", "report", "full"], default="report",
+                   help="training length: quick (smoke run), report (the CPU budget of `make "
+                        "report`, default), full (each library's documented default length)")
+    p.add_argument("--quick", action="store_true", help="the same as --budget quick")
+
+
 # ---------------------------------------------------------------------------- parser
 def _add_dask_options(p, batch: bool = False) -> None:
     """``--scheduler`` / ``--workers``: (method, section) tasks on Dask (nclsm_utils.runner);
@@ -397,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="default data (when needed) + all notebooks + the site")
     p.add_argument("--data", default="data", help="NCL-SM folder, or where synthetic data goes")
     p.add_argument("--reports", default="reports")
-    p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
+    _add_budget_options(p)
     p.add_argument("--force", action="store_true", help="rerun everything")
     p.add_argument("--ncl-sm-repo", default=None,
                    help="checkout of https://github.com/atifkhanncl/NCL-SM: the Paper "
@@ -419,14 +468,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="fit (when needed), predict and evaluate a method")
     p.add_argument("--method", required=True,
-                   help="mitocyto | cellpose | stardist | unet | external:<folder>")
+                   help="mitocyto | cellpose | stardist | stardist+refine | unet | external:<folder>")
     p.add_argument("--data", required=True, help="NCL-SM folder (real or synthetic)")
     p.add_argument("--sections", nargs="+", default=None,
                    help="section ids to predict (default: the --split sections)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--workdir", default="data", help="models, predictions and results go here")
     p.add_argument("--roles", default=None, help="YAML file of role -> folder overrides")
-    p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
+    _add_budget_options(p)
     p.add_argument("--force", action="store_true", help="refit and re-predict")
     _add_dask_options(p)
     p.add_argument("--json", action="store_true")
@@ -436,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "PNG, JPEG, CZI/ND2/LIF with the formats extra) and export the fibres "
                        "for Fiji and QuPath")
     p.add_argument("--method", required=True,
-                   help="mitocyto | cellpose | stardist | unet | unet2")
+                   help="mitocyto | cellpose | stardist | stardist+refine | unet | unet2")
     p.add_argument("--image", required=True, nargs="+", help="image files, folders or glob "
                    "patterns; R = membrane marker, G = mitochondrial-mass marker unless "
                    "--membrane-channel/--mass-channel choose the channels; 16-bit images are "
@@ -468,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "data/synthetic, generated when missing)")
     p.add_argument("--workdir", default="data", help="models are cached here (as for "
                    "`nclsm segment`)")
-    p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
+    _add_budget_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="per-fibre paper metrics of a predicted mask vs the GT")
@@ -506,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default="reports", help="executed notebooks, tables, logs")
     p.add_argument("--workdir", default=None,
                    help="models, predictions, results (default: the data folder's data/)")
-    p.add_argument("--quick", action="store_true", help="short training, for a smoke run")
+    _add_budget_options(p)
     p.add_argument("--force", action="store_true", help="rerun every notebook")
     p.add_argument("--notebooks", nargs="+", default=None,
                    help="only these notebooks of the run table (e.g. 01_dataset 04_compare)")
@@ -557,6 +606,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roles", default=None, help="YAML file of role -> folder overrides")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("models", help="pretrained weights: list what is on disk, fetch them")
+    models = p.add_subparsers(dest="models_command", required=True)
+    q = models.add_parser("list", help="the known weights, where each method looks for them, "
+                                       "and whether they are there")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_models_list)
+    q = models.add_parser("fetch", help="download weights from where the library publishes "
+                                        "them, check the pinned SHA-256, write atomically")
+    q.add_argument("name", choices=["cyto3", "2D_versatile_fluo", "all"])
+    q.add_argument("--dest", default=None, help="folder to write into (default: where the "
+                   "method looks: Cellpose's model folder, the Keras cache)")
+    q.add_argument("--url", default=None, help="another address of the same file (a mirror)")
+    q.add_argument("--sha256", default=None, help="expected SHA-256 (default: the pinned one; "
+                   "cyto3 has no published checksum)")
+    q.set_defaults(func=cmd_models_fetch)
 
     # further subcommands are registered below by their modules' sections
     return parser

@@ -176,17 +176,19 @@ section, with the summary (`<method>_summary.csv`) and standard instance metrics
 
 Run it for another method with papermill:
 `papermill notebooks/03_segment.ipynb out.ipynb -p method stardist`.
-Methods: `mitocyto`, `cellpose`, `stardist`, `unet`, `unet2`, `external:<folder of masks>`.
+Methods: `mitocyto`, `cellpose`, `stardist`, `stardist+refine`, `unet`, `unet2`,
+`external:<folder of masks>`.
 """),
     code('''
 # Parameters (papermill: -p NAME VALUE)
 data = "../data"        # NCL-SM folder, or where the synthetic default data goes
 workdir = "../data"     # models, predictions and per-fibre results go here
 reports = "../reports"  # (unused here; the batch runner passes it to every notebook)
-method = "mitocyto"     # mitocyto | cellpose | stardist | unet | unet2 | external:<folder>
+method = "mitocyto"     # mitocyto | cellpose | stardist | stardist+refine | unet | unet2 | external:<folder>
 split = "test"          # the split to predict and score
 sections = None         # or a list of section ids, e.g. ["P02", "S11"]
-quick = False           # short training, for smoke runs
+quick = False           # short training, for smoke runs (the "quick" budget)
+budget = "report"       # training budget: quick | report | full (`nclsm run --budget`)
 force = False           # refit and re-predict even when cached
 scheduler = None        # Dask scheduler address ("tcp://host:8786") for the per-section tasks
 workers = None          # > 1: a local Dask cluster of this many processes (None: $NCLSM_WORKERS or 1)
@@ -203,7 +205,7 @@ from nclsm_utils.report.pipeline import segment_method
 # `nclsm run --workers/--scheduler` hands its Dask cluster to this kernel as $NCLSM_SCHEDULER
 scheduler, workers = dask_settings(scheduler, workers, os.environ)
 result, status = segment_method(method, dataset, split=split, sections=sections,
-                                workdir=workdir, quick=quick, force=force,
+                                workdir=workdir, quick="quick" if quick else budget, force=force,
                                 scheduler=scheduler, workers=workers, seeds=seeds)
 pd.Series(status, name=method).to_frame()
 '''),

@@ -118,8 +118,10 @@ def test_quarto_config_has_the_pages_and_does_not_execute():
     assert config["execute"]["enabled"] is False
     assert [item["text"] for item in site.nav_items(config)] == PAGES
     hrefs = site._nav_hrefs(site.nav_items(config))
+    from nclsm_utils.report.notebooks import job_slug
+
     for name in TABLE3_METHODS:
-        assert f"reports/03_segment_{name}.ipynb" in hrefs
+        assert f"reports/03_segment_{job_slug(name)}.ipynb" in hrefs
     assert "reports/07_synthetic_vs_real.ipynb" in hrefs
     for href in hrefs:
         if not href.startswith("reports/"):

@@ -134,7 +134,7 @@ def fitted(tiny, tmp_path_factory):
 def test_fit_predicts_labels(fitted, tiny):
     assert isinstance(fitted, UNetSegmenter)
     assert set(fitted.history) == {"pretrain", "finetune"}
-    assert fitted.source == "fine-tuned"
+    assert fitted.source == "fine-tuned from the toolkit's synthetic pretraining"
     assert (fitted.pretrain_dir / "pretrained.pt").is_file()
     assert (fitted.workdir / "synthetic-pretrain-tiny-1001" / "synth_manifest.json").is_file()
     losses = fitted.history["finetune"]
@@ -155,7 +155,7 @@ def test_second_fit_loads_cache(fitted, tiny):
     assert again.model_dir == fitted.model_dir
     assert again.history == {}                                  # nothing was trained
     assert model_file.stat().st_mtime_ns == mtime
-    assert again.source == "fine-tuned"
+    assert again.source == "fine-tuned from the toolkit's synthetic pretraining"
     for key, value in fitted.model.state_dict().items():
         assert torch.equal(value, again.model.state_dict()[key])
     image = tiny[0].image()
@@ -177,7 +177,8 @@ def test_post_processing_setting_reuses_the_model(fitted, tiny):
     strict._fit = strict._pretrain = no_training
     strict.fit(tiny)
     assert strict.model_dir == fitted.model_dir and strict.cache_key() != fitted.cache_key()
-    assert strict.history == {} and strict.source == "fine-tuned"
+    assert strict.history == {}
+    assert strict.source == "fine-tuned from the toolkit's synthetic pretraining"
     image = tiny[0].image()
     loose, few = fitted.predict(image, "IMC"), strict.predict(image, "IMC")
     # fewer seeds: fewer objects, each still filling its fibre + boundary area
@@ -222,7 +223,7 @@ def test_user_checkpoint_is_used_instead_of_pretraining(fitted, tiny, tmp_path):
     params = UNetParams(**(FAST | {"checkpoint": str(source), "finetune_steps": 0}))
     seg = get_segmenter("unet", params=params, workdir=tmp_path, device="cpu")
     seg.fit(tiny)
-    assert seg.source == "fine-tuned (checkpoint)"
+    assert seg.source == "fine-tuned from a user checkpoint"
     assert "pretrain" not in seg.history
     assert not (tmp_path / "models" / seg.pretrain_dir.name).exists()
     assert not any(tmp_path.glob("synthetic-pretrain*"))
@@ -239,7 +240,7 @@ def test_two_class_variant_is_registered(tiny, tmp_path):
     assert isinstance(seg, UNet2Segmenter) and seg.params.classes == 2
     assert UNet2Segmenter.Params().classes == 2 and UNetSegmenter.Params().classes == 3
     seg.fit(tiny)
-    assert seg.source == "trained"
+    assert seg.source == "trained from scratch"
     assert seg.model.config["classes"] == 2
     labels = seg.predict(tiny[0].image(), modality=tiny[0].modality)
     assert labels.dtype == np.uint32 and labels.max() >= 1

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from ..core import manifest as manifest_file
 from ..core.errors import NclsmError
-from ..segmenters.base import BENCHMARK_METHODS
+from ..segmenters.base import BENCHMARK_METHODS, budget_name
 from ..core.workdir import default_workdir
 
 log = logging.getLogger(__name__)
@@ -278,8 +278,10 @@ def plan_run(data, reports="reports", workdir=None, methods=DEFAULT_METHODS, qui
         synthetic default, else ``data``'s folder ``data/`` beside the reports).
     methods : sequence of str
         Methods of the per-method notebooks (and the ``methods`` parameter).
-    quick : bool
-        Passed to notebooks that declare it (short training).
+    quick : bool or str
+        The training budget (:data:`~nclsm_utils.segmenters.base.BUDGETS`; True is
+        ``"quick"``, False ``"report"``): passed as ``budget`` to the notebooks that declare
+        it, and as ``quick`` (True for the ``quick`` budget) to those that declare that.
     force : bool
         Rerun every notebook (see :func:`run_notebooks`); model and prediction caches are
         kept unless ``parameters={"force": True}``.
@@ -339,8 +341,9 @@ def plan_run(data, reports="reports", workdir=None, methods=DEFAULT_METHODS, qui
 
     # ``force`` reruns the notebooks; it is not passed on (``-p force true`` also refits and
     # re-predicts the cached models and predictions)
+    budget = budget_name(quick)
     common = {"data": str(data), "workdir": str(workdir), "reports": str(reports),
-              "quick": bool(quick), "methods": list(methods)}
+              "quick": budget == "quick", "budget": budget, "methods": list(methods)}
     data_fp = data_fingerprint(data)
     code_fp = code_fingerprint()
     keys_by_entry: dict[str, list[str]] = {}
@@ -534,7 +537,8 @@ def run_notebooks(data, reports="reports", workdir=None, methods=DEFAULT_METHODS
     manifest.update({"version": 1, "data": str(Path(data).resolve()),
                      "workdir": str(Path(workdir).resolve() if workdir is not None
                                     else default_workdir(data)),
-                     "methods": list(methods or ()), "quick": bool(quick)})
+                     "methods": list(methods or ()), "quick": budget_name(quick) == "quick",
+                     "budget": budget_name(quick)})
     manifest["last_run"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "jobs": [j.name for j in jobs], "status": "running",
                             "workers": workers}
@@ -612,6 +616,13 @@ def _record_job(job: Job, failure: NotebookFailed | None, manifest: dict, report
 
 
 # ---------------------------------------------------------------------------- concurrent batch
+def _job_budget(params: dict) -> str:
+    """A job's training budget: its ``budget`` parameter, else ``quick`` (True: ``quick``)."""
+    if params.get("budget"):
+        return budget_name(params["budget"])
+    return budget_name(bool(params.get("quick")))
+
+
 def trains_a_network(job: Job) -> bool:
     """Whether ``job`` will train a network: a per-method job of a trainable method with no
     cached model (or ``-p force true``). When that cannot be told, True (it then runs alone)."""
@@ -628,9 +639,10 @@ def trains_a_network(job: Job) -> bool:
         from ..segmenters.base import get_segmenter
 
         segmenter = get_segmenter(method, workdir=params.get("workdir", "data"),
-                                  quick=bool(params.get("quick")))
-        train = Dataset(params["data"]).sections(split="train")
-        return not segmenter.has_cached_model(train)
+                                  budget=_job_budget(params))
+        dataset = Dataset(params["data"])
+        return not segmenter.has_cached_model(dataset.sections(split="train"),
+                                              dataset.sections(split="validation"))
     except Exception as error:  # noqa: BLE001 - only a scheduling hint
         log.debug("%s: cannot tell whether it trains (%s); it runs alone", job.name, error)
         return True

@@ -70,19 +70,23 @@ def segment_method(method: str, dataset, split: str = "test", workdir="data", qu
     (RunResult or None, dict)
         The run's result (None when the method could not run) and the status record:
         ``method``, ``label``, ``status`` (``ok``, ``partial`` or ``failed``), ``source``,
-        ``error``, ``errors`` (per section), ``sections``, ``quick``, ``seconds``.
+        ``error``, ``errors`` (per section), ``sections``, ``quick``, ``budget``, ``seconds``.
+
+    ``quick``: the training budget, True / False or a name of
+    :data:`~nclsm_utils.segmenters.base.BUDGETS` (True is ``"quick"``, False ``"report"``).
     """
     from ..runner.cluster import dask_settings
     from ..core.io import DataError
     from ..runner import run_method, write_run_record
-    from ..segmenters.base import SegmenterError, method_label
+    from ..segmenters.base import SegmenterError, budget_name, method_label
 
     if int(seeds) < 1:
         raise RunError(f"seeds must be >= 1, got {seeds}")
     label = method_label(method)
     start = time.perf_counter()
-    record = {"method": str(method), "label": label, "split": split, "quick": bool(quick),
-              "sections": [], "errors": {}, "error": "", "source": ""}
+    budget = budget_name(quick)
+    record = {"method": str(method), "label": label, "split": split, "quick": budget == "quick",
+              "budget": budget, "sections": [], "errors": {}, "error": "", "source": ""}
     result = None
     try:
         # Dask (scheduler address, or workers > 1; the notebook resolves $NCLSM_SCHEDULER,

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .methods import manifest_budget, methods_fragment
+
 from .notebooks import COMPARE, SEGMENT
 from .pages import (  # noqa: F401 - re-exported: the site's one entry point
     _nav_hrefs, broken_links, nav_items, output_name, reader_notebook, render_fallback,
@@ -193,8 +195,13 @@ def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:
         return ""
     pairs = pd.read_csv(pairwise_csv)
     pairs = pairs[pairs["metric"] == metric]
+    # a pair with no fibre matched by both (a method that matched none) compares nothing
+    everyone = set(pairs["method_a"]) | set(pairs["method_b"])
+    if "n fibres" in pairs:
+        pairs = pairs[pd.to_numeric(pairs["n fibres"], errors="coerce").fillna(0) > 0]
     if not len(pairs):
         return ""
+    left_out = sorted(everyone - set(pairs["method_a"]) - set(pairs["method_b"]))
     methods = sorted(set(pairs["method_a"]) | set(pairs["method_b"]))
     # most distinguishable wins; between methods with as many, most pairs won at all (the
     # better mean difference), so a tie is never settled by the methods' names
@@ -214,6 +221,8 @@ def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:
     else:
         text += ", distinguishably better than every other method (Holm-adjusted Wilcoxon "
         text += "p < 0.05, interval excluding 0)"
+    if left_out:
+        text += f"; not compared: {', '.join(left_out)} (no matched fibre)"
     return text + ".\n"
 
 
@@ -269,8 +278,9 @@ def runs_fragment(reports: Path) -> str:
         return "*No batch run recorded in this reports folder yet: run `nclsm run`.*\n"
     data = Path(manifest["data"]) if manifest.get("data") else None
     lines = _dataset_description(data)
-    lines.append(f"- methods: {', '.join(manifest.get('methods', [])) or '–'}"
-                 + (" (quick mode: short training)" if manifest.get("quick") else ""))
+    lines.append(f"- methods: {', '.join(manifest.get('methods', [])) or '–'}")
+    lines.append(f"- training budget: **{manifest_budget(manifest)}** (training length per "
+                 "method on the [Methods](site/methods.qmd) page)")
     lines.append(f"- models, predictions and per-fibre results: `{manifest.get('workdir', '–')}`")
     last = manifest.get("last_run", {})
     if last:
@@ -304,15 +314,16 @@ def versions_fragment() -> str:
 
 def method_pages_fragment(reports: Path, root: str = "../") -> str:
     """Links to the per-method pages, as seen from a page ``root`` below the site root."""
-    from .notebooks import read_manifest
+    from .notebooks import job_slug, read_manifest
     from .tables import TABLE3_METHODS
 
     last = set(read_manifest(reports).get("last_run", {}).get("jobs", []))
     pages = sorted(p for p in reports.glob(f"{SEGMENT}_*.ipynb"))
     named = {p.stem[len(SEGMENT) + 1:]: p for p in pages}
+    slugs = {job_slug(m): m for m in TABLE3_METHODS}
     lines = []
-    for name in list(TABLE3_METHODS) + [n for n in named if n not in TABLE3_METHODS]:
-        page = named.get(name)
+    for name in list(TABLE3_METHODS) + [n for n in named if n not in slugs]:
+        page = named.get(job_slug(name))
         if page is not None and not _is_placeholder(page):
             earlier = "" if page.stem in last else " (from an earlier run)"
             lines.append(f"- [{name}]({root}reports/{page.name}): fit, predict and score on "
@@ -331,7 +342,8 @@ def last_command_fragment(reports: Path) -> str:
     if not manifest.get("jobs"):
         return ""
     methods = " ".join(manifest.get("methods", []))
-    quick = " --quick" if manifest.get("quick") else ""
+    budget = manifest_budget(manifest)
+    quick = f" --budget {budget}" if budget != "report" else ""
     return ("## This report\n\nThe notebooks of this site were produced by the equivalent of\n\n"
             f"```bash\nnclsm run --data {manifest.get('data', 'data')} --methods {methods}{quick}\n"
             "nclsm site\n```\n")
@@ -344,6 +356,7 @@ def write_fragments(reports) -> Path:
     for ``site/methods.qmd``); the others hold no links.
     """
     from ..core.io import write_text
+    from .notebooks import read_manifest
 
     reports = Path(reports)
     out = reports / FRAGMENTS
@@ -351,6 +364,7 @@ def write_fragments(reports) -> Path:
     fragments = {"table3.md": table3_fragment(reports), "runs.md": runs_fragment(reports),
                  "versions.md": versions_fragment(), "published.md": published_fragment(),
                  "method_pages.md": method_pages_fragment(reports),
+                 "methods.md": methods_fragment(read_manifest(reports)),
                  "last_command.md": last_command_fragment(reports)}
     for name, text in fragments.items():
         write_text(out / name, text)

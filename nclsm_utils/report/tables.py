@@ -326,10 +326,22 @@ def method_results(method: str, sections, workdir="data") -> dict:
         notes.append(f"no results for {', '.join(missing)}" + (f" ({detail})" if detail else ""))
     if tables and instance is None:
         notes.append("instance metrics unavailable")
-    if status and status.get("quick") and tables and ("train" in source or "fine" in source):
+    if status and tables and status.get("budget") and ("train" in source or "fine" in source):
+        notes.append(_budget_note(label, status["budget"]))
+    elif status and status.get("quick") and tables and ("train" in source or "fine" in source):
         notes.append("quick mode (short training)")
     return {"label": label, "tables": tables, "instance": instance, "missing": missing,
             "status": status, "source": source, "note": "; ".join(notes)}
+
+
+def _budget_note(method: str, budget: str) -> str:
+    """``budget <name>: <training length>`` of a trained method (from its params)."""
+    try:
+        from ..segmenters import get_segmenter
+
+        return f"budget {budget}: {get_segmenter(method, budget=budget).params.training_length()}"
+    except Exception:  # noqa: BLE001 - an external or unknown method: the budget alone
+        return f"budget {budget}"
 
 
 def _at(instance, column: str, thresh: float) -> float:

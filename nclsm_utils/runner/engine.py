@@ -69,7 +69,8 @@ import pandas as pd
 from ..core import manifest as manifest_file
 from .cluster import dask_client
 from ..core.io import DataError, write_csv, write_text
-from ..segmenters.base import Segmenter, SegmenterError, get_segmenter, method_label
+from ..segmenters.base import (Segmenter, SegmenterError, budget_name, get_segmenter,
+                               method_label)
 from ..core.workdir import Workdir
 from ..core.errors import one_line
 from .results import (RunResult, _choose_sections, _merge_instance_csv, _summary,
@@ -216,13 +217,21 @@ def _worker_segmenter(task: SectionTask, dataset, cache: dict):
         if not marker.is_file():
             raise SegmenterError(f"{task.label}: fitted model {marker} not found on this worker; "
                                  "the workdir must be on a file system the workers share")
-    segmenter.fit(train, force=False)
+    segmenter.fit(train, force=False, **_validation(segmenter, dataset))
     if segmenter.cache_key() != task.state["key"]:
         raise SegmenterError(f"{task.label}: the worker's model key {segmenter.cache_key()} "
                              f"differs from the client's {task.state['key']}; the workers need "
                              "the same nclsm_utils and package versions as the client")
     cache[key] = segmenter
     return segmenter
+
+
+def _validation(segmenter, dataset) -> dict:
+    """``fit``'s ``validation`` keyword for a method that uses the validation split
+    (``uses_validation``), else nothing (a user's segmenter may not take it)."""
+    if getattr(segmenter, "uses_validation", False):
+        return {"validation": dataset.sections(split="validation")}
+    return {}
 
 
 def run_section_task(task: SectionTask, segmenter=None, dataset=None) -> dict:
@@ -320,8 +329,10 @@ def run_methods(methods, dataset_root, split: str = "test", workdir="data", sche
     workers : int
         Without ``scheduler``: 1 runs in this process, N > 1 starts a LocalCluster of N
         single-threaded worker processes.
-    quick : bool
-        Short training (smoke runs).
+    quick : bool or str
+        The training budget: True / False or a name of
+        :data:`~nclsm_utils.segmenters.base.BUDGETS` (True is ``"quick"``, a smoke run;
+        False ``"report"``).
     sections : list of str, optional
         Section ids (any split) instead of ``split``.
     force : bool
@@ -418,8 +429,10 @@ def run_method(method, dataset, split: str = "test", sections=None, workdir="dat
         Section ids (``P02`` or ``IMC/P02``), any split.
     workdir : path-like
         Where models, predictions and results go.
-    quick : bool
-        Short training (smoke runs).
+    quick : bool or str
+        The training budget: True / False or a name of
+        :data:`~nclsm_utils.segmenters.base.BUDGETS` (True is ``"quick"``, a smoke run;
+        False ``"report"``).
     force : bool
         Refit, re-predict and re-evaluate even when cached.
     params : dataclass or dict, optional
@@ -452,7 +465,7 @@ def run_method(method, dataset, split: str = "test", sections=None, workdir="dat
 
 
 #: The keys of ``results/<label>_run.json``, in order (one schema for every writer).
-RUN_RECORD_KEYS = ("method", "label", "split", "quick", "status", "source", "sections",
+RUN_RECORD_KEYS = ("method", "label", "split", "quick", "budget", "status", "source", "sections",
                    "errors", "error", "ran", "reused", "seeds", "seconds", "finished")
 _RECORD_DEFAULTS = {"sections": [], "errors": {}, "error": "", "ran": [], "reused": [],
                     "seeds": {}, "source": "", "status": "failed"}
@@ -483,7 +496,7 @@ def _fit_and_plan(segmenters, dataset, chosen, workdir: Path, force: bool,
         plan = _Plan(method, segmenter, label, result, chosen, {}, "")
         plans.append(plan)
         try:
-            segmenter.fit(train, force=force)
+            segmenter.fit(train, force=force, **_validation(segmenter, dataset))
         except (SegmenterError, DataError) as error:  # DataError: e.g. no train sections
             plan.fatal = f"{label} cannot run: {one_line(error)}"
             if strict:
@@ -755,7 +768,8 @@ def _finish(plan: _Plan, workdir: Path, split: str, quick: bool) -> MethodRun:
             _merge_instance_csv(work.instance_path(plan.label), per_section, failed)
     status = "failed" if plan.fatal and not result.tables else (
         "ok" if not result.errors and not plan.fatal else "partial")
-    record = {"method": plan.method, "label": plan.label, "split": split, "quick": bool(quick),
+    record = {"method": plan.method, "label": plan.label, "split": split,
+              "quick": budget_name(quick) == "quick", "budget": budget_name(quick),
               "sections": sorted(result.tables), "errors": dict(result.errors),
               "error": plan.fatal, "source": result.source, "status": status,
               "ran": sorted(result.ran), "reused": sorted(result.reused),

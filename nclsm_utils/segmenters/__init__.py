@@ -2,7 +2,7 @@
 
 >>> from nclsm_utils.segmenters import get_segmenter, known_methods
 >>> known_methods()  # doctest: +SKIP
-['cellpose', 'external', 'mitocyto', 'stardist', 'unet', 'external:<folder>']
+['cellpose', 'external', 'mitocyto', 'stardist', 'stardist+refine', 'unet', 'unet2', 'external:<folder>']
 """
 from .base import (BENCHMARK_METHODS, REGISTRY, PretrainedUnavailable, Segmenter,  # noqa: F401
                    SegmenterError, get_segmenter, known_methods, predict_tiled, register)

@@ -335,7 +335,9 @@ def fit_for_prediction(segmenter, data=None):
     if data is None:
         data = find_ncl_sm("data") or Path("data") / "synthetic"
     dataset = data if isinstance(data, Dataset) else Dataset(data)
-    return segmenter.fit(dataset.sections(split="train"))
+    validation = ({"validation": dataset.sections(split="validation")}
+                  if getattr(segmenter, "uses_validation", False) else {})
+    return segmenter.fit(dataset.sections(split="train"), **validation)
 
 
 def predict_image(method, image: np.ndarray, modality: str = "IMC",

@@ -47,8 +47,31 @@ class PretrainedUnavailable(SegmenterError):
 
 
 #: The methods the benchmark compares, in Table III's order (the one method list: the report's
-#: default methods, Table III's rows and the explorer's built-in choices).
-BENCHMARK_METHODS = ("mitocyto", "cellpose", "stardist", "unet")
+#: default methods, Table III's rows and the explorer's built-in choices). ``cellpose`` and
+#: ``stardist`` are the libraries as their users run them; ``stardist+refine`` is the same
+#: StarDist network followed by the toolkit's own post-processing (:mod:`.membrane`).
+BENCHMARK_METHODS = ("mitocyto", "cellpose", "stardist", "unet", "stardist+refine")
+
+#: Training budgets (``--budget``): ``quick`` a smoke run; ``report`` the CPU budget of
+#: ``make report``; ``full`` each library's documented default training length.
+BUDGETS = ("quick", "report", "full")
+
+
+def budget_name(budget) -> str:
+    """A budget name from a budget or the older ``quick`` flag: ``True`` -> ``"quick"``,
+    ``False`` / ``None`` -> ``"report"``, a name of :data:`BUDGETS` -> itself.
+
+    >>> budget_name(True), budget_name(False), budget_name("full")
+    ('quick', 'report', 'full')
+    """
+    if budget is None or budget is False:
+        return "report"
+    if budget is True:
+        return "quick"
+    name = str(budget).strip().lower()
+    if name not in BUDGETS:
+        raise ValueError(f"unknown training budget {budget!r}; one of {', '.join(BUDGETS)}")
+    return name
 
 #: How a method with optional pretrained weights uses them: ``auto`` when on disk (else it
 #: trains from scratch and logs one line), ``require`` (else :class:`PretrainedUnavailable`),
@@ -160,6 +183,25 @@ class BaseParams:
     def quick(self):
         """A copy with short training for smoke runs (methods override)."""
         return dataclasses.replace(self)
+
+    def full(self):
+        """A copy with the library's documented default training length (methods override;
+        the default: as the ``report`` budget)."""
+        return dataclasses.replace(self)
+
+    def for_budget(self, budget) -> "BaseParams":
+        """This params' copy for a training budget (:data:`BUDGETS`): ``quick`` ->
+        :meth:`quick`, ``report`` -> itself, ``full`` -> :meth:`full`."""
+        name = budget_name(budget)
+        if name == "quick":
+            return self.quick()
+        if name == "full":
+            return self.full()
+        return dataclasses.replace(self)
+
+    def training_length(self) -> str:
+        """The training length in words (methods that train override)."""
+        return "no training"
 
 
 def predict_only_fields(params) -> list[str]:
@@ -280,6 +322,25 @@ def _sequential(labels: np.ndarray) -> np.ndarray:
     return relabel_sequential(labels.astype(np.uint32))[0].astype(np.uint32)
 
 
+def _fill_label_gaps(labels: np.ndarray) -> np.ndarray:
+    """Labels 1..N without gaps (an object too small to survive the scale-back leaves one);
+    the same array when there is none. One pass over the pixels, no full-size sort.
+
+    >>> _fill_label_gaps(np.array([[0, 3], [1, 1]], np.uint32)).tolist()
+    [[0, 2], [1, 1]]
+    """
+    top = int(labels.max()) if labels.size else 0
+    if top == 0:
+        return labels
+    present = np.bincount(labels.ravel(), minlength=top + 1) > 0
+    present[0] = True
+    if present.all():
+        return labels
+    lookup = np.zeros(top + 1, labels.dtype)
+    lookup[present] = np.arange(int(present.sum()), dtype=labels.dtype)
+    return lookup[labels]
+
+
 def remove_small(labels: np.ndarray, min_area: int) -> np.ndarray:
     """Drop labels smaller than ``min_area`` pixels and relabel 1..N."""
     if min_area <= 1 or labels.max() == 0:
@@ -303,12 +364,21 @@ class Segmenter(ABC):
     name: str = "base"
     Params: type = BaseParams
     trainable: bool = False
+    #: the name the trained model is cached under (a variant shares its plain method's model)
+    model_name: str | None = None
+    #: whether :meth:`fit` uses the validation sections (they then key the model)
+    uses_validation: bool = False
 
-    def __init__(self, params=None, workdir="data", device: str | None = None, quick: bool = False):
+    def __init__(self, params=None, workdir="data", device: str | None = None, quick=False,
+                 budget=None):
         params = params if params is not None else self.Params()
         if isinstance(params, dict):
             params = self.Params(**params)
-        self.params = params.quick() if quick else params
+        #: the training budget (:data:`BUDGETS`); ``quick=True`` is the ``quick`` budget
+        self.budget = budget_name(budget if budget is not None else quick)
+        self.params = params.for_budget(self.budget)
+        self.validation_ids: list[str] = []
+        self.validation_sections: list = []
         self.workdir = Path(workdir)
         self.device = device or default_device()
         self.diameters: dict[str, float] = dict(self.params.fibre_diameter or {})
@@ -327,30 +397,41 @@ class Segmenter(ABC):
         """Key of the trained model (its folder ``models/<name>-<key>``): as
         :meth:`cache_key` without the :data:`PREDICT_ONLY` fields, so a new post-processing
         setting re-predicts with the model already trained."""
-        return params_hash(self.name, self.params, self._cache_extra(),
+        return params_hash(self.model_name or self.name, self.params, self._cache_extra(),
                            skip=predict_only_fields(self.params))
 
     def _cache_extra(self) -> dict:
         extra = {"diameters": {k: round(float(v), 3) for k, v in sorted(self.diameters.items())}}
         if self.trainable:
             extra["train"] = self.train_ids
+        if self.uses_validation and self.validation_ids:
+            extra["validation"] = self.validation_ids
         return extra
 
     @property
     def model_dir(self) -> Path:
-        return Workdir(self.workdir).model_dir(self.name, self.model_key())
+        return Workdir(self.workdir).model_dir(self.model_name or self.name, self.model_key())
 
     @property
     def prediction_dir(self) -> Path:
         return Workdir(self.workdir).prediction_dir(self.name)
 
     # -- training -------------------------------------------------------------------------
-    def fit(self, train_sections, workdir=None, force: bool = False) -> "Segmenter":
-        """Train on ``train_sections`` unless a cached model with the same key exists."""
+    def fit(self, train_sections, workdir=None, force: bool = False,
+            validation=None) -> "Segmenter":
+        """Train on ``train_sections`` unless a cached model with the same key exists.
+
+        ``validation``: the dataset's validation sections, for a method that chooses settings
+        on them (:attr:`uses_validation`; StarDist's ``optimize_thresholds``); ignored by the
+        others.
+        """
         if workdir is not None:
             self.workdir = Path(workdir)
         train_sections = list(train_sections)
         self.train_ids = sorted(s.key for s in train_sections)
+        if self.uses_validation:
+            self.validation_sections = list(validation or [])
+            self.validation_ids = sorted(s.key for s in self.validation_sections)
         if not self.diameters:
             self.diameters = estimate_diameters(train_sections)
         if not self.trainable:
@@ -376,7 +457,7 @@ class Segmenter(ABC):
         self.fitted = True
         return self
 
-    def has_cached_model(self, train_sections) -> bool:
+    def has_cached_model(self, train_sections, validation=None) -> bool:
         """Whether :meth:`fit` on ``train_sections`` would load a cached model (no training).
 
         A query: the segmenter is not changed (the key is computed on a shallow copy with the
@@ -390,6 +471,8 @@ class Segmenter(ABC):
         train_sections = list(train_sections)
         probe = copy.copy(self)
         probe.train_ids = sorted(s.key for s in train_sections)
+        if self.uses_validation:
+            probe.validation_ids = sorted(s.key for s in (validation or []))
         probe.diameters = dict(self.diameters) or estimate_diameters(train_sections)
         return (probe.model_dir / "model.json").is_file()
 
@@ -427,11 +510,48 @@ class Segmenter(ABC):
                                           * self.params.fibre_area))
         # back to the image's pixels by a bilinear vote (order=1): outlines follow each
         # object's interpolated mask instead of the working scale's pixel staircase
-        return resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2], order=1)
+        out = resize_labels(labels.astype(np.uint32, copy=False), image.shape[:2], order=1)
+        return _fill_label_gaps(out)
 
     @abstractmethod
     def _predict_working(self, image: np.ndarray, modality: str) -> np.ndarray:
         """Labels for a normalised ``(h, w, 2)`` float32 image at the working scale."""
+
+    # -- what runs, in words (the methods page) ------------------------------------------
+    def weights_description(self) -> str:
+        """Where the weights start from (trainable methods override)."""
+        return "no trained weights"
+
+    def network_description(self) -> str:
+        """What produces the labels before any post-processing (methods override)."""
+        return self.name
+
+    def postprocessing(self) -> list:
+        """The toolkit's steps after the method's own output, in call order, as
+        :class:`~.postprocess.Step` (name, function, keyword arguments); what
+        :meth:`describe` lists. Plain methods have none."""
+        return []
+
+    def describe(self) -> dict:
+        """What this method runs, generated from its params: ``method``, ``weights`` (what
+        training starts from), ``training`` (length, at this budget), ``network``, ``steps``
+        (every step after the network with its parameters, in call order, the shared
+        scale-back last) and ``budget``."""
+        from .postprocess import describe_steps
+
+        steps = describe_steps(self.postprocessing())
+        fraction = float(getattr(self.params, "min_fibre_fraction", 0) or 0)
+        if fraction > 0:
+            steps.append({"step": "remove_small (after stitching tiles)",
+                          "parameters": f"min_area = {fraction:g} x fibre area "
+                                        f"({int(fraction * self.params.fibre_area)} px)"})
+        steps.append({"step": "resize_labels (scale-back to the image's pixels, shared by "
+                              "every method)",
+                      "parameters": f"order = 1 (bilinear vote); working scale: fibres "
+                                    f"{float(self.params.target_diameter):g} px across"})
+        return {"method": self.name, "weights": self.weights_description(),
+                "training": self.params.training_length() if self.trainable else "no training",
+                "network": self.network_description(), "steps": steps, "budget": self.budget}
 
     def predict_section(self, section, force: bool = False) -> np.ndarray:
         """Predict a section, cached in ``data/predictions/<name>/<modality>_<id>.tiff``.

@@ -42,8 +42,10 @@ class ExternalMasks(Segmenter):
     Params = BaseParams
     trainable = False
 
-    def __init__(self, folder=None, params=None, workdir="data", device=None, quick=False):
-        super().__init__(params=params, workdir=workdir, device=device, quick=quick)
+    def __init__(self, folder=None, params=None, workdir="data", device=None, quick=False,
+                 budget=None):
+        super().__init__(params=params, workdir=workdir, device=device, quick=quick,
+                         budget=budget)
         if folder is None or str(folder) == "":
             raise ValueError("external masks need a folder: use the method name "
                              "'external:<folder>'")
@@ -58,7 +60,8 @@ class ExternalMasks(Segmenter):
         """A file-system safe method label for result folders: ``external-<folder name>``."""
         return f"external-{self.folder.resolve().name}"
 
-    def fit(self, train_sections=(), workdir=None, force: bool = False) -> "ExternalMasks":
+    def fit(self, train_sections=(), workdir=None, force: bool = False,
+            validation=None) -> "ExternalMasks":
         """No-op: external masks need no training."""
         self.fitted = True
         return self

@@ -1,4 +1,5 @@
-"""Membrane-guided post-processing of detected fibres (StarDist's polygons).
+"""Membrane-guided post-processing of detected fibres: the toolkit's own steps, run only by
+the named variant ``stardist+refine`` (never by the plain ``stardist`` row).
 
 A network that places one object per fibre but draws its outline poorly (StarDist's
 star-convex polygons come out round, too small and off the fibre's centre on CPU-trained
@@ -350,6 +351,14 @@ def trim_beyond_ridge(before: np.ndarray, grown: np.ndarray, image: np.ndarray) 
     out = grown.copy()
     out[beyond] = 0
     return _largest_piece(out)
+
+
+def grow_and_trim(labels: np.ndarray, image: np.ndarray, fraction: float = 0.5, reach: int = 4,
+                  trim: bool = True) -> np.ndarray:
+    """:func:`grow_to_mass_edge`, then (``trim``) :func:`trim_beyond_ridge` of that growth:
+    one step of ``stardist+refine``'s chain."""
+    grown = grow_to_mass_edge(labels, image, fraction, reach=reach)
+    return trim_beyond_ridge(labels, grown, image) if trim else grown
 
 
 def split_on_faint_membrane(labels: np.ndarray, image: np.ndarray, min_area: float,

@@ -303,9 +303,16 @@ class MitocytoSegmenter(Segmenter):
     Params = MitocytoParams
     trainable = False
 
-    def __init__(self, params=None, workdir="data", device=None, quick=False):
-        super().__init__(params=params, workdir=workdir, device=device, quick=quick)
+    def __init__(self, params=None, workdir="data", device=None, quick=False, budget=None):
+        super().__init__(params=params, workdir=workdir, device=device, quick=quick,
+                         budget=budget)
         self.source = "automatic"
+
+    def network_description(self) -> str:
+        return ("mitocyto's thresholding and contour filtering of the membrane channel, "
+                "automatic (no manual corrections), its settings per modality: "
+                + "; ".join(f"{modality}: {dataclasses.asdict(self.params.settings(modality))}"
+                            for modality in ("IMC", "IF")))
 
     def _cache_extra(self) -> dict:
         # not trained, but the working scale depends on the diameters estimated in fit()

@@ -114,6 +114,13 @@ class UNetParams(BaseParams):
         return dataclasses.replace(self, pretrain_steps=25, finetune_steps=25, crop=128,
                                    pretrain_preset="tiny", tta=False)
 
+    def training_length(self) -> str:
+        # the toolkit's own method: its ``full`` budget is its ``report`` one (no library
+        # publishes a default training length for it)
+        return (f"{self.pretrain_steps} pretraining steps on synthetic sections, then "
+                f"{self.finetune_steps} fine-tuning steps on the train split (batches of "
+                f"{self.batch_size} crops of {self.crop} px)")
+
 
 # ----------------------------------------------------------------------------- network
 def _torch():
@@ -494,6 +501,25 @@ class UNetSegmenter(Segmenter):
         self.history: dict[str, list[float]] = {}
         self.timings: dict[str, float] = {}
 
+    # -- what runs, in words (the methods page) ---------------------------------------------
+    def weights_description(self) -> str:
+        p = self.params
+        if p.checkpoint:
+            return f"the user checkpoint {p.checkpoint}, fine-tuned on the train split"
+        if p.pretrain_steps <= 0:
+            return "a fresh network, trained on the train split"
+        return (f"the toolkit's own pretraining on synthetic sections (preset "
+                f"{p.pretrain_preset!r}, seed {p.pretrain_data_seed}), fine-tuned on the train split")
+
+    def network_description(self) -> str:
+        p = self.params
+        return (f"the toolkit's own U-Net (PyTorch; {p.classes} classes, depth {p.depth}, "
+                f"{p.base_channels} base channels); instances from its probabilities by a "
+                f"seeded watershed (tta = {p.tta}, seed_threshold = {p.seed_threshold}, "
+                f"area_threshold = {p.area_threshold}, seed_opening = {p.seed_opening}, "
+                f"min_area = {p.min_area_fraction} x fibre area"
+                + (f", distance_h = {p.distance_h}" if p.classes == 2 else "") + ")")
+
     # -- caches ---------------------------------------------------------------------------
     def _cache_extra(self) -> dict:
         extra = super()._cache_extra()
@@ -542,12 +568,12 @@ class UNetSegmenter(Segmenter):
         model, else (``pretrain_steps=0``) a random initialisation."""
         p = self.params
         if p.checkpoint:
-            self.source = "fine-tuned (checkpoint)"
+            self.source = "fine-tuned from a user checkpoint"
             return load_checkpoint(p.checkpoint, arch_config(p), self.device)
         if p.pretrain_steps <= 0:
-            self.source = "trained"
+            self.source = "trained from scratch"
             return self._new_model()
-        self.source = "fine-tuned"
+        self.source = "fine-tuned from the toolkit's synthetic pretraining"
         path = self.pretrain_dir / "pretrained.pt"
         if path.is_file():
             log.info("unet: reusing pretrained model %s", path)
