@@ -127,3 +127,44 @@ def test_pretrain_preset_has_no_test_split(tmp_path):
     out = synth.write_dataset(tmp_path / "p", config, seed=1, progress=False)
     ds = Dataset(out)
     assert [s.split for s in ds.sections()] == ["train", "train"]
+
+
+def test_dark_and_weak_membrane_fibres_are_drawn_with_their_share_and_levels():
+    from scipy import ndimage
+
+    from nclsm_utils.metrics.recall import fibre_detection
+    from nclsm_utils.synth import Appearance, SynthConfig
+    from nclsm_utils.synth.writer import generate_section
+
+    looks = [Appearance.draw(np.random.default_rng(s), 0.6) for s in range(200)]
+    shares = np.array([look.dark_fraction for look in looks])
+    assert shares.min() == 0.0 and 0.13 < shares.max() <= 0.15
+    assert 0.10 < (shares == 0).mean() < 0.22
+    assert all(0 <= look.dark_level <= 0.2 and 0 <= look.weak_fraction <= 0.06 for look in looks)
+    assert Appearance.typical().dark_fraction == 0.0  # the calibrated look (tiny fixtures)
+
+    config = SynthConfig(look_overrides={"dark_fraction": 0.15, "dark_level": 0.03})
+    out = generate_section("P01", "IMC", config, seed=77, index=0)
+    gt, image = out["myofibres"], out["image"]
+    table = fibre_detection(gt, gt, image)
+    relative = table["mass"] / table["mass"].median()
+    dark = table[relative < 0.2]
+    assert 0.12 <= len(dark) / len(table) <= 0.22, len(dark) / len(table)
+    assert dark["mass"].max() < 12          # near black in G (8-bit)
+    assert table.loc[relative >= 0.2, "mass"].min() > 15
+    # their membranes are as bright as the others': R on the ring just outside each fibre
+    ring = ndimage.grey_dilation(gt, size=5) * (gt == 0)
+    red = ndimage.mean(image[..., 0], ring, table["gt_id"])
+    is_dark = table["gt_id"].isin(dark["gt_id"]).to_numpy()
+    assert np.median(red[is_dark]) > 0.6 * np.median(red[~is_dark])
+
+
+def test_randomised_geometry_has_very_small_fibres_next_to_large_ones():
+    from nclsm_utils.synth import SynthConfig
+    from nclsm_utils.synth.writer import generate_section
+
+    out = generate_section("S11", "IF", SynthConfig(), seed=0, index=1)
+    areas = np.bincount(out["myofibres"].ravel())[1:]
+    areas = areas[areas > 0]
+    assert (areas < 0.2 * np.median(areas)).sum() >= 3
+    assert areas.max() > 2 * np.median(areas)
