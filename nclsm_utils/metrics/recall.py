@@ -135,7 +135,12 @@ def _bins(values, edges: np.ndarray) -> np.ndarray:
     return out
 
 
-def _recall_interval(detected: np.ndarray, sections: np.ndarray, **bootstrap) -> tuple[float, float]:
+def recall_interval(detected: np.ndarray, sections: np.ndarray, **bootstrap) -> tuple[float, float]:
+    """95 % bootstrap interval of the share of ``detected`` fibres, resampled within sections.
+
+    >>> recall_interval(np.array([True, True, False, True]), np.array(["a", "a", "b", "b"]))
+    (0.5, 1.0)
+    """
     detected = detected.astype(float)
     return stratified_interval(_strata(sections), lambda i: detected[i].mean(axis=-1),
                                **bootstrap)
@@ -172,7 +177,7 @@ def recall_by_decile(table: pd.DataFrame, prop: str = "mass", bins: int = 10,
         for k in range(1, len(edges)):
             chosen = group[numbers == k]
             detected = chosen["detected"].to_numpy(bool)
-            low, high = _recall_interval(detected, chosen["section"].to_numpy(),
+            low, high = recall_interval(detected, chosen["section"].to_numpy(),
                                          confidence=confidence, n_resamples=n_resamples,
                                          seed=seed)
             rows.append({"method": method, "property": prop, "decile": k,
