@@ -261,3 +261,12 @@ def gap_sentence(row) -> str:
             f": recall {row['lowest recall']:.2f} against {row['rest recall']:.2f} "
             f"(difference {row['difference']:.2f}, 95 % interval "
             f"{row['difference CI low']:.2f} to {row['difference CI high']:.2f}).")
+
+
+def recall_report(table: pd.DataFrame, properties=PROPERTIES, **bootstrap):
+    """:func:`recall_by_decile` and :func:`lowest_decile_gap` of every property, each as one
+    table (rows of all properties and methods): ``(deciles, gaps)``."""
+    deciles = [recall_by_decile(table, prop, **bootstrap) for prop in properties]
+    gaps = [lowest_decile_gap(table, prop, **bootstrap) for prop in properties]
+    return (pd.concat(deciles, ignore_index=True),
+            pd.concat(gaps, ignore_index=True) if any(len(g) for g in gaps) else pd.DataFrame())
