@@ -150,36 +150,54 @@ def cmd_segment(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-
-    from .core.io import write_tiff
+    from .export import SUMMARY_NAME, expand_images, predict_files
     from .segmenters import SegmenterError, get_segmenter
-    from .segmenters.apply import estimate_fibre_diameter, predict_image, read_rgb_image
 
-    image = read_rgb_image(args.image)
+    for option in ("pixel_size", "fibre_diameter_um"):
+        value = getattr(args, option)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{option.replace('_', '-')} must be a positive number of "
+                             f"micrometres, got {value:g}")
+    if args.fibre_diameter is not None and args.fibre_diameter_um is not None:
+        raise ValueError("give --fibre-diameter (pixels) or --fibre-diameter-um, not both")
+    images = expand_images(args.image)
+    labels_path = out_dir = None
+    if args.out is not None:
+        if Path(args.out).suffix.lower() in (".tif", ".tiff"):
+            labels_path = args.out
+        else:
+            out_dir = args.out
     try:
         # an unknown method fails here, before any data is read or generated (exit code 2)
         segmenter = get_segmenter(args.method, workdir=args.workdir, quick=args.quick)
-        diameter = args.fibre_diameter
-        if diameter is None:
-            diameter = estimate_fibre_diameter(image)
-            print(f"estimated fibre diameter: {diameter:.1f} px (set it with --fibre-diameter)")
-        if args.data is None:   # the default data of `nclsm report` / `make report`
-            from .report.pipeline import resolve_data
-
-            data = resolve_data("data")
+        if args.data is None:   # the default data of `nclsm report` / `make report`,
+            from .report.pipeline import resolve_data   # resolved (generated) at the first
+                                                        # readable image
+            data = lambda: resolve_data("data")  # noqa: E731
         else:
             data = args.data
-        labels = predict_image(segmenter, image, modality=args.modality,
-                               fibre_diameter=diameter, data=data, workdir=args.workdir,
-                               quick=args.quick)
-        count = int(labels.max())
-        dtype = np.uint16 if count < 2 ** 16 else np.uint32
-        write_tiff(args.out, labels.astype(dtype))
+        summary = predict_files(
+            images, segmenter, data=data, out_dir=out_dir, labels_path=labels_path,
+            modality=args.modality, membrane_channel=args.membrane_channel,
+            mass_channel=args.mass_channel, pixel_size=args.pixel_size,
+            fibre_diameter=args.fibre_diameter, fibre_diameter_um=args.fibre_diameter_um,
+            force=args.force, reader=args.reader,
+            report=lambda line, error=False: print(
+                f"nclsm predict: {line}" if error else line,
+                file=sys.stderr if error else sys.stdout))
     except (SegmenterError, OSError) as error:  # OSError: unwritable output or workdir
         print(f"nclsm predict: error: {error}", file=sys.stderr)
         return 2
-    print(f"{count} objects -> {args.out}")
+    failed = int((summary["status"] == "failed").sum())
+    if len(images) > 1:
+        folder = Path(out_dir) if out_dir else images[0].parent
+        print(f"{len(images) - failed} of {len(images)} image(s) segmented or done before; "
+              f"summary -> {folder / SUMMARY_NAME}")
+    if failed:
+        if len(images) > 1:
+            print(f"nclsm predict: {failed} of {len(images)} image(s) failed (see above); the "
+                  "others were written", file=sys.stderr)
+        return 2 if failed == len(images) else 1
     return 0
 
 
@@ -196,7 +214,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError("give --modality IMC|IF (ring half-width 2 or 6) or --half-width")
     half_width = args.half_width if args.half_width is not None \
         else modality_half_width(args.modality)
-    table = evaluate(gt, pred, image, half_width=half_width)
+    table = evaluate(gt, pred, image, half_width=half_width, definition=args.definition)
     write_csv(args.out, table)
     print(f"{len(table)} GT fibres, {int(table['matched'].sum())} matched -> {args.out}")
     if len(table):
@@ -410,19 +428,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("predict", help="segment any RGB image (R membrane, G mass) with a "
-                                       "method trained on a dataset's train split")
+    p = sub.add_parser("predict", help="segment your own microscope images (TIFF, OME-TIFF, "
+                       "PNG, JPEG, CZI/ND2/LIF with the formats extra) and export the fibres "
+                       "for Fiji and QuPath")
     p.add_argument("--method", required=True,
                    help="mitocyto | cellpose | stardist | unet | unet2")
-    p.add_argument("--image", required=True, help="RGB image (TIFF, PNG, JPEG): R = membrane "
-                   "marker, G = mitochondrial-mass marker, B ignored; RGBA, 2-channel, "
-                   "channels-first and 16-bit images are converted")
-    p.add_argument("--out", required=True, help="label mask TIFF to write (0 = background)")
+    p.add_argument("--image", required=True, nargs="+", help="image files, folders or glob "
+                   "patterns; R = membrane marker, G = mitochondrial-mass marker unless "
+                   "--membrane-channel/--mass-channel choose the channels; 16-bit images are "
+                   "stretched per channel (0.1-99.9 percentiles)")
+    p.add_argument("--out", default=None, help="output folder (default: beside each image); "
+                   "for one image a .tif/.tiff path names the label TIFF itself")
+    p.add_argument("--membrane-channel", default=None, metavar="INDEX|NAME",
+                   help="channel of the membrane marker (laminin, dystrophin ...): 0-based "
+                        "index or a channel name from the file's metadata")
+    p.add_argument("--mass-channel", default=None, metavar="INDEX|NAME",
+                   help="channel of the mitochondrial-mass marker (index or name); without it "
+                        "G is 0")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="micrometres per pixel (default: from the file's metadata)")
     p.add_argument("--modality", choices=["IMC", "IF"], default="IMC",
                    help="selects the method's per-modality settings (default IMC)")
     p.add_argument("--fibre-diameter", type=float, default=None, metavar="PX",
                    help="median fibre diameter in pixels of the image (default: estimated "
                         "from the membrane channel and printed)")
+    p.add_argument("--fibre-diameter-um", type=float, default=None, metavar="UM",
+                   help="median fibre diameter in micrometres (needs a pixel size)")
+    p.add_argument("--force", action="store_true",
+                   help="redo images whose outputs all exist (default: skip them)")
+    p.add_argument("--reader", choices=["bioio"], default=None,
+                   help="read every file through bioio (default: tifffile for TIFF, Pillow for "
+                        "PNG/JPEG, bioio for other formats)")
     p.add_argument("--data", default=None, help="dataset whose train split trains the method "
                    "(default: as `nclsm report`: NCL-SM found in data/, else the synthetic "
                    "data/synthetic, generated when missing)")
@@ -440,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sets the ring half-width: IMC 2, IF 6 (required unless --half-width)")
     p.add_argument("--half-width", type=int, default=None, help="ring half-width k, overrides "
                    "--modality")
+    p.add_argument("--definition", choices=["labels", "published"], default="labels",
+                   help="labels (default): one fibre per label, its filled pixels; published: "
+                        "the published notebook's OpenCV contours, so that fibre indices and "
+                        "IoUs equal its per-fibre csvs")
     p.add_argument("--out", required=True, help="per-fibre csv to write")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_evaluate)

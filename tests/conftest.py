@@ -16,6 +16,35 @@ def sample_dir() -> Path:
     return SAMPLE
 
 
+#: ../shared/ncl-sm-sample files at their place in the public NCL-SM repository (S11's QA
+#: mask and the section images are not in the public copy at hand).
+REPOSITORY_LAYOUT = {
+    "sample_data/sample_IF_groundtruth_masks/S11.tiff": "S11_groundtruth_mask.tiff",
+    "sample_data/sample_IF_groundtruth_masks/S60.tiff": "S60_groundtruth_mask.tiff",
+    "sample_data/sample_assess_masks/S60.tiff": "S60_qa_mask.tiff",
+    "sample_data/sample_ouputs/quality_metrics_csvs/S11.csv": "S11_qa_vs_groundtruth_per_fibre.csv",
+    "sample_data/sample_ouputs/quality_metrics_csvs/S60.csv": "S60_qa_vs_groundtruth_per_fibre.csv",
+    "sample_data/sample_ouputs/NTM_csvs/all_Myofibres_Calculations_QIF.csv":
+        "IF_all_myofibres_shape_features.csv",
+    "sample_data/sample_ouputs/NTM_csvs/NTM_detection.csv": "IF_NTM_detection.csv",
+}
+
+
+@pytest.fixture(scope="session")
+def ncl_sm_repo(sample_dir, tmp_path_factory) -> Path:
+    """A checkout of the paper's code repository as far as ../shared holds it: every file of
+    :data:`REPOSITORY_LAYOUT`, linked at its repository path."""
+    import os
+
+    root = tmp_path_factory.mktemp("repository") / "NCL-SM"
+    for link, target in REPOSITORY_LAYOUT.items():
+        if not (sample_dir / target).is_file():
+            pytest.skip(f"{sample_dir / target} is missing")
+        (root / link).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(sample_dir / target, root / link)
+    return root
+
+
 @pytest.fixture(scope="session")
 def panel():
     """The real overview figure's panel A and registered panel B (``realpanel.load_panel``);

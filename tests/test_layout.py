@@ -65,7 +65,8 @@ def test_public_names_stay_importable():
 
 
 #: The layout of ../shared/DESIGN.md: these packages exist and hold modules.
-LAYOUT = ("core", "synth", "metrics", "segmenters", "runner", "curation", "report", "explore")
+LAYOUT = ("core", "synth", "metrics", "segmenters", "runner", "curation", "report", "explore",
+          "export")
 
 
 def test_layout_of_design_md():

@@ -562,5 +562,38 @@ def test_paper_reproduction_page_with_and_without_the_repository(batch, tmp_path
     checks = pd.read_csv(reports / "reproduction.csv").set_index("check")
     assert checks.loc["shape_features S11", "match"] == True  # noqa: E712
     assert checks.loc["ntm_rule flags", "match"] == True  # noqa: E712
-    assert "2 numbers compared, 0 disagree" in _page_text(executed(reports,
+    assert "3 numbers compared, 0 disagree" in _page_text(executed(reports,
                                                                     "08_paper_reproduction"))
+
+
+def test_report_with_the_repository_shows_the_row_by_row_reproduction(tiny, tmp_path,
+                                                                      ncl_sm_repo, monkeypatch):
+    """`make report NCLSM_REPO=DIR` (`nclsm report --ncl-sm-repo DIR`): the Paper reproduction
+    page shows the table of `nclsm reproduce`, with every row of S60's published per-fibre csv
+    compared. Only that notebook runs here (the others and the site rendering are stubbed)."""
+    from nclsm_utils.cli import main
+    from nclsm_utils.report import reproduce, site
+
+    root, data = tiny
+    real_run = pipeline.resolve_and_run
+
+    def only_the_reproduction_page(data_dir, **options):
+        options.update(notebooks=["08_paper_reproduction"], workdir=root / "work",
+                       methods=METHODS, progress=False)
+        return real_run(data_dir, **options)
+
+    monkeypatch.setattr(pipeline, "resolve_and_run", only_the_reproduction_page)
+    monkeypatch.setattr(site, "build_site", lambda reports_dir: site.SiteResult(
+        index=Path(reports_dir) / "index.html", engine="stub", pages=[]))
+    reports = tmp_path / "reports"
+    assert main(["report", "--data", str(data), "--reports", str(reports), "--quick",
+                 "--ncl-sm-repo", str(ncl_sm_repo)]) == 0
+    shown = pd.read_csv(reports / "reproduction.csv")
+    expected = reproduce.reproduce(ncl_sm_repo)
+    columns = ["check", "published", "recomputed", "match"]
+    same = ~shown["check"].str.startswith("time ")       # our timing varies run to run
+    assert shown.loc[same, columns].astype(str).values.tolist() == \
+        expected.loc[same.to_numpy(), columns].astype(str).values.tolist()
+    page = _page_text(executed(reports, "08_paper_reproduction"))
+    assert "13 numbers compared, 0 disagree" in page
+    assert "586 of 586 rows equal" in page and "586 rows compared" in page

@@ -104,16 +104,23 @@ def test_qa_pair_and_table2_on_a_made_up_pair(tmp_path):
     qa[6:25, 5:25], qa[5:25, 36:55] = 1, 2          # fibre 3 not annotated
     write_tiff(rep.sample_path(tmp_path, "gt", "S11"), gt)
     write_tiff(rep.sample_path(tmp_path, "qa", "S11"), qa)
-    ours = evaluate(gt, qa, match="pred_centroid")
+    ours = evaluate(gt, qa, definition="published")
     _published_csv(ours, rep.sample_path(tmp_path, "per_fibre", "S11"))
     rows = pd.DataFrame(rep.qa_pair_rows(tmp_path, "S11")).set_index("check")
     pair = rows.loc["qa_pair S11"]
-    assert pair["match"] == True and pair["published"] == "2 of 3 matched"  # noqa: E712
+    assert pair["match"] == True and pair["published"] == "3 rows, 2 matched"  # noqa: E712
+    assert pair["recomputed"] == "3 of 3 rows equal"
     assert "largest IoU difference 0.00e+00" in pair["detail"]
     assert rows.loc["time S11", "match"] is None
-    # a published IoU that differs is a disagreement
-    tampered = ours.assign(iou=ours["iou"] + np.where(ours["matched"], 0.01, 0))
+    # a published IoU that differs by more than 1e-9 is a disagreement, naming the row
+    tampered = ours.assign(iou=ours["iou"] + np.where(ours["matched"], 2e-9, 0))
     _published_csv(tampered, rep.sample_path(tmp_path, "per_fibre", "S11"))
+    row = rep.qa_pair_rows(tmp_path, "S11")[0]
+    assert row["match"] is False and row["recomputed"] == "1 of 3 rows equal"
+    assert "first differing rows (Fibre_GT): [0, 1]" in row["detail"]
+    # so is a published row with another assessed fibre (label-based IoUs are not equal)
+    _published_csv(evaluate(gt, qa, match="pred_centroid"),
+                   rep.sample_path(tmp_path, "per_fibre", "S11"))
     assert rep.qa_pair_rows(tmp_path, "S11")[0]["match"] is False
     # Table II's QA-IF row from two csvs: made-up numbers disagree with the paper's
     _published_csv(ours, rep.sample_path(tmp_path, "per_fibre", "S60"))
@@ -121,3 +128,64 @@ def test_qa_pair_and_table2_on_a_made_up_pair(tmp_path):
     assert table2.loc["table2 QA-IF MF-A", "recomputed"] == 4
     assert table2.loc["table2 QA-IF MF-A", "match"] == False  # noqa: E712
     assert table2.loc["table2 QA-IF mean IoU", "published"] == 0.96
+
+
+def test_gt_side_is_compared_without_the_qa_mask(tmp_path):
+    from nclsm_utils.core.io import write_tiff
+    from nclsm_utils.metrics import evaluate
+
+    gt = np.zeros((40, 40), np.uint16)
+    gt[5:15, 5:15], gt[20:30, 20:30] = 3, 8
+    write_tiff(rep.sample_path(tmp_path, "gt", "S11"), gt)
+    _published_csv(evaluate(gt, gt, definition="published"),
+                   rep.sample_path(tmp_path, "per_fibre", "S11"))
+    rows = pd.DataFrame(rep.qa_pair_rows(tmp_path, "S11")).set_index("check")
+    assert rows.loc["qa_pair S11", "match"] is None
+    assert "sample_assess_masks/S11.tiff missing" in rows.loc["qa_pair S11", "detail"]
+    assert rows.loc["gt_contours S11", "match"] == True  # noqa: E712
+    assert rows.loc["gt_contours S11", "recomputed"] == "2 GT contours"
+    gt[33:36, 2:5] = 1                                # a third fibre the csv does not have
+    write_tiff(rep.sample_path(tmp_path, "gt", "S11"), gt)
+    assert rep.gt_contour_rows(tmp_path, "S11")[0]["match"] is False
+
+
+# ---------------------------------------------------------------------------- the whole repository
+@pytest.fixture(scope="module")
+def full_run(ncl_sm_repo, tmp_path_factory):
+    """`nclsm reproduce --json` on every file ../shared holds, laid out as the repository."""
+    import contextlib
+    import io
+    import time
+
+    out = tmp_path_factory.mktemp("reproduction")
+    buffer = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(buffer):
+        status = main(["reproduce", "--ncl-sm-repo", str(ncl_sm_repo), "--json",
+                       "--out", str(out)])
+    seconds = time.perf_counter() - start
+    return status, json.loads(buffer.getvalue())["rows"], seconds, out
+
+
+def test_whole_reproduction_agrees_on_every_compared_number(full_run):
+    status, rows, seconds, out = full_run
+    assert status == 0 and seconds < 60
+    compared = [r for r in rows if r["match"] is not None]
+    assert len(compared) >= 12 and all(r["match"] is True for r in compared)
+    checks = {r["check"]: r for r in rows}
+    s60 = checks["qa_pair S60"]
+    assert s60["published"] == "586 rows, 13 matched"
+    assert s60["recomputed"] == "586 of 586 rows equal"
+    assert s60["detail"].startswith("586 rows compared") and "586 equal" in s60["detail"]
+    assert checks["qa_pair S11"]["match"] is None     # S11's QA mask is not public
+    assert checks["gt_contours S11"]["recomputed"] == "489 GT contours"
+    for name, value in rep.PUBLISHED_QA_IF.items():
+        assert checks[f"table2 QA-IF {name}"]["match"] is True
+        assert checks[f"table2 QA-IF {name}"]["recomputed"] == value
+    assert checks["ntm_rule count"]["recomputed"] == 10744
+    assert checks["ntm_rule count"]["match"] is True
+    assert checks["ntm_rule flags"]["detail"] == "agrees on 27455 of 27455 fibres"
+    assert checks["shape_features S60"]["recomputed"] == "584 fibres"
+    assert checks["time S60"]["match"] is None
+    written = pd.read_csv(out / "reproduction.csv")
+    assert written["check"].tolist() == [r["check"] for r in rows]

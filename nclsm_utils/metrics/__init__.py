@@ -49,7 +49,7 @@ For each ground-truth (GT) fibre, i.e. each non-zero label of ``gt_labels``:
   100 |AoB & mass+| / |AoB|, in percent; NaN when the ring is empty.
 
 Every label is one fibre (the published code would split a label with
-several 8-connected parts into several contours).
+several 4-connected parts into several contours).
 
 Where the published code differs from these (README) definitions
 ----------------------------------------------------------------
@@ -63,6 +63,10 @@ Where the published code differs from these (README) definitions
   label's own pixels, as the README defines them.
 * Image border: it overwrites the outermost image rows/columns with the
   highest label before tracing, so fibres lose their border pixels.
+
+``evaluate(..., definition="published")`` follows the published code in all three
+(:mod:`nclsm_utils.metrics._contours`), so its fibre indices and IoUs equal the published
+per-fibre csvs; the label-based definitions above stay the default.
 
 Example
 -------
@@ -90,8 +94,11 @@ from .instance import (  # noqa: F401
     aggregate_instance_metrics, instance_metrics, instance_metrics_dataset, iou_matrix,
     label_overlap, match_counts,
 )
+from ._contours import (  # noqa: F401
+    ContourFibre, contour_centroid, filled_crop, published_contours, strictly_inside,
+)
 from .paper import (  # noqa: F401
-    A_THRESHOLDS, MASS_PERCENTILE, MATCH_RULES, MEMBRANE_PERCENTILE, PER_FIBRE_COLUMNS,
+    A_THRESHOLDS, DEFINITIONS, MASS_PERCENTILE, MATCH_RULES, PUBLISHED_LABEL_COLUMNS, MEMBRANE_PERCENTILE, PER_FIBRE_COLUMNS,
     PUBLISHED_COLUMNS, SUMMARY_COLUMNS, MetricWarning, _Fibre, _PER_FIBRE_DTYPES, _box,
     _check_half_width, _check_image, _empty_table, _fibre, _iou, _match, _match_pred_centroid,
     _pearson, _percent, _read_csv, _ring_percentages, _unmatched_predictions, a_column,

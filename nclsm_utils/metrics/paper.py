@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..core.dataset import HALF_WIDTH
 from ..core.io import DataError
+from ._contours import contour_centroid, filled_crop, published_contours, strictly_inside
 from ._regions import (
     LabelBoxes, _check_labels, _counts, _dilate, _erode, _fast_dtype, _percentile_from_counts,
     fill_holes, label_boxes,
@@ -35,6 +36,14 @@ A_THRESHOLDS = (0.80, 0.90, 0.95)
 
 #: Matching rules of :func:`evaluate` (the first is the README's and the default).
 MATCH_RULES = ("gt_centroid", "pred_centroid")
+
+#: Fibre definitions of :func:`evaluate`: ``"labels"`` (default: one fibre per label, its
+#: filled pixels) and ``"published"`` (the published notebook's OpenCV contours, so that
+#: indices and IoUs equal its per-fibre csvs).
+DEFINITIONS = ("labels", "published")
+#: Extra columns of :func:`evaluate` with ``definition="published"``: the label value of
+#: each contour (0 when not detected).
+PUBLISHED_LABEL_COLUMNS = ["gt_label", "pred_label"]
 
 #: Columns of the per-fibre table of :func:`evaluate`, in order.
 PER_FIBRE_COLUMNS = [
@@ -239,7 +248,8 @@ def _box(boxes: LabelBoxes, i: int) -> tuple[int, int, int, int]:
 
 
 def evaluate(gt_labels: np.ndarray, pred_labels: np.ndarray, image: np.ndarray | None = None,
-             half_width: int | None = None, match: str = "gt_centroid") -> pd.DataFrame:
+             half_width: int | None = None, match: str | None = None,
+             definition: str = "labels") -> pd.DataFrame:
     """Per-fibre paper metrics of a predicted (or QA) label image against the ground truth.
 
     Parameters
@@ -252,11 +262,26 @@ def evaluate(gt_labels: np.ndarray, pred_labels: np.ndarray, image: np.ndarray |
     half_width : int, optional
         Ring half-width k in pixels (:func:`modality_half_width`: 2 for IMC, 6 for IF);
         required with an image.
-    match : {"gt_centroid", "pred_centroid"}
-        ``"gt_centroid"`` (default, the README's rule): the lowest predicted label whose
-        filled region contains the GT fibre's centroid. ``"pred_centroid"`` (the direction
-        the published notebook's ``are_same_fibres`` actually tests): the lowest predicted
-        label whose own centroid lies in the GT fibre's filled region.
+    match : {"gt_centroid", "pred_centroid"}, optional
+        ``"gt_centroid"`` (the default with ``definition="labels"``, the README's rule): the
+        lowest predicted label whose filled region contains the GT fibre's centroid.
+        ``"pred_centroid"`` (the direction the published notebook's ``are_same_fibres``
+        actually tests, and the only rule of ``definition="published"``): the lowest
+        predicted label whose own centroid lies in the GT fibre's filled region.
+    definition : {"labels", "published"}
+        ``"labels"`` (default): one fibre per label, its pixels with holes filled (the
+        module docstring's definitions). ``"published"``: fibres as the published
+        notebook enumerates them (:func:`nclsm_utils.metrics._contours.published_contours`:
+        OpenCV hole contours of each label value, ascending, after the image frame is set
+        to the maximum label), the truncated polygon-moment centroid of each predicted
+        contour, strictly inside the GT contour (``cv2.pointPolygonTest > 0``) to match,
+        and IoU and rings on the contours drawn filled (the region plus the one-pixel
+        outline it is traced along). ``gt_id``/``pred_id`` are then 1-based contour
+        numbers (the csv's ``Fibre_GT + 1``/``Fibre_Assess + 1``, as
+        :func:`read_per_fibre_csv` reads them), ``n_gt``/``n_pred`` the contour counts,
+        ``centroid_row``/``centroid_col`` the GT contour's moment centroid, and two more
+        columns, :data:`PUBLISHED_LABEL_COLUMNS`, give each contour's label value. Indices
+        and IoUs equal the published csvs exactly (the real S60 QA pair: all 586 rows).
 
     Returns
     -------
@@ -274,8 +299,9 @@ def evaluate(gt_labels: np.ndarray, pred_labels: np.ndarray, image: np.ndarray |
     ------
     ValueError
         Masks of different shapes, non-integer or negative masks, an image that is not
-        (H, W, 3) of the masks' size, a half_width that is not a positive integer, or an
-        unknown match rule.
+        (H, W, 3) of the masks' size, a half_width that is not a positive integer, an
+        unknown match rule or definition, or ``match="gt_centroid"`` with
+        ``definition="published"``.
 
     Examples
     --------
@@ -285,14 +311,30 @@ def evaluate(gt_labels: np.ndarray, pred_labels: np.ndarray, image: np.ndarray |
     >>> table = evaluate(gt, pred, image, half_width=2)
     >>> table[["gt_id", "pred_id", "iou", "gt_membrane_included"]].round(3).to_dict("list")
     {'gt_id': [1, 2], 'pred_id': [3, 0], 'iou': [0.667, 0.0], 'gt_membrane_included': [100.0, 0.0]}
+
+    The published definition traces each fibre along the pixels around it, so its filled
+    regions are one pixel larger all round, corners cut (140 pixels for the 10 x 10 square):
+
+    >>> published = evaluate(gt, pred, definition="published")
+    >>> published[["gt_id", "pred_id", "gt_label", "pred_label", "gt_area"]].to_dict("list")
+    {'gt_id': [1, 2], 'pred_id': [1, 0], 'gt_label': [1, 2], 'pred_label': [3, 0], 'gt_area': [140, 45]}
     """
     gt = _check_labels(gt_labels, "gt_labels")
     pred = _check_labels(pred_labels, "pred_labels")
     if gt.shape != pred.shape:
         raise ValueError(f"gt_labels {gt.shape} and pred_labels {pred.shape} have different "
                          "shapes; both masks must come from the same section")
+    if definition not in DEFINITIONS:
+        raise ValueError(f"definition must be one of {', '.join(DEFINITIONS)}, got "
+                         f"{definition!r}")
+    if match is None:
+        match = "pred_centroid" if definition == "published" else "gt_centroid"
     if match not in MATCH_RULES:
         raise ValueError(f"match must be one of {', '.join(MATCH_RULES)}, got {match!r}")
+    if definition == "published" and match != "pred_centroid":
+        raise ValueError("definition='published' matches as the published notebook does (the "
+                         "predicted contour's centroid inside the GT contour); leave match out "
+                         "or pass match='pred_centroid'")
     thresholds = None
     if image is not None:
         if half_width is None:
@@ -303,6 +345,8 @@ def evaluate(gt_labels: np.ndarray, pred_labels: np.ndarray, image: np.ndarray |
     elif half_width is not None:
         half_width = _check_half_width(half_width)
     pad = half_width if image is not None else 0
+    if definition == "published":
+        return _evaluate_published(gt, pred, image, half_width, pad)
 
     gt_boxes = label_boxes(gt)
     pred_boxes = label_boxes(pred)
@@ -354,6 +398,68 @@ def evaluate(gt_labels: np.ndarray, pred_labels: np.ndarray, image: np.ndarray |
     table["n_gt"] = len(gt_boxes)
     table["n_pred"] = len(pred_boxes)
     return table[PER_FIBRE_COLUMNS].astype(_PER_FIBRE_DTYPES)
+
+
+def _evaluate_published(gt: np.ndarray, pred: np.ndarray, image, half_width, pad: int):
+    """:func:`evaluate` with ``definition="published"`` (inputs already checked)."""
+    gt_contours = published_contours(gt)
+    pred_contours = published_contours(pred)
+    dtypes = {**_PER_FIBRE_DTYPES, "gt_label": "int64", "pred_label": "int64"}
+    columns = PER_FIBRE_COLUMNS + PUBLISHED_LABEL_COLUMNS
+    if not gt_contours:
+        return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in columns})
+    thresholds = None
+    if image is not None:
+        thresholds = positive_thresholds(image)
+        log.debug("positive thresholds: membrane R > %s, mass G > %s", *thresholds)
+
+    def fibre(contour) -> _Fibre:
+        row0, col0, filled = filled_crop(contour, pad, gt.shape)
+        return _Fibre(row0, col0, filled, int(np.count_nonzero(filled)), (-1, -1))
+
+    # the predicted contours' centroids (x, y); a zero-area contour never matches
+    centroids = [contour_centroid(f.contour) for f in pred_contours]
+    usable = np.array([c is not None for c in centroids], bool)
+    if not usable.all():
+        log.warning("%d predicted contour(s) of zero area are never matched",
+                    int((~usable).sum()))
+    points = np.array([c if c is not None else (-1, -1) for c in centroids],
+                      np.int64).reshape(-1, 2)
+    pred_cache: dict[int, _Fibre] = {}
+    pred_rings: dict[int, tuple[float, float]] = {}
+    rows = []
+    for g, gt_contour in enumerate(gt_contours):
+        row0, row1, col0, col1 = gt_contour.bounding_rect()
+        # only a centroid inside the contour's bounding box can be strictly inside it
+        candidates = np.flatnonzero(usable & (points[:, 0] >= col0) & (points[:, 0] < col1)
+                                    & (points[:, 1] >= row0) & (points[:, 1] < row1))
+        hit = next((int(j) for j in candidates
+                    if strictly_inside(gt_contour.contour, tuple(points[j]))), None)
+        this = fibre(gt_contour.contour)
+        centroid = contour_centroid(gt_contour.contour) or (-1, -1)
+        row = {"gt_id": g + 1, "pred_id": 0, "matched": False, "iou": 0.0,
+               "gt_area": this.area, "pred_area": 0, "centroid_row": centroid[1],
+               "centroid_col": centroid[0], "gt_membrane_included": math.nan,
+               "gt_mass_missed": math.nan, "pred_membrane_included": math.nan,
+               "pred_mass_missed": math.nan, "gt_label": gt_contour.label, "pred_label": 0}
+        if image is not None:
+            row["gt_membrane_included"], row["gt_mass_missed"] = _ring_percentages(
+                this, image, thresholds, half_width)
+        if hit is not None:
+            if hit not in pred_cache:
+                pred_cache[hit] = fibre(pred_contours[hit].contour)
+            other = pred_cache[hit]
+            row.update(pred_id=hit + 1, matched=True, iou=_iou(this, other),
+                       pred_area=other.area, pred_label=pred_contours[hit].label)
+            if image is not None:
+                if hit not in pred_rings:
+                    pred_rings[hit] = _ring_percentages(other, image, thresholds, half_width)
+                row["pred_membrane_included"], row["pred_mass_missed"] = pred_rings[hit]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["n_gt"] = len(gt_contours)
+    table["n_pred"] = len(pred_contours)
+    return table[columns].astype(dtypes)
 
 
 def _match(centroid, pred, pred_boxes: LabelBoxes, pred_index, pred_fibre):

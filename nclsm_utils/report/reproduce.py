@@ -7,9 +7,12 @@ and says, row by row, whether ours agrees:
 ========================  =====================================================================
 check                     what is compared
 ========================  =====================================================================
-``qa_pair <S>``           our per-fibre match and IoU of the QA mask against the ground truth
-                          vs the published per-fibre csv of section S (fibres matched, same
-                          pairs, largest IoU difference); needs both masks and the csv
+``qa_pair <S>``           the published per-fibre csv of section S row by row against ours
+                          (``evaluate(..., definition="published")``: the notebook's OpenCV
+                          contours): ``Fibre_GT``, ``Fibre_Assess``, both totals equal and
+                          ``IoU_Score_Assess_GT`` within 1e-9 in every row; needs both masks
+``gt_contours <S>``       without the QA mask: the csv's ``Total_GTcontours`` and its
+                          ``Fibre_GT`` column against our contours of the ground truth
 ``table2 QA-IF <metric>`` Table II's QA-IF row (S11 and S60 together: MF-A 23, r_AoB 0.92,
                           r_AiB 0.94, mean IoU 0.96, A% 100 / 100 / 74) from the published
                           per-fibre csvs, at the paper's precision
@@ -18,8 +21,9 @@ check                     what is compared
 ``ntm_rule flags``        the published NTM rule over every published IF row vs the
                           published flags
 ``ntm_rule count``        its count vs Table I's 10,744 (only with all 19 IF sections)
-``time <S>``              our time for a section's paper metrics vs the published notebook's
-                          log (36 min 53 s for S11's 489 fibres); informative, never a mismatch
+``time <S>``              our time for a QA pair's rows vs the published notebook's log
+                          (36 min 53 s for S11's 489 fibres, 22 min 56 s for S60's 586);
+                          informative, never a mismatch
 ========================  =====================================================================
 
 A missing file skips only its rows, with a note; ``match`` is True/False for a comparison
@@ -50,6 +54,10 @@ PUBLISHED_DIGITS = {"MF-A": 0, "r_AoB": 2, "r_AiB": 2, "mean IoU": 2, "A%(IoU>0.
 PUBLISHED_NTM_IF = 10744
 PUBLISHED_IF_SECTIONS = 19
 PUBLISHED_S11_SECONDS = 36 * 60 + 53
+#: The published notebook's logged time per QA section (its progress bar over the GT fibres).
+PUBLISHED_SECONDS = {"S11": PUBLISHED_S11_SECONDS, "S60": 22 * 60 + 56}
+#: Largest IoU difference of a row that still counts as equal to the published csv.
+IOU_TOLERANCE = 1e-9
 QA_SECTIONS = ("S11", "S60")
 
 #: The paper's published rows of Tables II and III (real NCL-SM; Table III on the IMC
@@ -124,40 +132,114 @@ def _labels(path: Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- the checks
+def compare_rows(ours: pd.DataFrame, published: pd.DataFrame,
+                 tolerance: float = IOU_TOLERANCE) -> pd.Series:
+    """Which rows of a published per-fibre csv ours reproduces exactly.
+
+    Parameters
+    ----------
+    ours : DataFrame
+        :func:`nclsm_utils.metrics.evaluate` with ``definition="published"``.
+    published : DataFrame
+        :func:`nclsm_utils.metrics.read_per_fibre_csv` of the published csv.
+    tolerance : float
+        Largest IoU difference that counts as equal.
+
+    Returns
+    -------
+    Series of bool
+        One entry per published row (in file order): True when ours has a row at the same
+        position with the same ``gt_id`` (``Fibre_GT``), ``pred_id`` (``Fibre_Assess``),
+        ``n_gt`` and ``n_pred`` (the totals) and an IoU within ``tolerance``.
+
+    Examples
+    --------
+    >>> ours = pd.DataFrame({"gt_id": [1, 2], "pred_id": [2, 0], "n_gt": 2, "n_pred": 2,
+    ...                      "iou": [0.9, 0.0]})
+    >>> compare_rows(ours, ours.assign(iou=[0.9 + 1e-12, 0.0])).tolist()
+    [True, True]
+    >>> compare_rows(ours, ours.assign(pred_id=[1, 0])).tolist()
+    [False, True]
+    """
+    n = min(len(ours), len(published))
+    equal = np.zeros(len(published), bool)
+    a, b = ours.iloc[:n], published.iloc[:n]
+    same = np.ones(n, bool)
+    for column in ("gt_id", "pred_id", "n_gt", "n_pred"):
+        same &= a[column].to_numpy(np.int64) == b[column].to_numpy(np.int64)
+    same &= np.abs(a["iou"].to_numpy(float) - b["iou"].to_numpy(float)) <= tolerance
+    equal[:n] = same
+    return pd.Series(equal, index=published.index, name="equal")
+
+
 def qa_pair_rows(repo, section: str) -> list[dict]:
-    """Our per-fibre match and IoU vs the published per-fibre csv of one QA pair, and our
-    time for them (the published notebook took 36 min 53 s on S11). The match follows the
-    published code's direction (``evaluate(..., match="pred_centroid")``)."""
+    """The published per-fibre csv of one QA pair, row by row, against ours, and our time.
+
+    Ours is :func:`nclsm_utils.metrics.evaluate` with ``definition="published"`` (the
+    notebook's contours, centroid rule and filled-contour IoU); a row agrees when
+    :func:`compare_rows` says so, and the check agrees when every row does and the row
+    counts are equal. Without the QA mask, the ground-truth side alone is compared
+    (:func:`gt_contour_rows`). The ring percentages need the section image, which the
+    repository does not ship, and are not compared.
+    """
     from ..metrics import evaluate, read_per_fibre_csv
 
     gt_path, qa_path = sample_path(repo, "gt", section), sample_path(repo, "qa", section)
     csv_path = sample_path(repo, "per_fibre", section)
-    missing = [p for p in (gt_path, qa_path, csv_path) if not p.is_file()]
     check = f"qa_pair {section}"
+    missing = [p for p in (gt_path, qa_path, csv_path) if not p.is_file()]
     if missing:
-        return [_skip(check, "per-fibre match and IoU", missing)]
-    published = read_per_fibre_csv(csv_path).set_index("gt_id").sort_index()
+        rows = [_skip(check, "per-fibre rows", missing)]
+        if gt_path.is_file() and csv_path.is_file():
+            rows += gt_contour_rows(repo, section)
+        return rows
+    published = read_per_fibre_csv(csv_path)
     gt, qa = _labels(gt_path), _labels(qa_path)
     start = time.perf_counter()
-    ours = evaluate(gt, qa, match="pred_centroid").set_index("gt_id").sort_index()
+    ours = evaluate(gt, qa, definition="published")
     seconds = time.perf_counter() - start
-    if len(ours) != len(published):
-        return [_row(check, f"{len(published)} fibres", f"{len(ours)} fibres", False,
-                     "different numbers of ground-truth fibres")]
-    same_pairs = bool((ours["pred_id"].to_numpy() == published["pred_id"].to_numpy()).all())
-    both = ours["matched"].to_numpy(bool) & published["matched"].to_numpy(bool)
-    worst = float(np.max(np.abs(ours["iou"].to_numpy(float)[both]
-                                - published["iou"].to_numpy(float)[both]))) if both.any() else 0.0
-    n_ours, n_pub = int(ours["matched"].sum()), int(published["matched"].sum())
-    rows = [_row(check, f"{n_pub} of {len(published)} matched", f"{n_ours} matched",
-                 bool(same_pairs and n_ours == n_pub and worst < 1e-6),
-                 f"same pairs: {same_pairs}; largest IoU difference {worst:.2e}")]
-    if section == "S11":
-        rows.append(_row(f"time {section}", f"{PUBLISHED_S11_SECONDS} s (published notebook)",
-                         f"{seconds:.1f} s", None,
-                         "our match and IoU of every fibre (the published time also covers "
-                         "the ring percentages, which need the section image)"))
+    equal = compare_rows(ours, published)
+    n_equal, n_pub = int(equal.sum()), len(published)
+    both = min(len(ours), n_pub)
+    worst = float(np.max(np.abs(ours["iou"].to_numpy(float)[:both]
+                                - published["iou"].to_numpy(float)[:both]))) if both else 0.0
+    detail = (f"{n_pub} rows compared (Fibre_GT, Fibre_Assess, both totals equal, IoU within "
+              f"{IOU_TOLERANCE:g}): {n_equal} equal; {int(ours['matched'].sum())} matched by "
+              f"us, {int(published['matched'].sum())} published; largest IoU difference "
+              f"{worst:.2e}")
+    if len(ours) != n_pub:
+        detail += f"; we find {len(ours)} GT contours"
+    if n_equal < n_pub:
+        first = [int(i) for i in np.flatnonzero(~equal.to_numpy())[:5]]
+        detail += f"; first differing rows (Fibre_GT): {first}"
+    rows = [_row(check, f"{n_pub} rows, {int(published['matched'].sum())} matched",
+                 f"{n_equal} of {n_pub} rows equal", bool(n_equal == n_pub == len(ours)),
+                 detail)]
+    if section in PUBLISHED_SECONDS:
+        rows.append(_row(f"time {section}", f"{PUBLISHED_SECONDS[section]} s (published "
+                         "notebook)", f"{seconds:.1f} s", None,
+                         f"our contours, matches and IoUs of all {len(ours)} rows (the "
+                         "published time also covers the ring percentages, which need the "
+                         "section image)"))
     return rows
+
+
+def gt_contour_rows(repo, section: str) -> list[dict]:
+    """The ground-truth side of a published per-fibre csv when the QA mask is missing:
+    ``Total_GTcontours`` and the ``Fibre_GT`` column against our contours of the ground
+    truth (:func:`nclsm_utils.metrics.published_contours`)."""
+    from ..metrics import published_contours, read_per_fibre_csv
+
+    published = read_per_fibre_csv(sample_path(repo, "per_fibre", section))
+    ours = published_contours(_labels(sample_path(repo, "gt", section)))
+    totals = sorted(set(published["n_gt"].tolist()))
+    ids_ok = published["gt_id"].tolist() == list(range(1, len(ours) + 1))
+    ok = totals == [len(ours)] and ids_ok
+    return [_row(f"gt_contours {section}", f"{totals[0] if len(totals) == 1 else totals} GT "
+                 "contours", f"{len(ours)} GT contours", bool(ok),
+                 f"Total_GTcontours of all {len(published)} rows and Fibre_GT 0..{len(ours) - 1} "
+                 f"in order: {'equal' if ok else 'differ'} (the QA mask is needed for the "
+                 "other columns)")]
 
 
 def table2_rows(repo) -> list[dict]:

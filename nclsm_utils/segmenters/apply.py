@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..core.io import DataError
+from ..core.io import DataError, MicroscopeImage, read_microscope
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +47,7 @@ GREY_MESSAGE = ("a grey image has no membrane and mass channels; give an RGB ima
 
 
 # ---------------------------------------------------------------------------- input
-def _read_pixels(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise DataError(f"{path}: file not found; give the path of an RGB image (TIFF, PNG, "
-                        "JPEG) with R = membrane marker and G = mitochondrial-mass marker")
-    if not path.is_file():
-        raise DataError(f"{path}: not a file; give the path of an RGB image file")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
-        import imageio.v3 as iio
-
-        return np.asarray(iio.imread(path))
-    except Exception as error:  # tifffile/imageio raise many types for unreadable files
-        raise DataError(f"{path}: cannot read the image ({type(error).__name__}: {error}); "
-                        "save it as an RGB TIFF or PNG") from error
+CHANNEL_FLAGS = "--membrane-channel and --mass-channel"
 
 
 def stretch_to_uint8(channel: np.ndarray, low: float = STRETCH_PERCENTILES[0],
@@ -125,18 +109,70 @@ def as_rgb_uint8(array: np.ndarray, name: str = "<array>") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def read_rgb_image(path) -> np.ndarray:
+def select_channels(image: MicroscopeImage, membrane_channel=None, mass_channel=None
+                    ) -> np.ndarray:
+    """The ``(H, W, 3)`` uint8 RGB a segmenter takes (R membrane, G mass, B 0) from a
+    microscope image's channels.
+
+    Parameters
+    ----------
+    image : MicroscopeImage
+        From :func:`nclsm_utils.core.io.read_microscope`.
+    membrane_channel, mass_channel : int or str, optional
+        Index or channel name (from the file's metadata) of the membrane marker (e.g.
+        laminin, dystrophin) and of the mitochondrial-mass marker. Without a mass channel
+        G is 0. Without both, an image of up to three channels is read as R = membrane,
+        G = mass (the rules of :func:`as_rgb_uint8`); more channels are refused.
+
+    Raises
+    ------
+    DataError
+        More than three channels and no channel flags (the one line names the flags and
+        the channels); an unknown channel; the rules of :func:`as_rgb_uint8`.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> channels = np.zeros((20, 20, 4), np.uint8)
+    >>> channels[..., 3] = 200
+    >>> image = MicroscopeImage(Path("s.tif"), channels, ("laminin", "DAPI", "MHC", "COX"), 0.5)
+    >>> rgb = select_channels(image, membrane_channel="COX", mass_channel=1)
+    >>> rgb.shape, int(rgb[0, 0, 0]), int(rgb[0, 0, 1])
+    ((20, 20, 3), 200, 0)
+    """
+    channels = image.channels
+    name = str(image.path)
+    if membrane_channel is None and mass_channel is None:
+        if channels.shape[-1] > 3:
+            listed = ", ".join(f"{i} = {n}" for i, n in enumerate(image.channel_names))
+            raise DataError(f"{name}: {channels.shape[-1]} channels ({listed}; shape "
+                            f"{channels.shape}); choose the membrane and the mitochondrial-mass "
+                            f"channel with {CHANNEL_FLAGS} (an index or a channel name)")
+        return as_rgb_uint8(channels, name)
+    if membrane_channel is None:
+        raise DataError(f"{name}: --mass-channel was given without --membrane-channel; give "
+                        "the membrane marker's channel too (an index or a channel name)")
+    membrane = channels[..., image.channel_index(membrane_channel)]
+    mass = channels[..., image.channel_index(mass_channel)] if mass_channel is not None \
+        else np.zeros_like(membrane)
+    return as_rgb_uint8(np.stack([membrane, mass], axis=-1), name)
+
+
+def read_rgb_image(path, membrane_channel=None, mass_channel=None) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB: R = membrane marker, G =
     mitochondrial-mass marker, B ignored.
 
-    ``.tif``/``.tiff`` files are read with tifffile, every other format with imageio.
+    Files are read by :func:`nclsm_utils.core.io.read_microscope` (TIFF and OME-TIFF with
+    their axes, PNG/JPEG of any size, vendor formats through bioio) and the channels chosen
+    by :func:`select_channels`.
 
     Conversions
         - ``(H, W, 3)`` uint8: as is.
-        - ``(H, W, 4)`` (RGBA): the 4th channel (alpha) is dropped.
+        - RGBA (PNG, or a TIFF whose extra sample is alpha): the alpha channel is dropped.
         - ``(H, W, 2)``: the two channels become R and G; B = 0.
-        - channels first, ``(3, H, W)`` (or 2 or 4 channels) when the last axis is not a
-          channel axis (not 2, 3 or 4): transposed to channels last.
+        - channels first, ``(C, H, W)``, in a file without axis metadata when only the first
+          axis is short: transposed to channels last.
+        - more than three channels: ``membrane_channel`` (and ``mass_channel``) required.
         - uint16 (and any other integer or float type): each channel is stretched linearly
           from its 0.1 to its 99.9 percentile to 0..255 (:func:`stretch_to_uint8`), so a
           few saturated pixels do not compress the rest; a constant channel becomes 0.
@@ -144,6 +180,8 @@ def read_rgb_image(path) -> np.ndarray:
     Parameters
     ----------
     path : path-like
+    membrane_channel, mass_channel : int or str, optional
+        See :func:`select_channels`.
 
     Returns
     -------
@@ -153,8 +191,8 @@ def read_rgb_image(path) -> np.ndarray:
     ------
     DataError
         Naming the file and the fix: missing or unreadable file; a grey ``(H, W)`` image
-        (no membrane and mass channels); any other shape (e.g. 4-D stacks, 5 channels);
-        sides under 16 pixels; NaN values.
+        (no membrane and mass channels); any other shape (e.g. 4-D stacks); more than three
+        channels without channel flags; sides under 16 pixels; NaN values.
 
     Examples
     --------
@@ -165,8 +203,7 @@ def read_rgb_image(path) -> np.ndarray:
     >>> image.shape, image.dtype, int(image[0, 0, 0])
     ((20, 20, 3), dtype('uint8'), 7)
     """
-    path = Path(path)
-    return as_rgb_uint8(_read_pixels(path), str(path))
+    return select_channels(read_microscope(path), membrane_channel, mass_channel)
 
 
 # ---------------------------------------------------------------------------- fibre size
@@ -290,6 +327,17 @@ def estimate_fibre_diameter(image: np.ndarray, max_side: int = 2048) -> float:
 
 
 # ---------------------------------------------------------------------------- prediction
+def fit_for_prediction(segmenter, data=None):
+    """Fit ``segmenter`` on ``data``'s train split (a cached model is loaded), once for any
+    number of :func:`predict_image` calls. ``data`` as in :func:`predict_image`."""
+    from ..core.dataset import Dataset, find_ncl_sm
+
+    if data is None:
+        data = find_ncl_sm("data") or Path("data") / "synthetic"
+    dataset = data if isinstance(data, Dataset) else Dataset(data)
+    return segmenter.fit(dataset.sections(split="train"))
+
+
 def predict_image(method, image: np.ndarray, modality: str = "IMC",
                   fibre_diameter: float | None = None, data=None, workdir="data",
                   quick: bool = False) -> np.ndarray:
@@ -308,7 +356,8 @@ def predict_image(method, image: np.ndarray, modality: str = "IMC",
         Median fibre diameter in pixels of ``image``; the image is scaled by
         ``params.target_diameter / fibre_diameter``. Default: :func:`estimate_fibre_diameter`.
     data : path-like or Dataset, optional
-        NCL-SM-layout dataset whose train split fits the method (a cached model is loaded).
+        NCL-SM-layout dataset whose train split fits the method (a cached model is loaded);
+        a segmenter already fitted (:func:`fit_for_prediction`) is used as it is.
         Default: the NCL-SM found in ``data/`` (itself or ``data/NCL-SM``), else the synthetic
         ``data/synthetic`` (``nclsm predict`` also generates the latter when missing).
     workdir : path-like
@@ -339,7 +388,6 @@ def predict_image(method, image: np.ndarray, modality: str = "IMC",
     >>> labels = predict_image("mitocyto", image, fibre_diameter=34, data=root,
     ...                        workdir=root)                                  # doctest: +SKIP
     """
-    from ..core.dataset import Dataset, find_ncl_sm
     from .base import Segmenter, get_segmenter
 
     if modality not in ("IMC", "IF"):
@@ -368,9 +416,7 @@ def predict_image(method, image: np.ndarray, modality: str = "IMC",
                          f"{image.shape[0]} x {image.shape[1]} image {scale:.1f}x (to "
                          f"{working / 1e6:.0f} megapixels); give the diameter in pixels of "
                          "this image")
-    if data is None:
-        data = find_ncl_sm("data") or Path("data") / "synthetic"
-    dataset = data if isinstance(data, Dataset) else Dataset(data)
-    segmenter.fit(dataset.sections(split="train"))
+    if not segmenter.fitted:
+        fit_for_prediction(segmenter, data)
     labels = segmenter.predict(image, modality=modality, fibre_diameter=fibre_diameter)
     return np.asarray(labels).astype(np.uint32, copy=False)

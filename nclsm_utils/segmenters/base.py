@@ -200,7 +200,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: int,
-                  overlap: int) -> np.ndarray:
+                  overlap: int, progress: bool | None = False) -> np.ndarray:
     """Predict a big image in overlapping tiles and stitch the labels.
 
     Each tile is predicted whole; an object is kept from the tile whose *core* (the tile minus
@@ -216,6 +216,9 @@ def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray
     image : (H, W, C) array
     tile, overlap : int
         Tile side and overlap in pixels; ``overlap`` should exceed the largest object.
+    progress : bool or None
+        Show a tqdm bar over the tiles when there are several (None: when the output is a
+        terminal).
 
     Returns
     -------
@@ -228,8 +231,13 @@ def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray
     next_label = 1
     half = overlap // 2
     row_starts, col_starts = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(row_starts) * len(col_starts), desc="tiles", unit="tile", leave=False,
+               disable=None if progress is None else not progress)
     for r in row_starts:
         for c in col_starts:
+            bar.update()
             r1, c1 = min(r + tile, height), min(c + tile, width)
             labels = predict(image[r:r1, c:c1])
             core_r0 = 0 if r == 0 else half
@@ -259,6 +267,7 @@ def predict_tiled(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray
             duplicate[0] = False
             free &= ~duplicate[mapped]
             window[free] = mapped[free]
+    bar.close()
     return _sequential(out)
 
 
@@ -304,6 +313,8 @@ class Segmenter(ABC):
         self.device = device or default_device()
         self.diameters: dict[str, float] = dict(self.params.fibre_diameter or {})
         self.fitted = False
+        #: show a progress bar over the tiles of big images (``nclsm predict`` sets it)
+        self.progress = False
         self.source = "untrained"   # "pretrained", "trained", "fine-tuned", ...
         self.train_ids: list[str] = []
 
@@ -408,7 +419,8 @@ class Segmenter(ABC):
         scale = self.scale_for(modality, fibre_diameter)
         working = working_image(image, scale)
         labels = predict_tiled(lambda tile: self._predict_working(tile, modality), working,
-                               self.params.tile_size, self.params.tile_overlap)
+                               self.params.tile_size, self.params.tile_overlap,
+                               progress=self.progress)
         # objects that cannot be fibres at this fibre size (fragments, debris) are dropped,
         # at the working scale (a full-size copy of the labels would double the peak memory)
         labels = remove_small(labels, int(self.params.min_fibre_fraction

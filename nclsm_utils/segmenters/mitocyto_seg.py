@@ -326,7 +326,8 @@ class MitocytoSegmenter(Segmenter):
             raise ValueError(f"{self.name}: expected an RGB image (H, W, 3), got {image.shape}")
         working = membrane_uint8(image[..., 0], self.scale_for(modality, fibre_diameter))
         labels = predict_tiled(lambda tile: self._segment(tile, modality), working,
-                               self.params.tile_size, self.params.tile_overlap)
+                               self.params.tile_size, self.params.tile_overlap,
+                               progress=getattr(self, "progress", False))
         return resize_labels(labels, image.shape[:2]).astype(np.uint32, copy=False)
 
     def _predict_working(self, image: np.ndarray, modality: str) -> np.ndarray:
