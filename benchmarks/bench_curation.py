@@ -39,7 +39,7 @@ def quality_rows(method: str, result: dict) -> list[dict]:
     summary = result["paper_summary"].set_index("modality") if len(result["paper_summary"]) \
         else pd.DataFrame()
     rows = []
-    for name in ("FAM", "NTM (rule)", "NTM (learned)", "analysable"):
+    for name in ("FAM", "NTM (curation)", "NTM (rule)", "NTM (learned)", "analysable"):
         if name in pooled.index:
             row = pooled.loc[name]
             rows.append({"method": method, "measure": f"{name} P / R / F1",

@@ -323,13 +323,17 @@ def cmd_curate(args) -> int:
         params = params.quick()
     result = evaluate_curation(dataset, args.method, workdir=args.workdir, split=args.split,
                                params=params, match=args.match,
-                               ntm=args.ntm, write=True, progress=not args.json)
+                               ntm=args.ntm, write=True, progress=not args.json,
+                               scale=args.ntm_scale)
     out = Path(args.workdir) / "curation" / args.method.replace(":", "-").replace("/", "-")
     classes = result["classes"]
     if len(classes):
         pooled = classes[classes["section"] == "all"]
         _print_table(pooled[["class", "gt_positive", "pred_positive", "precision", "recall",
                              "f1"]].round(3), args.json)
+    if len(result["definitions"]) and not args.json:
+        print("definitions (rule: NCL-SM's published rule; learned: trained on the train split):")
+        _print_table(result["definitions"][["modality", "class", "definition", "scale"]])
     fr = result["fr"]
     if len(fr) and not args.json:
         print(f"folded regions: pixel IoU {fr.iloc[-1]['iou']:.3f} (pooled over "
@@ -541,8 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"])
     p.add_argument("--match", default="centroid", choices=["centroid", "iou"],
                    help="matching of predicted to GT fibres: paper centroid rule or IoU > 0.5")
-    p.add_argument("--ntm", default="learned", choices=["learned", "rule"],
-                   help="NTM decision removed from the analysable mask")
+    p.add_argument("--ntm", default="auto", choices=["auto", "learned", "rule"],
+                   help="NTM decision removed from the analysable mask (auto: the published "
+                        "rule for IF, the learned classifier for IMC)")
+    p.add_argument("--ntm-scale", type=float, default=None, metavar="S",
+                   help="the sections' pixels per NCL-SM IF pixel, for the NTM rule's area "
+                        "limits (e.g. 0.5 when fibres are half as many pixels across as "
+                        "NCL-SM's ~360; default: a synthetic dataset's own scale, 1 for NCL-SM)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smaller models, for a smoke run")
     p.add_argument("--roles", default=None, help="YAML file of role -> folder overrides")

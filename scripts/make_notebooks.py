@@ -403,8 +403,10 @@ instance mask, (4) classify freezing-artefact fibres (FAM) from the mask and the
 
 * **FR**: a pixel classifier (gradient boosting on multi-scale texture features of the
   membrane and mass channels) trained on the train split's FR masks;
-* **NTM**: the published shape rule (`morphology.ntm_rule`) and a learned classifier on the
-  same published shape features, trained on the train split's NTM masks;
+* **NTM**: NCL-SM's IF labels are the published shape rule's output (`morphology.ntm_rule`),
+  so IF sections take that rule with its pixel thresholds converted to the section's scale;
+  IMC's NTM labels are annotations, so IMC takes a classifier on scale-free shape features
+  trained on the train split's IMC NTM masks;
 * **FAM**: a classifier on per-fibre mass-channel features (dark holes, texture, solidity);
 * **analysable** = myofibres minus FR fibres, NTM and FAM.
 
@@ -448,13 +450,25 @@ gt = results["gt"]
     code('''
 classes = gt["classes"]
 write_csv(reports / "curation_classes.csv", classes)
+display(gt["definitions"])  # which definition each class used, and at what scale
 classes
 '''),
     md("""
-The published NTM rule is stated in pixels for full-resolution IF sections (fibres of
-~30,000 pixels); on other scales its area limits do not apply, which is why the learned
-classifier is trained beside it.
+The published NTM rule is stated in pixels of NCL-SM's IF sections (fibres about 360 px
+across); with its two area limits scaled by the square of the section's scale it means the
+same on the synthetic 72 px fibres. Both NTM rows are scored; the definitions table says
+which one removes fibres from the analysable mask.
+
+## The real section of the NCL-SM figure: curation vs its own labels (left half)
+
+The overview figure of the NCL-SM paper shows one real section with its curation: panel C the
+freezing-artefact fibres, D the non-transverse fibres, E a folded region and F the analysable
+fibres (`core.realpanel.load_curation_labels`). The same models curate panels A and B; only the
+LEFT half (x < 240 px) is scored, the right half is held out.
 """),
+    code('''
+curation.figure_curation_scores(models, missing_ok=True).round(3)
+'''),
     md("## Folded regions: pixel IoU"),
     code('''
 write_csv(reports / "curation_fr.csv", gt["fr"])

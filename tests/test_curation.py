@@ -278,10 +278,21 @@ def test_evaluate_curation_with_ground_truth_myofibres(tiny_models):
     result = evaluate_curation(dataset, "gt", workdir=workdir, models=models, write=True)
     classes = result["classes"]
     pooled = classes[classes["section"] == "all"].set_index("class")
-    assert set(pooled.index) == {"NTM (rule)", "NTM (learned)", "FAM", "analysable"}
+    assert set(pooled.index) == {"NTM (curation)", "NTM (rule)", "NTM (learned)", "FAM",
+                                 "analysable"}
+    # the decision the curation took: the rule on IF (exactly the IF labels' definition)
+    per_section = classes.set_index(["section", "class"])
+    assert per_section.loc[("S11", "NTM (curation)"), "f1"] == \
+        per_section.loc[("S11", "NTM (rule)"), "f1"]
+    assert per_section.loc[("P02", "NTM (curation)"), "f1"] == \
+        per_section.loc[("P02", "NTM (learned)"), "f1"]
+    definitions = result["definitions"].set_index(["modality", "class"])
+    assert definitions.loc[("IF", "NTM"), "definition"] == "rule"
+    assert definitions.loc[("IMC", "NTM"), "definition"] == "learned"
+    assert "x 0.133" in definitions.loc[("IF", "NTM"), "scale"]      # tiny preset: 48 / 360
     assert (pooled["tp"] + pooled["fn"] == pooled["gt_positive"]).all()
     assert (pooled["fn_undetected"] == 0).all()            # GT myofibres: all detected
-    assert pooled.loc["NTM (learned)", "f1"] >= 0.6
+    assert pooled.loc["NTM (curation)", "f1"] >= 0.6          # learned on IMC, rule on IF
     assert pooled.loc["analysable", "f1"] >= 0.6
     counts = result["counts"].set_index(["section", "class"])
     for section in ("P02", "S11"):

@@ -9,12 +9,13 @@ and measures it.
 
 Models (all scikit-learn, trained on the train split, seeded, cached)
 --------------------------------------------------------------------
-* **NTM, learned** -- a random forest on the published shape features of
-  :func:`nclsm_utils.metrics.morphology.shape_features` plus two scale-free ones
-  (fibre area relative to the section's median fibre area, solidity), labelled
-  by the dataset's ``ntm`` mask. Compared with the published rule
-  :func:`nclsm_utils.metrics.morphology.ntm_rule` (fixed pixel thresholds of the real IF
-  sections).
+* **NTM** -- NCL-SM's own definition per modality (:data:`NTM_DEFINITION`): IF sections
+  take the published rule :func:`nclsm_utils.metrics.morphology.ntm_rule` (NCL-SM's IF
+  labels are its output) with its area limits converted to the section's scale
+  (:func:`section_ntm_scale`); IMC sections a random forest on scale-free shape features
+  (:data:`NTM_FEATURES`: ratios of the published features, relative area, solidity, axis
+  ratio) trained on the IMC sections' ``ntm`` masks. Both decisions are computed and
+  scored; :func:`definitions_table` says which one removed fibres, at what scale.
 * **FAM** -- a class-balanced random forest on per-fibre features of the mass
   (G) channel inside the fibre (:func:`fam_features`): dark-hole fractions relative
   to the fibre's own intensity, texture statistics, hole count and size from a
@@ -35,7 +36,8 @@ Curation and evaluation
 -----------------------
 :func:`curate` turns one section (ground-truth or predicted myofibres) into
 masks: ``fr`` (region), ``fr_fibres``, ``ntm``, ``ntm_rule``, ``fam``,
-``analysable`` and ``am_vs_nam``. Flags are exclusive in the workflow's order
+``analysable`` and ``am_vs_nam``. :func:`figure_curation_scores` scores it on the real
+section of the NCL-SM overview figure (left half) against the figure's own panels C-F. Flags are exclusive in the workflow's order
 (FR, then NTM, then FAM) in the masks; the per-fibre table of
 :func:`classify_fibres` keeps every classifier's raw decision.
 :func:`evaluate_curation` scores a whole split: per-class precision / recall /
@@ -83,15 +85,18 @@ from .classifiers import (CurationError, CurationParams, FR_TILE, FibreClassifie
                           fr_feature_names, fr_pixel_features, fr_thresholds, working_image)
 from .evaluation import (CLASS_COLUMNS, CLASS_NAMES, _curate_method, _gt_classes, _half_width,
                          class_scores, counts_table, cross_validate, evaluate_curation,
-                         evaluate_curation_methods, evaluate_section, fr_scores, load_myofibres,
+                         evaluate_curation_methods, evaluate_section, figure_curation_scores,
+                         fr_scores, load_myofibres,
                          match_fibres, paper_summary, prf)
 from .features import (DEFAULT_DIAMETER, FAM_FEATURES, NTM_EXTRA_COLUMNS, NTM_FEATURES,
                        NTM_SHAPE_COLUMNS, _as_rgb, _check_mask, _fraction_inside, _masked_smooth,
                        _percentile, class_flags, fam_features, fibre_diameter, moment_axis_ratio,
                        ntm_features)
 from .models import (AM_CLASS, ArraySection, CURATED_ROLES, CurationModels, MODEL_FILES, NAM_CLASS,
-                     _concat, _file_facts, _params_from_dict, classify_fibres, curate,
-                     masks_from_table, models_dir, models_key, train_models, training_tables)
+                     NTM_DEFINITION, _concat, _file_facts, _params_from_dict, classify_fibres,
+                     curate, definitions_table, masks_from_table, models_dir, models_key,
+                     ntm_decision, ntm_definition, section_ntm_scale, train_models,
+                     training_tables)
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +112,11 @@ __all__ = [
     "_check_mask", "_concat", "_curate_method", "_downsample_mask", "_file_facts",
     "_fraction_inside", "_gt_classes", "_half_width", "_masked_smooth", "_normalise",
     "_params_from_dict", "_percentile", "_resize_channel", "_resize_mask", "_threads",
-    "class_flags", "class_scores", "classify_fibres", "counts_table", "cross_validate", "curate",
+    "NTM_DEFINITION", "class_flags", "class_scores", "classify_fibres", "counts_table",
+    "cross_validate", "curate", "definitions_table", "ntm_decision", "ntm_definition",
+    "section_ntm_scale",
     "evaluate_curation", "evaluate_curation_methods", "evaluate_section", "fam_features",
+    "figure_curation_scores",
     "fibre_diameter", "fr_feature_names", "fr_pixel_features", "fr_scores", "fr_thresholds",
     "load_myofibres", "masks_from_table", "match_fibres", "models_dir", "models_key",
     "moment_axis_ratio", "ntm_features", "paper_summary", "prf", "read_array", "train_models",

@@ -17,15 +17,17 @@ from ..core.io import DataError, write_csv, write_text, write_tiff
 from ..core.workdir import MissingPrediction, Workdir
 from .classifiers import CurationParams, FibreClassifier
 from .features import FAM_FEATURES, NTM_FEATURES, _check_mask, class_flags
-from .models import CurationModels, classify_fibres, masks_from_table, train_models
+from .models import (CurationModels, classify_fibres, definitions_table, masks_from_table,
+                     ntm_definition, section_ntm_scale, train_models)
 
 log = logging.getLogger(__package__)  # the package's logger, named as before the split
 
 #: Classes scored by :func:`evaluate_curation` (per-fibre table column -> ground-truth role).
-CLASS_COLUMNS = {"ntm_rule": "ntm", "ntm": "ntm", "fam": "fam", "analysable": "analysable"}
+CLASS_COLUMNS = {"ntm_used": "ntm", "ntm_rule": "ntm", "ntm": "ntm", "fam": "fam",
+                 "analysable": "analysable"}
 #: Names of the classes in the evaluation tables.
-CLASS_NAMES = {"ntm_rule": "NTM (rule)", "ntm": "NTM (learned)", "fam": "FAM",
-               "analysable": "analysable"}
+CLASS_NAMES = {"ntm_used": "NTM (curation)", "ntm_rule": "NTM (rule)",
+               "ntm": "NTM (learned)", "fam": "FAM", "analysable": "analysable"}
 
 
 # ============================================================================ evaluation
@@ -94,8 +96,8 @@ def _gt_classes(section, gt_labels: np.ndarray, overlap: float) -> pd.DataFrame:
 
 
 def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | None = None,
-                     match: str = "centroid", ntm: str = "learned",
-                     with_image_metrics: bool = True) -> dict:
+                     match: str = "centroid", ntm: str = "auto",
+                     with_image_metrics: bool = True, scale: float | None = None) -> dict:
     """Curate one section and score it against its ground-truth masks.
 
     Returns a dict with ``masks`` (:func:`curate`), ``fibres`` (per predicted fibre:
@@ -111,9 +113,12 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
     gt_labels = section.mask("myofibres")
     use_gt = myofibres is None
     labels = gt_labels if use_gt else _check_mask(myofibres, image)
-    table, fr_mask = classify_fibres(section, labels, models, image=image)
+    table, fr_mask = classify_fibres(section, labels, models, image=image, scale=scale)
+    used = ntm_definition(section.modality, ntm)
+    # the NTM decision that removes fibres: the rule or the learned one (ntm_definition)
+    table["ntm_used"] = table["ntm" if used == "learned" else "ntm_rule"]
     masks = masks_from_table(labels, table, fr_mask,
-                             ntm_column="ntm" if ntm == "learned" else "ntm_rule")
+                             ntm_column="ntm" if used == "learned" else "ntm_rule")
     overlap = models.params.class_overlap
     gt_classes = _gt_classes(section, gt_labels, overlap)
     if use_gt:
@@ -121,13 +126,13 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
                                 "iou": 1.0})
     else:
         matches = match_fibres(gt_labels, labels, match)
-    decisions = table[["label", "fr", "ntm_rule", "ntm", "fam", "analysable"]].rename(
+    decisions = table[["label", "fr", "ntm_used", "ntm_rule", "ntm", "fam", "analysable"]].rename(
         columns={"label": "pred_id"})
     gt_fibres = gt_classes.merge(matches, on="gt_id", how="left").merge(
         decisions, on="pred_id", how="left")
     gt_fibres["pred_id"] = gt_fibres["pred_id"].fillna(0).astype(np.int64)
     gt_fibres["matched"] = gt_fibres["pred_id"] > 0
-    for column in ("fr", "ntm_rule", "ntm", "fam", "analysable"):
+    for column in ("fr", "ntm_used", "ntm_rule", "ntm", "fam", "analysable"):
         gt_fibres[column] = gt_fibres[column].fillna(False).astype(bool)
     matched_pred = set(gt_fibres.loc[gt_fibres["matched"], "pred_id"].tolist())
     fibres = table.copy()
@@ -174,6 +179,17 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
         paper.insert(0, "modality", section.modality)
     return {"masks": masks, "fibres": fibres, "gt_fibres": gt_fibres,
             "fr": pd.DataFrame([fr_row]), "counts": pd.DataFrame(counts), "paper": paper}
+
+
+def _definitions(sections, ntm: str = "auto", scale: float | None = None) -> pd.DataFrame:
+    """:func:`definitions_table` of each modality among ``sections`` (its first section's scale)."""
+    rows, seen = [], set()
+    for section in sections:
+        if section.modality in seen:
+            continue
+        seen.add(section.modality)
+        rows.append(definitions_table(section.modality, ntm, section_ntm_scale(section, scale)))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
 def _half_width(modality: str) -> int:
@@ -416,8 +432,8 @@ def _curate_method(root, roles, splits, method, workdir, split, options, models,
 def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = "test",
                       models: CurationModels | None = None,
                       params: CurationParams | None = None, match: str = "centroid",
-                      ntm: str = "learned", write: bool = False,
-                      progress: bool = False) -> dict[str, pd.DataFrame]:
+                      ntm: str = "auto", write: bool = False, progress: bool = False,
+                      scale: float | None = None) -> dict[str, pd.DataFrame]:
     """Curate a split with ground-truth or predicted myofibres and score it.
 
     Parameters
@@ -435,8 +451,14 @@ def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = 
         Default: :func:`train_models` on the dataset's train split (cached).
     match : {"centroid", "iou"}
         How predicted fibres are matched to GT fibres (ignored for ``"gt"``).
-    ntm : {"learned", "rule"}
-        Which NTM decision removes fibres from the analysable mask.
+    ntm : {"auto", "learned", "rule"}
+        Which NTM decision removes fibres from the analysable mask (``"auto"``: the
+        published rule for IF at the dataset's scale, the learned classifier for IMC; see
+        :func:`~nclsm_utils.curation.models.ntm_definition`).
+    scale : float, optional
+        NCL-SM IF pixels to the sections' pixels, for the published NTM rule (default:
+        :func:`~nclsm_utils.curation.models.section_ntm_scale`: a synthetic dataset's own
+        scale, 1 for real NCL-SM).
     write : bool
         Write the curated masks (``<role>/<modality>_<id>.tiff``) and the tables (csv).
 
@@ -449,7 +471,8 @@ def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = 
         paper metrics of the analysable mask vs the analysable GT), ``paper_summary``
         (per modality and overall), ``fibres`` (per predicted fibre decisions),
         ``gt_fibres`` (per GT fibre classes and matched decisions), ``errors`` (sections
-        that failed, with the message).
+        that failed, with the message), ``definitions`` (which definition each class used
+        per modality, and at what scale: :func:`~nclsm_utils.curation.models.definitions_table`).
     """
     from tqdm.auto import tqdm
 
@@ -467,7 +490,8 @@ def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = 
     for section in tqdm(sections, desc=f"curate {method}", disable=not progress):
         try:
             myofibres = load_myofibres(section, method, workdir)
-            result = evaluate_section(section, models, myofibres, match=match, ntm=ntm)
+            result = evaluate_section(section, models, myofibres, match=match, ntm=ntm,
+                                      scale=scale)
         except (DataError, ValueError, OSError) as error:
             log.error("%s: curation failed: %s", section.key, error)
             errors.append({"modality": section.modality, "section": section.id,
@@ -493,15 +517,129 @@ def evaluate_curation(dataset, method: str = "gt", workdir="data", split: str = 
         "fibres": frames["fibres"],
         "gt_fibres": frames["gt_fibres"],
         "errors": pd.DataFrame(errors, columns=["modality", "section", "error"]),
+        "definitions": _definitions(sections, ntm, scale),
     }
     for frame in ("classes", "paper_summary"):
         if len(result[frame]):
             result[frame].insert(0, "method", method)
     if write:
-        for name in ("classes", "fr", "counts", "paper", "paper_summary", "gt_fibres", "errors"):
+        for name in ("classes", "fr", "counts", "paper", "paper_summary", "gt_fibres", "errors",
+                     "definitions"):
             write_csv(out_dir / f"{name}.csv", result[name])
         write_text(out_dir / "models.json", json.dumps(
             {"models": str(models.path) if models.path else None, "params": models.params.key(),
              "info": models.info, "method": method, "split": split, "match": match, "ntm": ntm},
             indent=2, default=str))
     return result
+
+
+# ============================================================================ real figure
+def figure_curation_scores(models: CurationModels, path=None, ntm: str = "learned",
+                           missing_ok: bool = False) -> pd.DataFrame:
+    """Curation of the NCL-SM overview figure's section scored against its own panels C-F,
+    on the LEFT half only (``x < 240`` px; the right half is held out and never scored).
+
+    Panels A (image) and B (instance mask) go through :func:`classify_fibres` and
+    :func:`masks_from_table` as any section does; the truth is panel C (FAM), D (NTM), E
+    (folded region) and F (analysable) read by
+    :func:`nclsm_utils.core.realpanel.load_curation_labels`. A fibre is scored in the half
+    its centroid lies in (the panel letter excluded, as :func:`~nclsm_utils.core.realpanel.half_of`).
+
+    Parameters
+    ----------
+    models : CurationModels
+        Trained curation models (the report's, from the synthetic train split).
+    path : path-like, optional
+        The figure (default :data:`nclsm_utils.core.realpanel.FIGURE`).
+    ntm : {"learned", "rule"}
+        The NTM definition scored as curation's decision. Panel D marks elongated and
+        partial fibres that the published IF rule never flags, i.e. NTM as annotated (as in
+        IMC), so the default is the learned classifier; the rule's row is shown beside it at
+        the figure's fibre-size scale (its median fibre diameter over
+        :data:`~nclsm_utils.metrics.morphology.NTM_REFERENCE_DIAMETER`).
+    missing_ok : bool
+        Without the figure, return an empty table (logged) instead of raising
+        :class:`~nclsm_utils.core.io.DataError`.
+
+    Returns
+    -------
+    DataFrame
+        One row per score: ``item`` (NTM, NTM (rule), FAM, FR fibres, analysable fibres, FR
+        pixels, analysable mask), ``definition``, ``scale``, ``truth`` and ``predicted`` counts (fibres or
+        pixels), ``tp``/``fp``/``fn``, ``precision``, ``recall``, ``f1`` (per fibre; for the
+        analysable mask the instance F1 at IoU 0.5 and its mean matched IoU in ``iou``) and
+        ``iou`` (FR pixel IoU; NaN when neither truth nor prediction has FR pixels).
+    """
+    from ..core.realpanel import FIGURE, LEFT_HALF_X, half_of, load_curation_labels, load_panel
+    from ..metrics.instance import instance_metrics
+    from ..metrics.morphology import NTM_REFERENCE_DIAMETER
+    from .models import ArraySection
+
+    if ntm not in ("learned", "rule"):
+        raise ValueError(f"ntm must be 'learned' or 'rule', got {ntm!r}")
+    try:
+        panel = load_panel(path or FIGURE)
+    except DataError as error:
+        if not missing_ok:
+            raise
+        log.warning("%s", error)
+        return pd.DataFrame(columns=["half", "item", "definition", "scale", "truth",
+                                     "predicted", "tp", "fp", "fn", "precision", "recall",
+                                     "f1", "iou"])
+    truth = load_curation_labels(panel)
+    labels = panel.labels
+    diameter = panel.median_diameter
+    scale = diameter / NTM_REFERENCE_DIAMETER
+    section = ArraySection({"image": panel.image, "myofibres": labels}, "IMC", "figure",
+                           ntm_scale=scale)
+    table, fr_mask = classify_fibres(section, models=models)
+    masks = masks_from_table(labels, table, fr_mask,
+                             ntm_column="ntm" if ntm == "learned" else "ntm_rule")
+    fibres = truth.fibres.set_index("label")
+    left = fibres.index[fibres["half"] == "left"].to_numpy(np.int64)
+    decided = table.set_index("label").reindex(left).fillna(False)
+    ntm_used = "ntm" if ntm == "learned" else "ntm_rule"
+
+    def row(item, definition, scale_text, pred, gt) -> dict:
+        pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+        tp, fp, fn = int((pred & gt).sum()), int((pred & ~gt).sum()), int((~pred & gt).sum())
+        precision, recall, f1 = prf(tp, fp, fn)
+        return {"item": item, "definition": definition, "scale": scale_text,
+                "truth": int(gt.sum()), "predicted": int(pred.sum()), "tp": tp, "fp": fp,
+                "fn": fn, "precision": precision, "recall": recall, "f1": f1, "iou": np.nan}
+
+    fibre_scale = f"{diameter:.1f} px fibres"
+    # per-fibre rows score each classifier's own decision (as evaluate_curation does); the
+    # analysable rows are the workflow's result (FR, then NTM, then FAM removed)
+    analysable = np.isin(left, np.unique(masks["analysable"]))
+    rows = [
+        row("NTM", ntm, "scale-free features" if ntm == "learned" else f"rule x {scale:.3f}",
+            decided[ntm_used], fibres.loc[left, "ntm"]),
+        row("NTM (rule)", "rule", f"published rule x {scale:.3f} ({fibre_scale})",
+            decided["ntm_rule"], fibres.loc[left, "ntm"]),
+        row("FAM", "learned", f"features relative to {fibre_scale}", decided["fam"],
+            fibres.loc[left, "fam"]),
+        row("FR fibres", "learned", fibre_scale, decided["fr"], fibres.loc[left, "fr"]),
+        row("analysable fibres", "FR, NTM, FAM removed", fibre_scale, analysable,
+            fibres.loc[left, "analysable"]),
+    ]
+    columns = np.arange(labels.shape[1]) < LEFT_HALF_X
+    gt_fr, pred_fr = truth.fr[:, columns], np.asarray(fr_mask, bool)[:, columns]
+    inter, union = int((gt_fr & pred_fr).sum()), int((gt_fr | pred_fr).sum())
+    rows.append({"item": "FR (pixels)", "definition": "learned", "scale": fibre_scale,
+                 "truth": int(gt_fr.sum()), "predicted": int(pred_fr.sum()),
+                 "tp": inter, "fp": int(pred_fr.sum()) - inter, "fn": int(gt_fr.sum()) - inter,
+                 "precision": np.nan, "recall": np.nan, "f1": np.nan,
+                 "iou": inter / union if union else np.nan})
+    gt_am = half_of(truth.analysable, "left")
+    pred_am = half_of(masks["analysable"].astype(np.int64), "left")
+    scores = instance_metrics(gt_am, pred_am, [0.5]).iloc[0]
+    rows.append({"item": "analysable mask (F1@0.5)", "definition": "paper metrics",
+                 "scale": fibre_scale, "truth": int(scores["n_true"]),
+                 "predicted": int(scores["n_pred"]), "tp": int(scores["tp"]),
+                 "fp": int(scores["fp"]), "fn": int(scores["fn"]),
+                 "precision": float(scores["precision"]), "recall": float(scores["recall"]),
+                 "f1": float(scores["f1"]), "iou": float(scores["mean_matched_score"])})
+    out = pd.DataFrame(rows)
+    out.insert(0, "half", "left")
+    return out

@@ -119,6 +119,8 @@ def moment_axis_ratio(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids, np.int64)
     if ids.size == 0:
         return np.zeros(0)
+    if labels.size > _LARGE_MASK:
+        return _crop_measures(labels)["axis_ratio"].reindex(ids).to_numpy(np.float64)
     rows, cols = np.nonzero(labels)
     values = labels[rows, cols].astype(np.int64)
     n = int(values.max()) + 1
@@ -142,7 +144,48 @@ def moment_axis_ratio(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 
-#: Published shape-feature columns used by the learned NTM classifier.
+#: Masks with more pixels than this (full-resolution IF sections) are measured fibre by
+#: fibre on bounding-box crops instead of with whole-image index arrays.
+_LARGE_MASK = 1 << 24
+
+
+def _crop_measures(labels: np.ndarray) -> pd.DataFrame:
+    """Area and :func:`moment_axis_ratio` of every label, each from its bounding-box crop
+    (OpenCV moments): bounded memory and time on full-resolution sections."""
+    import cv2
+
+    from ..metrics.morphology import _compact_labels
+
+    compact, values = _compact_labels(labels)
+    rows = []
+    for index, box in enumerate(ndi.find_objects(compact)):
+        if box is None:
+            continue
+        label = index + 1 if values is None else int(values[index + 1])
+        mask = (compact[box] == index + 1).astype(np.uint8)
+        m = cv2.moments(mask, binaryImage=True)
+        area = m["m00"]
+        mrr, mcc, mrc = m["mu02"] / area, m["mu20"] / area, m["mu11"] / area
+        root = math.sqrt(((mrr - mcc) / 2) ** 2 + mrc ** 2)
+        major, minor = (mrr + mcc) / 2 + root, max((mrr + mcc) / 2 - root, 0.0)
+        rows.append((label, int(area), math.sqrt(major / minor) if minor > 0 else math.inf))
+    table = pd.DataFrame(rows, columns=["label", "area", "axis_ratio"])
+    return table.set_index("label")
+
+
+def _label_areas(labels: np.ndarray) -> pd.Series:
+    """Pixel count per non-zero label present (index sorted)."""
+    if labels.size and int(labels.max()) <= 50_000_000:
+        counts = np.bincount(labels.ravel())
+        ids = np.flatnonzero(counts)
+        ids = ids[ids > 0]
+        return pd.Series(counts[ids], index=ids.astype(np.int64))
+    values, counts = np.unique(labels, return_counts=True)
+    keep = values > 0
+    return pd.Series(counts[keep], index=values[keep].astype(np.int64))
+
+
+#: Published shape-feature columns of :func:`ntm_features` (pixel lengths and ratios).
 NTM_SHAPE_COLUMNS = (
     "Fiber_on_Border", "Fiber_Area", "Fiber_Perimeter", "Convexity", "Fiber_Width_Ellipse",
     "Fiber_Length_Ellipse", "Aspect_Ratio_Ellipse", "lengthsquared_by_Area_Ellipse",
@@ -151,24 +194,34 @@ NTM_SHAPE_COLUMNS = (
 )
 #: Scale-free columns added to the published ones.
 NTM_EXTRA_COLUMNS = ("relative_area", "solidity", "axis_ratio")
-NTM_FEATURES = NTM_SHAPE_COLUMNS + NTM_EXTRA_COLUMNS
+#: Features of the learned NTM classifier: scale-free only (ratios of the published features
+#: and the added ones), so that a model trained on 34-72 px synthetic fibres means the same on
+#: 16 px figure fibres or 360 px real IF fibres. The pixel-unit columns (area, perimeter,
+#: axis and box lengths) stay in the table for the published rule.
+NTM_FEATURES = (
+    "Fiber_on_Border", "Convexity", "Aspect_Ratio_Ellipse", "lengthsquared_by_Area_Ellipse",
+    "Aspect_Ratio_Bbox", "lengthsquared_by_area_Bbox", "Fiber_Perimeter_by_Rectangular_Perimeter",
+) + NTM_EXTRA_COLUMNS
 
 
-def ntm_features(labels: np.ndarray) -> pd.DataFrame:
+def ntm_features(labels: np.ndarray, scale: float = 1.0) -> pd.DataFrame:
     """Per-fibre NTM features: the published shape features plus scale-free ones.
 
     Parameters
     ----------
     labels : (H, W) integer instance mask.
+    scale : float
+        NCL-SM IF pixels to the mask's pixels, for the published rule's area thresholds
+        (:func:`nclsm_utils.metrics.morphology.ntm_thresholds`); 1 = NCL-SM's own pixels.
 
     Returns
     -------
     DataFrame
         One row per non-zero label (sorted), column ``label``, the columns of
-        :data:`NTM_FEATURES` (``relative_area`` = area / the mask's median fibre area,
-        ``solidity`` = 1 / Convexity), ``ntm_rule`` (the published rule) and ``skipped``
-        (True for labels of 25 pixels or fewer, which the published script skips; their
-        features are NaN).
+        :data:`NTM_SHAPE_COLUMNS` and :data:`NTM_EXTRA_COLUMNS` (``relative_area`` = area /
+        the mask's median fibre area, ``solidity`` = 1 / Convexity), ``ntm_rule`` (the
+        published rule at ``scale``) and ``skipped`` (True for labels of 25 pixels or fewer,
+        which the published script skips; their features are NaN).
 
     >>> labels = np.zeros((40, 60), np.uint16); labels[5:25, 10:50] = 1; labels[30:33, 2:5] = 2
     >>> t = ntm_features(labels)
@@ -178,31 +231,34 @@ def ntm_features(labels: np.ndarray) -> pd.DataFrame:
     from ..metrics.morphology import ntm_rule, shape_features
 
     labels = _check_mask(labels)
-    ids = np.unique(labels)
-    ids = ids[ids > 0].astype(np.int64)
+    crops = _crop_measures(labels) if labels.size > _LARGE_MASK else None
+    label_areas = _label_areas(labels) if crops is None else crops["area"]
+    ids = label_areas.index.to_numpy(np.int64)
     table = pd.DataFrame({"label": ids})
     if ids.size == 0:
-        for column in NTM_FEATURES:
+        for column in NTM_SHAPE_COLUMNS + NTM_EXTRA_COLUMNS:
             table[column] = pd.Series([], dtype="float64")
         table["ntm_rule"] = pd.Series([], dtype=bool)
         table["skipped"] = pd.Series([], dtype=bool)
         return table
     shapes = shape_features(labels)
-    rule = ntm_rule(shapes) if len(shapes) else pd.Series([], dtype=bool)
+    rule = ntm_rule(shapes, scale) if len(shapes) else pd.Series([], dtype=bool)
     shapes = shapes.assign(ntm_rule=rule.to_numpy(dtype=bool))
     shapes = shapes.astype({"Fiber_on_Border": "float64"})
     table = table.merge(shapes[["label", *NTM_SHAPE_COLUMNS, "ntm_rule"]], on="label", how="left")
     table["skipped"] = table["Fiber_Area"].isna()
-    areas = np.bincount(labels.ravel())[ids]
+    areas = label_areas.to_numpy(np.float64)
     median = float(np.median(areas)) if areas.size else 1.0
     table["relative_area"] = areas / max(median, 1.0)
     convexity = pd.to_numeric(table["Convexity"], errors="coerce")
     table["solidity"] = 1.0 / convexity.where(convexity > 0)
-    table["axis_ratio"] = moment_axis_ratio(labels, ids)
+    table["axis_ratio"] = (moment_axis_ratio(labels, ids) if crops is None
+                           else crops["axis_ratio"].reindex(ids).to_numpy(np.float64))
     # fibres the published script skips are too small to analyse: non-transverse for both
     table["ntm_rule"] = table["ntm_rule"].fillna(True).astype(bool)
-    table = table.astype({c: "float64" for c in NTM_FEATURES})
-    return table[["label", *NTM_FEATURES, "ntm_rule", "skipped"]]
+    columns = NTM_SHAPE_COLUMNS + NTM_EXTRA_COLUMNS
+    table = table.astype({c: "float64" for c in columns})
+    return table[["label", *columns, "ntm_rule", "skipped"]]
 
 
 # ============================================================================ FAM features

@@ -44,11 +44,13 @@ class ArraySection:
     """
 
     def __init__(self, arrays: dict, modality: str = "IMC", id: str = "section",
-                 split: str = "train"):
+                 split: str = "train", ntm_scale: float | None = None):
         self.arrays = dict(arrays)
         self.modality = modality
         self.id = id
         self.split = split
+        #: NCL-SM IF pixels to this section's pixels (:func:`section_ntm_scale`); None: 1
+        self.ntm_scale = ntm_scale
 
     @property
     def key(self) -> str:
@@ -70,6 +72,91 @@ class ArraySection:
 
     def __repr__(self) -> str:
         return f"ArraySection({self.key!r}, roles={sorted(self.arrays)})"
+
+
+# ============================================================================ definitions
+#: How each class is decided, per modality (``"auto"`` in :func:`curate`): NCL-SM's IF NTM
+#: labels are the published rule's output, so IF takes the rule (at the section's scale);
+#: IMC's NTM labels are annotations, learned from the synthetic IMC sections.
+NTM_DEFINITION = {"IF": "rule", "IMC": "learned"}
+
+
+def section_ntm_scale(section, scale: float | None = None) -> float:
+    """NCL-SM IF pixels to ``section``'s pixels, for the published NTM rule's area thresholds.
+
+    In this order: ``scale`` when given; the section's own ``ntm_scale`` attribute
+    (:class:`ArraySection`); a synthetic dataset's scale (the IF fibre diameter of the config
+    in its ``synth_manifest.json`` over
+    :data:`~nclsm_utils.metrics.morphology.NTM_REFERENCE_DIAMETER`); otherwise 1 (a real
+    NCL-SM section: the rule's own pixels).
+
+    >>> section_ntm_scale(ArraySection({}, "IF"), 0.5), section_ntm_scale(ArraySection({}, "IF"))
+    (0.5, 1.0)
+    """
+    if scale is None:
+        scale = getattr(section, "ntm_scale", None)
+    if scale is None:
+        scale = _manifest_scale(getattr(section, "files", None) or {})
+    scale = 1.0 if scale is None else float(scale)
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"the NTM scale must be a positive number, got {scale!r}")
+    return scale
+
+
+def _manifest_scale(files: dict) -> float | None:
+    """The IF NTM scale recorded by a synthetic dataset beside these files (None: not one)."""
+    from ..metrics.morphology import NTM_REFERENCE_DIAMETER
+
+    for path in files.values():
+        manifest = Path(path).parent.parent.parent / "synth_manifest.json"
+        if manifest.is_file():
+            try:
+                config = json.loads(manifest.read_text()).get("config", {})
+                return float(config["if_"]["fibre_diameter"]) / NTM_REFERENCE_DIAMETER
+            except (ValueError, KeyError, TypeError) as error:
+                raise DataError(f"{manifest}: no IF fibre diameter in the synthetic dataset's "
+                                f"manifest ({error}); regenerate it with nclsm synth") from error
+        return None
+    return None
+
+
+def ntm_definition(modality: str | None, ntm: str = "auto") -> str:
+    """Which NTM decision a section gets: ``"rule"`` or ``"learned"`` (``"auto"``:
+    :data:`NTM_DEFINITION` of the modality, learned when unknown).
+
+    >>> ntm_definition("IF"), ntm_definition("IMC"), ntm_definition("IF", "learned")
+    ('rule', 'learned', 'learned')
+    """
+    if ntm not in ("auto", "learned", "rule"):
+        raise ValueError(f"ntm must be 'auto', 'learned' or 'rule', got {ntm!r}")
+    if ntm != "auto":
+        return ntm
+    return NTM_DEFINITION.get(str(modality), "learned")
+
+
+def definitions_table(modality: str | None, ntm: str = "auto", scale: float = 1.0,
+                      diameter: float | None = None) -> pd.DataFrame:
+    """Which definition each curation class used and at what scale (one row per class).
+
+    >>> definitions_table("IF", scale=0.2)[["class", "definition"]].values.tolist()
+    [['FR', 'learned'], ['NTM', 'rule'], ['FAM', 'learned']]
+    """
+    from ..metrics.morphology import ntm_thresholds
+    from .classifiers import WORKING_DIAMETER
+
+    used = ntm_definition(modality, ntm)
+    t = ntm_thresholds(scale)
+    fibre = f"{diameter:.0f} px fibres" if diameter else "the section's fibres"
+    ntm_scale = (f"published rule x {scale:g} (area {t['area_min']:.4g}-{t['area_max']:.4g} px, "
+                 "ratios unchanged)" if used == "rule"
+                 else "scale-free shape features (any fibre size)")
+    return pd.DataFrame({
+        "class": ["FR", "NTM", "FAM"],
+        "definition": ["learned", used, "learned"],
+        "scale": [f"pixel classifier at {WORKING_DIAMETER:g} px fibres ({fibre} resampled)",
+                  ntm_scale, f"mass-channel features relative to {fibre}"],
+        "modality": [modality] * 3,
+    })
 
 
 def _file_facts(section) -> list:
@@ -168,7 +255,14 @@ class CurationModels:
                 fam_tables.append(tables["fam"])
             else:
                 log.warning("%s: no FAM mask; not used to train the FAM classifier", section.key)
-        ntm_all = _concat(ntm_tables, [*NTM_FEATURES, "target"])
+        # the learned NTM classifier learns annotated NTM (IMC); IF's NTM labels are the
+        # published rule's output, which curation applies directly (NTM_DEFINITION)
+        learned = [t for t in ntm_tables if len(t) and NTM_DEFINITION.get(
+            str(t["section"].iloc[0]).split("/")[0]) == "learned"]
+        if learned and len(learned) < len(ntm_tables):
+            log.info("NTM classifier: trained on the %d section(s) whose NTM labels are "
+                     "annotations (IF sections follow the published rule)", len(learned))
+        ntm_all = _concat(learned or ntm_tables, [*NTM_FEATURES, "target"])
         fam_all = _concat(fam_tables, [*FAM_FEATURES, "target"])
         self.ntm.fit(ntm_all, ntm_all["target"].astype(bool))
         self.fam.fit(fam_all, fam_all["target"].astype(bool))
@@ -237,7 +331,7 @@ def _params_from_dict(values: dict) -> CurationParams:
 def models_key(sections, params: CurationParams) -> str:
     """Hash of the parameters and the training sections (ids and file sizes)."""
     payload = {"params": params.key(), "train": sorted((_file_facts(s) for s in sections),
-                                                       key=lambda f: f[0]), "version": 1}
+                                                       key=lambda f: f[0]), "version": 2}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -280,9 +374,28 @@ def train_models(sections, workdir="data", params: CurationParams | None = None,
 
 
 # ============================================================================ curation
+def ntm_decision(table: pd.DataFrame, modality: str | None = None,
+                 models: CurationModels | None = None, ntm: str = "auto") -> np.ndarray:
+    """The NTM decision :func:`curate` takes, from a :func:`ntm_features` table.
+
+    ``"rule"`` (IF under ``"auto"``): the table's ``ntm_rule`` column (the published rule at
+    the table's scale); ``"learned"``: the NTM classifier of ``models``. Fibres the
+    published script skips (25 px or fewer) are non-transverse either way.
+    """
+    used = ntm_definition(modality, ntm)
+    skipped = table["skipped"].to_numpy(bool)
+    if used == "rule":
+        return table["ntm_rule"].to_numpy(bool) | skipped
+    if models is None:
+        raise NotTrainedError("the learned NTM decision needs trained models: pass "
+                              "models=train_models(...)")
+    return (models.ntm.predict_proba(table) >= models.ntm.threshold) | skipped
+
+
 def classify_fibres(section, myofibres: np.ndarray | None = None,
                     models: CurationModels | None = None, image: np.ndarray | None = None,
-                    fr_mask: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+                    fr_mask: np.ndarray | None = None,
+                    scale: float | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """Classify every fibre of a section's (ground-truth or predicted) myofibre mask.
 
     Parameters
@@ -297,6 +410,9 @@ def classify_fibres(section, myofibres: np.ndarray | None = None,
         The section image, when already read.
     fr_mask : (H, W) bool, optional
         A folded-region mask to use instead of predicting one.
+    scale : float, optional
+        NCL-SM IF pixels to the section's pixels for the published rule
+        (default: :func:`section_ntm_scale`).
 
     Returns
     -------
@@ -317,7 +433,7 @@ def classify_fibres(section, myofibres: np.ndarray | None = None,
     if fr_mask is None:
         fr_mask = models.fr.predict(image, diameter)
     fr_mask = np.asarray(fr_mask) > 0
-    ntm_t = ntm_features(labels)
+    ntm_t = ntm_features(labels, section_ntm_scale(section, scale))
     fam_t = fam_features(image, labels, diameter)
     ids = ntm_t["label"].to_numpy(np.int64)
     table = pd.DataFrame({"label": ids})
@@ -326,7 +442,7 @@ def classify_fibres(section, myofibres: np.ndarray | None = None,
     table["fr"] = table["fr_overlap"] > models.params.fr_overlap
     table["ntm_rule"] = ntm_t["ntm_rule"].to_numpy(bool)
     table["ntm_proba"] = models.ntm.predict_proba(ntm_t)
-    table["ntm"] = (table["ntm_proba"] >= models.ntm.threshold) | ntm_t["skipped"].to_numpy(bool)
+    table["ntm"] = ntm_decision(ntm_t, models=models, ntm="learned")
     table["fam_proba"] = models.fam.predict_proba(fam_t)
     table["fam"] = table["fam_proba"] >= models.fam.threshold
     table["analysable"] = ~(table["fr"] | table["ntm"] | table["fam"])
@@ -377,7 +493,7 @@ def masks_from_table(labels: np.ndarray, table: pd.DataFrame, fr_mask: np.ndarra
 
 
 def curate(section, myofibres: np.ndarray | None = None, models: CurationModels | None = None,
-           ntm: str = "learned") -> dict[str, np.ndarray]:
+           ntm: str = "auto", scale: float | None = None) -> dict[str, np.ndarray]:
     """Curate one section: folded regions, NTM, FAM and the analysable myofibres.
 
     Parameters
@@ -387,8 +503,12 @@ def curate(section, myofibres: np.ndarray | None = None, models: CurationModels 
         Predicted myofibres; default: the section's ground-truth myofibres.
     models : CurationModels
         Trained models (:func:`train_models`); required.
-    ntm : {"learned", "rule"}
-        Which NTM decision removes fibres from the analysable mask.
+    ntm : {"auto", "learned", "rule"}
+        Which NTM decision removes fibres from the analysable mask; ``"auto"``
+        (:func:`ntm_definition`): the published rule for IF (NCL-SM's IF labels are its
+        output), the learned classifier for IMC.
+    scale : float, optional
+        NCL-SM IF pixels to the section's pixels, for the rule (:func:`section_ntm_scale`).
 
     Returns
     -------
@@ -397,10 +517,9 @@ def curate(section, myofibres: np.ndarray | None = None, models: CurationModels 
         region mask), instance masks ``fr_fibres``, ``ntm``, ``ntm_rule``, ``fam``,
         ``analysable`` (myofibre ids kept) and ``am_vs_nam`` (1 analysable, 2 not).
     """
-    if ntm not in ("learned", "rule"):
-        raise ValueError(f"ntm must be 'learned' or 'rule', got {ntm!r}")
+    used = ntm_definition(getattr(section, "modality", None), ntm)
     image = section.image()
     labels = section.mask("myofibres") if myofibres is None else myofibres
-    table, fr_mask = classify_fibres(section, labels, models, image=image)
+    table, fr_mask = classify_fibres(section, labels, models, image=image, scale=scale)
     return masks_from_table(labels, table, fr_mask,
-                            ntm_column="ntm" if ntm == "learned" else "ntm_rule")
+                            ntm_column="ntm" if used == "learned" else "ntm_rule")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import available_cores, write_text, write_tiff
+from ..core.shape import NTM_REFERENCE_DIAMETER, ntm_rule, shape_features
 from .acquisition import compose_rgb, render_raw
 from .appearance import Appearance
 from .config import AM_CLASS, NAM_CLASS, SYNTH_FOLDERS, SynthConfig
@@ -35,7 +36,11 @@ def generate_section(section_id: str, modality: str, config: SynthConfig | None 
     rng = np.random.default_rng([seed, index, 1 if modality == "IMC" else 2])
     geometry = fibre_geometry(params.shape, params, config, rng)
     labels = geometry["labels"]
-    ntm, fam = classify_fibres(labels, geometry["oblique"], config, rng)
+    drawn_ntm, fam = classify_fibres(labels, geometry["oblique"], config, rng)
+    # NCL-SM's definitions (IF: the published rule at this dataset's pixel size; IMC: the
+    # figure's panel D, obliquely cut fibres); no random numbers are drawn, so images,
+    # myofibres, FAM and QA do not depend on them
+    ntm = (if_ntm_flags(labels, config) if modality == "IF" else imc_ntm_flags(labels)) & ~fam
     analysable = ~ntm & ~fam
     analysable[0] = False
     look = Appearance.draw(rng, config.look_spread) if config.randomise else Appearance.typical()
@@ -44,7 +49,7 @@ def generate_section(section_id: str, modality: str, config: SynthConfig | None 
     raw = render_raw(geometry["membrane_labels"], geometry["draw"].fibre_diameter, look, rng,
                      fam_labels=_membrane_ids_of(geometry, np.flatnonzero(fam)),
                      fr=geometry["fr"], tissue=geometry["tissue"])
-    qa = qa_annotation(labels, config.qa_fraction, config.qa_amplitude, rng, exclude=ntm)
+    qa = qa_annotation(labels, config.qa_fraction, config.qa_amplitude, rng, exclude=drawn_ntm)
 
     def keep(flags):
         return np.where(flags[labels], labels, 0).astype(np.uint16)
@@ -61,6 +66,54 @@ def generate_section(section_id: str, modality: str, config: SynthConfig | None 
         "fr": geometry["fr"].astype(np.uint8),
         "qa": qa.astype(np.uint16),
     }
+
+
+def ntm_scale(config: SynthConfig | None = None) -> float:
+    """NCL-SM IF pixels to this dataset's IF pixels: the config's IF fibre diameter over
+    :data:`~nclsm_utils.core.shape.NTM_REFERENCE_DIAMETER` (0.2 by default: 72-px fibres for
+    the real sections' 360 px).
+
+    >>> ntm_scale()
+    0.2
+    """
+    config = config or SynthConfig()
+    return float(config.params("IF").fibre_diameter) / NTM_REFERENCE_DIAMETER
+
+
+def if_ntm_flags(labels: np.ndarray, config: SynthConfig | None = None) -> np.ndarray:
+    """NCL-SM's IF non-transverse flags (bool per label, index = label): the published rule
+    (:func:`~nclsm_utils.core.shape.ntm_rule`) at :func:`ntm_scale`; labels the published
+    script skips (25 px or fewer) count as non-transverse, as in the curation."""
+    n = int(labels.max())
+    flags = np.zeros(n + 1, bool)
+    if n == 0:
+        return flags
+    flags[1:] = True                                   # skipped labels stay flagged
+    table = shape_features(labels)
+    if len(table):
+        flags[table["label"].to_numpy(np.int64)] = ntm_rule(table, ntm_scale(config)).to_numpy()
+    flags[np.bincount(labels.ravel(), minlength=n + 1) == 0] = False
+    flags[0] = False
+    return flags
+
+
+#: IMC non-transverse fibres: second-moment axis ratio above this (an oblique cut of a
+#: cylinder more than 60 degrees off transverse); chosen on the left half of the NCL-SM
+#: figure's panel D (docs/decisions.md).
+IMC_NTM_AXIS_RATIO = 2.0
+
+
+def imc_ntm_flags(labels: np.ndarray) -> np.ndarray:
+    """IMC non-transverse flags (bool per label, index = label): fibres whose equal-moment
+    ellipse is more than :data:`IMC_NTM_AXIS_RATIO` times longer than wide, the fibres the
+    NCL-SM figure's panel D marks (elongated, obliquely cut)."""
+    from skimage import measure
+
+    flags = np.zeros(int(labels.max()) + 1, bool)
+    for p in measure.regionprops(labels):
+        minor = p.axis_minor_length
+        flags[p.label] = minor <= 0 or p.axis_major_length / minor > IMC_NTM_AXIS_RATIO
+    return flags
 
 
 def _membrane_ids_of(geometry: dict, fibre_ids: np.ndarray) -> np.ndarray:

@@ -52,9 +52,9 @@ from __future__ import annotations
 
 from .regionprops import COMPARE_COLUMNS, MORPHOLOGY_COLUMNS, compare_morphology, fibre_morphology
 from .shape import (CANNY_THRESHOLDS, ELLIPSE_PAD, MIN_AREA, MIN_CONTOUR_POINTS, NTM_COLUMNS,
-                    NTM_THRESHOLDS, SHAPE_COLUMNS, check_labels, convex_hull_mask,
-                    convex_hull_pixels, crofton_perimeter_4, ellipse_axes, ntm_rule,
-                    perimeter_pixels, reduced_ratio, shape_features)
+                    NTM_REFERENCE_DIAMETER, NTM_THRESHOLDS, SHAPE_COLUMNS, check_labels,
+                    convex_hull_mask, convex_hull_pixels, crofton_perimeter_4, ellipse_axes,
+                    ntm_rule, ntm_thresholds, perimeter_pixels, reduced_ratio, shape_features)
 
 # Private helpers, re-exported because other modules, tests and benchmarks import them
 # from here (e.g. ``_as_bool``, ``_fibre_crops``).
@@ -67,8 +67,8 @@ from .shape import _fibre_crops, _fibre_shape, _perimeter_image, log  # noqa: F4
 __all__ = [
     # .shape: the published NCL-SM NTM shape features and rule
     "CANNY_THRESHOLDS", "ELLIPSE_PAD", "MIN_AREA", "MIN_CONTOUR_POINTS", "NTM_COLUMNS",
-    "NTM_THRESHOLDS", "SHAPE_COLUMNS", "check_labels", "convex_hull_mask", "convex_hull_pixels",
-    "crofton_perimeter_4", "ellipse_axes", "ntm_rule", "perimeter_pixels", "reduced_ratio",
+    "NTM_REFERENCE_DIAMETER", "NTM_THRESHOLDS", "SHAPE_COLUMNS", "check_labels", "convex_hull_mask", "convex_hull_pixels",
+    "crofton_perimeter_4", "ellipse_axes", "ntm_rule", "ntm_thresholds", "perimeter_pixels", "reduced_ratio",
     "shape_features",
     # .regionprops: standard per-fibre morphology
     "COMPARE_COLUMNS", "MORPHOLOGY_COLUMNS", "compare_morphology", "fibre_morphology",
