@@ -34,8 +34,10 @@ from other fibres of the same image, not from other images or from training agai
 
 Methods without a cached model are listed as untrained (this script does not train unless
 ``--train`` is given). The table goes to ``reports/real_transfer.csv`` (atomic write), a
-JSON sidecar (commit, date, settings) beside it, and stdout as a Markdown table. No
-assertions; not run in CI.
+JSON sidecar (commit, date, settings) beside it, and stdout as a Markdown table. The real
+case's fibres are also broken down by decile of their mean mass signal and of their area
+(relative to the panel's median fibre; ``metrics.recall``): who gets missed on a real image,
+written to ``reports/real_transfer_recall.csv``. No assertions; not run in CI.
 
 Usage::
 
@@ -135,7 +137,12 @@ def _failed(case, method, error) -> dict:
     return _row(case, method, note=f"{type(error).__name__}: {error}"[:300])
 
 
+#: Per ground-truth fibre detection rows of the real case, one frame per method.
+DETECTIONS: list = []
+
+
 def real_case(segmenter, panel, half, diameter, dataset, args) -> dict:
+    from nclsm_utils.metrics.recall import fibre_detection
     from nclsm_utils.segmenters.apply import predict_image
     from nclsm_utils.report.transfer import restrict_to_half, score_instances
 
@@ -146,6 +153,8 @@ def real_case(segmenter, panel, half, diameter, dataset, args) -> dict:
     gt_half, pred_half = restrict_to_half(panel.labels, pred, half)
     scores = score_instances(gt_half, pred_half, panel.image, half_width=1,
                              intervals=True)
+    DETECTIONS.append(fibre_detection(gt_half, pred_half, panel.image)
+                      .assign(method=segmenter.name, section=f"real-{half}"))
     return _row(f"real-{half}", segmenter.name, source=segmenter.source, modality="IF",
                 diameter_px=diameter, half_width=1, **scores, predict_s=seconds)
 
@@ -285,6 +294,21 @@ def main(argv=None) -> int:
                                    default=str))
     print(markdown_table(table[PRINTED]))
     print(f"table -> {out}\nprovenance -> {sidecar}")
+    if DETECTIONS:
+        from nclsm_utils.metrics.recall import recall_report, relative_to_section
+
+        deciles, gaps = recall_report(relative_to_section(pd.concat(DETECTIONS,
+                                                                    ignore_index=True)))
+        recall_out = out.with_name(out.stem + "_recall.csv")
+        write_csv(recall_out, deciles)
+        print("\nrecall of the real panel's fibres by mass-signal and area decile "
+              "(relative to the panel's median fibre):")
+        print(markdown_table(deciles.pivot_table(index=["property", "decile"], columns="method",
+                                                 values="recall").round(3).reset_index()))
+        print(markdown_table(gaps[["method", "property", "threshold", "lowest recall",
+                                   "rest recall", "difference", "difference CI low",
+                                   "difference CI high", "missed more"]]))
+        print(f"recall by decile -> {recall_out}")
     return 0
 
 

@@ -338,6 +338,30 @@ if len(curves):
     display(curves.pivot_table(index="thresh", columns="method", values=["AP", "f1", "PQ"]))
 '''),
     md("""
+## Who gets missed: recall by fibre brightness and size
+
+Recall of the ground-truth fibres (detected: a predicted object with IoU >= 0.5) per decile
+of the fibre's mean mitochondrial-mass signal and of its area, each relative to the median
+fibre of its section; bands are 95 % bootstrap intervals (fibres resampled within sections).
+A method that finds fibres by their mass signal rather than their membrane loses the darkest
+decile; one sentence per method says whether its darkest and smallest tenth are missed more
+than the rest. Written to `recall_by_fibre.csv` (deciles) and `recall_gaps.csv`.
+"""),
+    code('''
+from nclsm_utils.metrics import recall
+
+detections = tables.recall_by_fibre(dataset, methods, workdir=workdir, sections=chosen)
+deciles, gaps = recall.recall_report(detections)
+write_csv(reports / "recall_by_fibre.csv", deciles)
+write_csv(reports / "recall_gaps.csv", gaps)
+display(Markdown("\\n".join(f"* {recall.gap_sentence(row)}" for _, row in gaps.iterrows())))
+if len(deciles):
+    fig = plots.recall_by_decile(deciles)
+'''),
+    code('''
+deciles.pivot_table(index=["property", "decile"], columns="method", values="recall").round(3)
+'''),
+    md("""
 ## Fibre morphology vs ground truth
 
 Distributions of per-fibre shape features of every method's fibres and of the ground truth's

@@ -391,12 +391,21 @@ def test_drop_background_objects_keeps_fibres_drops_gap_objects():
     kept = drop_background_objects(labels, image, 0.2)
     assert np.unique(kept).tolist() == [0, 1, 2]
     assert (kept > 0).sum() == 24
-    # a dark fibre is kept down to a mean signal of 0.2 (mass 0.25 here), dropped below it
+    # a dark fibre is kept down to a mean signal of 0.2 (mass 0.25 here); below it, only an
+    # object without membrane around it is dropped (seed 1 is far from any membrane here)
     dark = image.copy()
     dark[:, :10, 1] = 0.25
     assert np.unique(drop_background_objects(labels, dark, 0.2)).tolist() == [0, 1, 2]
     dark[:, :10, 1] = 0.1
     assert (drop_background_objects(labels, dark, 0.2) > 0).sum() == 12
+    # the same dark fibre outlined by its membrane is kept, whatever its mass
+    outlined = dark.copy()
+    outlined[2:10, 1:8, 0] = 1.0
+    outlined[4:8, 3:6, 0] = 0.0
+    kept = drop_background_objects(labels, outlined, 0.2)
+    assert np.unique(kept).tolist() == [0, 1, 2] and (kept > 0).sum() == 24
+    outlined[:, :10, 1] = 0.0                  # no mass at all
+    assert (drop_background_objects(labels, outlined, 0.2) > 0).sum() == 24
     assert drop_background_objects(labels, image, 0) is labels
 
 

@@ -314,6 +314,15 @@ def test_readme_results_block_is_generated_from_the_reports(tmp_path):
     assert "55.7 [51.4, 60.0]" in lines[2] or "55.7 [51.4, 60.1]" in lines[2]
     assert "| unet | 3 | 0.870 ± 0.004 (0.866-0.875) |" in text
     assert "**unet** has the best per-fibre IoU, distinguishably better" in text
+    assert "Who gets missed" not in text        # no recall_gaps.csv in these reports
+    pd.DataFrame([{"method": "unet", "property": p, "recall": 0.95, "lowest recall": low,
+                   "difference": low - 0.96, "difference CI low": low - 1.0,
+                   "difference CI high": low - 0.9} for p, low in (("mass", 0.5), ("area", 0.9))]
+                 ).to_csv(reports / "recall_gaps.csv", index=False)
+    text = site.readme_results(reports)
+    assert "Who gets missed" in text
+    assert ("| unet | 0.950 | 0.500 (vs rest -0.460 [-0.500, -0.400]) | "
+            "0.900 (vs rest -0.060 [-0.100, +0.000]) |") in text
 
     spec = importlib.util.spec_from_file_location("readme_tables",
                                                   ROOT / "scripts" / "readme_tables.py")

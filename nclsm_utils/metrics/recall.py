@@ -135,7 +135,12 @@ def _bins(values, edges: np.ndarray) -> np.ndarray:
     return out
 
 
-def _recall_interval(detected: np.ndarray, sections: np.ndarray, **bootstrap) -> tuple[float, float]:
+def recall_interval(detected: np.ndarray, sections: np.ndarray, **bootstrap) -> tuple[float, float]:
+    """95 % bootstrap interval of the share of ``detected`` fibres, resampled within sections.
+
+    >>> recall_interval(np.array([True, True, False, True]), np.array(["a", "a", "b", "b"]))
+    (0.5, 1.0)
+    """
     detected = detected.astype(float)
     return stratified_interval(_strata(sections), lambda i: detected[i].mean(axis=-1),
                                **bootstrap)
@@ -172,7 +177,7 @@ def recall_by_decile(table: pd.DataFrame, prop: str = "mass", bins: int = 10,
         for k in range(1, len(edges)):
             chosen = group[numbers == k]
             detected = chosen["detected"].to_numpy(bool)
-            low, high = _recall_interval(detected, chosen["section"].to_numpy(),
+            low, high = recall_interval(detected, chosen["section"].to_numpy(),
                                          confidence=confidence, n_resamples=n_resamples,
                                          seed=seed)
             rows.append({"method": method, "property": prop, "decile": k,
@@ -256,3 +261,12 @@ def gap_sentence(row) -> str:
             f": recall {row['lowest recall']:.2f} against {row['rest recall']:.2f} "
             f"(difference {row['difference']:.2f}, 95 % interval "
             f"{row['difference CI low']:.2f} to {row['difference CI high']:.2f}).")
+
+
+def recall_report(table: pd.DataFrame, properties=PROPERTIES, **bootstrap):
+    """:func:`recall_by_decile` and :func:`lowest_decile_gap` of every property, each as one
+    table (rows of all properties and methods): ``(deciles, gaps)``."""
+    deciles = [recall_by_decile(table, prop, **bootstrap) for prop in properties]
+    gaps = [lowest_decile_gap(table, prop, **bootstrap) for prop in properties]
+    return (pd.concat(deciles, ignore_index=True),
+            pd.concat(gaps, ignore_index=True) if any(len(g) for g in gaps) else pd.DataFrame())

@@ -185,7 +185,31 @@ def readme_results(reports) -> str:
                             "methods whose seed ranges overlap depends on the training run.\n")
     else:
         text += sentence
-    return text
+    return text + recall_gaps_text(reports / "recall_gaps.csv")
+
+
+def recall_gaps_text(gaps_csv: Path) -> str:
+    """Who gets missed (``recall_gaps.csv`` of the comparison notebook): per method, the recall
+    of all fibres, of the darkest and of the smallest tenth, each with the 95 % interval of its
+    difference from the rest; empty when the file is missing."""
+    gaps_csv = Path(gaps_csv)
+    if not gaps_csv.is_file():
+        return ""
+    gaps = pd.read_csv(gaps_csv)
+    if gaps.empty:
+        return ""
+    rows = {}
+    for _, row in gaps.iterrows():
+        entry = rows.setdefault(row["method"], {"method": row["method"],
+                                                "recall (IoU >= 0.5)": f"{row['recall']:.3f}"})
+        name = {"mass": "darkest tenth", "area": "smallest tenth"}.get(row["property"],
+                                                                       row["property"])
+        entry[name] = (f"{row['lowest recall']:.3f} (vs rest {row['difference']:+.3f} "
+                       f"[{row['difference CI low']:+.3f}, {row['difference CI high']:+.3f}])")
+    return ("\nWho gets missed: recall of the darkest tenth of fibres (mean mass signal, relative "
+            "to the section's median fibre) and of the smallest tenth, with the difference from "
+            "the other nine tenths and its 95 % bootstrap interval (`recall_by_fibre.csv`):\n\n"
+            + markdown_table(pd.DataFrame(list(rows.values()))))
 
 
 def ranking_sentence(pairwise_csv: Path, metric: str = "IoU") -> str:

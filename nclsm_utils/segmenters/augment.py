@@ -8,7 +8,10 @@ a :class:`numpy.random.Generator`, and return new arrays (no hidden state):
   differ in all of these (see :class:`nclsm_utils.synth.Appearance`);
 * :func:`geometric` - flips and 90-degree rotations of an image and its label image;
 * :func:`scale_jitter` - a random zoom of image and labels that keeps the array shape;
-* :func:`augment_pair` - all three, the augmenter StarDist calls per patch.
+* :func:`dim_fibres` - the mass channel of a random share of the fibres dimmed to near
+  black (fibres with little mitochondrial mass still have a membrane: a model must find
+  them by it);
+* :func:`augment_pair` - all four, the augmenter StarDist calls per patch.
 
 Scipy and OpenCV do the resampling; the parameters are ours because the ranges are tied to
 what real NCL-SM sections show.
@@ -40,6 +43,10 @@ P_NOISE = 0.5
 #: zooms 0.5-1.5 (``CellposeParams.scale_range``): the small fibres of real IF sections,
 #: half the median size and less, were never detected by either with 0.75-1.33.
 ZOOM = (0.75, 1.33)
+#: :func:`dim_fibres`: probability per patch, share of its fibres dimmed, their remaining mass.
+P_DIM = 0.5
+DIM_SHARE = (0.05, 0.3)
+DIM_LEVEL = (0.0, 0.2)
 
 
 def intensity(x: np.ndarray, rng: np.random.Generator, channel_axis: int = -1) -> np.ndarray:
@@ -114,9 +121,39 @@ def scale_jitter(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, zoom=ZO
     return out_x, out_y
 
 
+def dim_fibres(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator, channel: int = 1,
+               channel_axis: int = -1, probability: float = P_DIM) -> np.ndarray:
+    """Dim the mass channel of a random share of the fibres of ``labels`` to near black.
+
+    With probability ``probability``, a share (:data:`DIM_SHARE`) of the labelled fibres keep
+    only a fraction (:data:`DIM_LEVEL`) of their mass signal; membranes are untouched.
+
+    Examples
+    --------
+    >>> x = np.ones((4, 4, 2), np.float32); labels = np.repeat([[1, 1, 2, 2]], 4, axis=0)
+    >>> out = dim_fibres(x, labels, np.random.default_rng(3), probability=1.0)
+    >>> [round(float(v), 2) for v in out[0, :, 1]], float(out[..., 0].min())   # fibre 1 dimmed
+    ([0.12, 0.12, 1.0, 1.0], 1.0)
+    """
+    if rng.random() >= probability:
+        return x
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return x
+    count = max(1, int(round(rng.uniform(*DIM_SHARE) * ids.size)))
+    chosen = rng.choice(ids, count, replace=False)
+    out = np.moveaxis(np.asarray(x, np.float32), channel_axis, 0).copy()
+    inside = np.isin(labels, chosen)
+    out[channel][inside] *= np.float32(rng.uniform(*DIM_LEVEL))
+    return np.ascontiguousarray(np.moveaxis(out, 0, channel_axis))
+
+
 def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, zoom=ZOOM):
-    """:func:`geometric`, :func:`scale_jitter` (``zoom`` range) and :func:`intensity` of a
-    training patch (``x`` ``(h, w, C)`` float, ``y`` ``(h, w)`` labels); shapes are kept."""
+    """:func:`geometric`, :func:`scale_jitter` (``zoom`` range), :func:`dim_fibres` and
+    :func:`intensity` of a training patch (``x`` ``(h, w, C)`` float, ``y`` ``(h, w)``
+    labels); shapes are kept."""
     x, y = geometric(x, y, rng)
     x, y = scale_jitter(x, y, rng, zoom=zoom)
+    x = dim_fibres(x, y, rng)
     return intensity(x, rng), np.ascontiguousarray(y)

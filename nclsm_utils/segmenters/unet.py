@@ -60,7 +60,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.io import write_text
-from .augment import ZOOM, intensity
+from .augment import ZOOM, dim_fibres, intensity
 from .base import (PREDICT_ONLY, BaseParams, Segmenter, SegmenterError, estimate_diameters,
                    register, remove_small, training_pairs)
 
@@ -398,6 +398,8 @@ class _Sampler:
             x, y, z = (np.rot90(a, k, axes=(-2, -1)) for a in (x, y, z))
             if flip:
                 x, y, z = x[..., ::-1], y[..., ::-1], z[..., ::-1]
+            # fibres of the patch: the interior class, split by the boundary class
+            x = dim_fibres(x, ndimage.label(y == 1)[0], rng, channel_axis=0)
             images[i] = intensity(x, rng, channel_axis=0)
             targets[i] = y
             weights[i] = z

@@ -65,6 +65,7 @@ from .appearance import (
     Appearance,
     _coarse_field,
     _fibre_tables,
+    dark_fibres,
     _noise_field,
     _render_window,
     render_signals,

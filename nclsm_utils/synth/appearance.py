@@ -25,6 +25,12 @@ class Appearance:
     granular texture (within-fibre s.d. ~0.3 x the mean). :meth:`draw` randomises every
     parameter over wide ranges around those values (domain randomisation), so that models
     trained on synthetic sections cannot rely on one look.
+
+    Every drawn look also holds fibres a model must not learn to skip: fibres whose
+    mitochondrial mass is near background (``dark_fraction``, drawn from 0 to 15 %, alone
+    and in groups of neighbours, as fibres with mitochondrial dysfunction in disease
+    muscle) and fibres with a weak membrane but normal mass (``weak_fraction``, 0-6 %).
+    The calibrated look has neither (the real panel's fibres span the mosaic above).
     """
 
     membrane_sigma: float = 0.035    # Gaussian half-width of the membrane line (x d)
@@ -50,6 +56,11 @@ class Appearance:
     gamma: tuple = (1.0, 1.0)        # display gamma of (R, G)
     coarsen: float = 1.0             # > 1: shrink by this factor and enlarge back (coarser)
     jpeg_quality: int = 0            # > 0: lossy JPEG round trip at this quality
+    dark_fraction: float = 0.0       # fibres with near-background mass (share of fibres)
+    dark_level: float = 0.08         # their mass (x a dim fibre's mass; the gap's is gap_mass)
+    dark_grouped: float = 0.5        # share of the dark fibres that come in groups of neighbours
+    weak_fraction: float = 0.0       # fibres with a weak membrane (normal mass)
+    weak_gain: float = 0.3           # their membrane strength (x a normal fibre's)
 
     @classmethod
     def typical(cls) -> "Appearance":
@@ -100,19 +111,71 @@ class Appearance:
             stretch_high=near("stretch_high", u(98.5, 99.95)),
             gamma=(1.0 + spread * (u(0.6, 1.5) - 1.0), 1.0 + spread * (u(0.6, 1.5) - 1.0)),
             coarsen=u(1.5, 2.5) if rng.random() < 0.25 * spread else 1.0,
-            jpeg_quality=int(rng.integers(35, 90)) if rng.random() < 0.25 * spread else 0)
+            jpeg_quality=int(rng.integers(35, 90)) if rng.random() < 0.25 * spread else 0,
+            # not scaled by spread: every data set holds such fibres, from none to 15 %
+            dark_fraction=u(0.0, 0.15) if rng.random() < 0.85 else 0.0,
+            dark_level=u(0.0, 0.2),
+            dark_grouped=u(0.0, 1.0),
+            weak_fraction=u(0.0, 0.06),
+            weak_gain=u(0.15, 0.5))
 
 
 # ----------------------------------------------------------------------------- rendering
-def _fibre_tables(n: int, look: Appearance, rng: np.random.Generator) -> dict:
-    """Per-fibre mass level, membrane strength and rim flag (arrays indexed by label)."""
+def _fibre_tables(labels: np.ndarray, look: Appearance, rng: np.random.Generator) -> dict:
+    """Per-fibre mass level, membrane strength and rim flag (arrays indexed by label), and the
+    dark fibres (``dark``, bool) whose mass is set near background."""
+    n = int(labels.max())
     type_one = rng.random(n + 1) < look.type_one_fraction
     level = np.exp(rng.normal(0.0, look.mass_sigma, n + 1)) * np.where(type_one,
                                                                        look.type_one_ratio, 1.0)
     level = (0.5 * level).astype(np.float32)
     strength = np.exp(rng.normal(0.0, look.membrane_cv, n + 1)).astype(np.float32)
     rim = rng.random(n + 1) < look.rim_fraction
-    return {"level": level, "strength": strength, "rim": rim}
+    dark = np.zeros(n + 1, bool)
+    if look.dark_fraction > 0 and n:
+        dark = dark_fibres(labels, look.dark_fraction, look.dark_grouped, rng)
+        level[dark] = np.float32(0.5 * look.dark_level)
+        rim &= ~dark
+    if look.weak_fraction > 0 and n:
+        weak = np.zeros(n + 1, bool)
+        weak[1:] = rng.random(n) < look.weak_fraction
+        strength[weak] *= np.float32(look.weak_gain)
+    return {"level": level, "strength": strength, "rim": rim, "dark": dark}
+
+
+def dark_fibres(labels: np.ndarray, fraction: float, grouped: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """Choose ``fraction`` of the fibres of ``labels``; ``grouped`` of them in groups of 2-6
+    nearest neighbours (by bounding-box centre), the rest one by one. Bool array by label.
+
+    >>> labels = np.arange(1, 101).reshape(10, 10)
+    >>> chosen = dark_fibres(labels, 0.1, 1.0, np.random.default_rng(0))
+    >>> int(chosen.sum()), bool(chosen[0])
+    (10, False)
+    """
+    n = int(labels.max())
+    chosen = np.zeros(n + 1, bool)
+    target = int(round(fraction * n))
+    if target == 0:
+        return chosen
+    boxes = ndimage.find_objects(labels)
+    present = np.array([i + 1 for i, b in enumerate(boxes) if b is not None])
+    centres = np.array([[(b[0].start + b[0].stop) / 2, (b[1].start + b[1].stop) / 2]
+                        for b in boxes if b is not None])
+    target = min(target, present.size)
+    in_groups = int(round(grouped * target))
+    while chosen.sum() < in_groups:
+        seed = rng.integers(present.size)
+        size = int(rng.integers(2, 7))
+        order = np.argsort(np.hypot(*(centres - centres[seed]).T))
+        for k in order[:size]:
+            if chosen.sum() < in_groups:
+                chosen[present[k]] = True
+    left = present[~chosen[present]]
+    alone = target - int(chosen.sum())
+    if alone > 0:
+        chosen[rng.choice(left, alone, replace=False)] = True
+    return chosen
 
 
 def _coarse_field(shape, scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -221,7 +284,7 @@ def render_signals(labels: np.ndarray, fibre_diameter: float, look: Appearance,
     """
     labels = np.asarray(labels)
     d = float(fibre_diameter)
-    tables = _fibre_tables(int(labels.max()), look, rng)
+    tables = _fibre_tables(labels, look, rng)
     fam = np.asarray(list(fam_labels), dtype=np.int64)
     shape = labels.shape
     illumination = np.exp(look.gradient * _coarse_field(shape, max(shape) / 2.5, rng))

@@ -66,6 +66,9 @@ class SynthConfig:
     randomise: bool = True
     #: how far a section's look may stray from the calibrated one (see Appearance.draw)
     look_spread: float = 0.6
+    #: Appearance fields set on every section after its look is drawn, e.g.
+    #: ``{"dark_fraction": 0.15}`` for a set rich in dark fibres
+    look_overrides: dict | None = None
 
     @classmethod
     def preset(cls, name: str = "default") -> "SynthConfig":

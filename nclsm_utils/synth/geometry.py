@@ -20,8 +20,12 @@ def smooth_noise(shape, sigma: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def pack_seeds(shape, mean_diameter: float, size_cv: float, rng: np.random.Generator,
-               packing: float = 0.92) -> tuple[np.ndarray, np.ndarray]:
+               packing: float = 0.92, small_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Dart-throwing of discs with log-normal radii.
+
+    ``small_fraction`` of the candidate discs get a radius of 0.3-0.5 x the drawn one: they
+    land in the spaces left between large discs, as the very small fibres that sit between
+    large ones in human muscle (regenerating fibres, atrophic fibres).
 
     Returns
     -------
@@ -33,6 +37,9 @@ def pack_seeds(shape, mean_diameter: float, size_cv: float, rng: np.random.Gener
     n_try = expected * 8
     candidates = rng.uniform((0, 0), (height, width), size=(n_try, 2))
     radii = radius * np.exp(rng.normal(-size_cv ** 2 / 2, size_cv, n_try))
+    if small_fraction > 0:
+        small = rng.random(n_try) < small_fraction
+        radii[small] *= rng.uniform(0.3, 0.5, int(small.sum()))
     centres = np.empty((expected * 2, 2))
     kept_radii = np.empty(expected * 2)
     n = 0
@@ -49,12 +56,12 @@ def pack_seeds(shape, mean_diameter: float, size_cv: float, rng: np.random.Gener
 
 
 def tessellate(shape, mean_diameter: float, size_cv: float, rng: np.random.Generator,
-               roughness: float = 1.0) -> np.ndarray:
+               roughness: float = 1.0, small_fraction: float = 0.0) -> np.ndarray:
     """Space-filling fibre tessellation: compact watershed from packed discs on smooth noise.
 
     Returns an int32 label image ``shape`` with labels 1..N covering every pixel.
     """
-    centres, radii = pack_seeds(shape, mean_diameter, size_cv, rng)
+    centres, radii = pack_seeds(shape, mean_diameter, size_cv, rng, small_fraction=small_fraction)
     markers = np.zeros(shape, np.int32)
     for index, ((row, col), r) in enumerate(zip(centres, radii), start=1):
         rr, cc = draw.disk((row, col), max(1.0, 0.45 * r), shape=shape)
@@ -161,6 +168,8 @@ class GeometryDraw:
     perimysium: float        # fraction of the image in perimysium bands
     sparse: float            # fraction of fibres removed (isolated fibres, wide spaces)
     rounding: float          # opening radius that rounds fibre corners (x diameter)
+    small_fraction: float = 0.0  # share of very small fibres (0.3-0.5 x) between large ones
+    min_area: float = 0.15   # smallest annotated fibre (x the mean fibre's area)
 
 
 def draw_geometry(params: ModalityParams, config: SynthConfig,
@@ -181,7 +190,10 @@ def draw_geometry(params: ModalityParams, config: SynthConfig,
         gap=max(1, int(round(rng.uniform(0.01, 0.06) * d))),
         perimysium=rng.uniform(0.0, 0.08),
         sparse=rng.uniform(0.1, 0.5) if rng.random() < 0.2 else 0.0,
-        rounding=rng.uniform(0.0, 0.12))
+        rounding=rng.uniform(0.0, 0.12),
+        small_fraction=rng.uniform(0.0, 0.12),
+        # the real S11 mask's smallest fibres are 0.3 x its median diameter (0.09 x its area)
+        min_area=0.08)
 
 
 def fibre_geometry(shape, params: ModalityParams, config: SynthConfig,
@@ -199,7 +211,7 @@ def fibre_geometry(shape, params: ModalityParams, config: SynthConfig,
     d = draw_.fibre_diameter
     tissue = tissue_mask(shape, draw_.tissue_coverage, rng)
     tissue = ndimage.binary_opening(tissue, iterations=max(1, int(d / 8)))
-    base = tessellate(shape, d, draw_.size_cv, rng)
+    base = tessellate(shape, d, draw_.size_cv, rng, small_fraction=draw_.small_fraction)
     oblique_region = blob_mask(shape, config.oblique_fraction, max(shape) / 9, rng)
     stretch = rng.uniform(*config.oblique_stretch)
     oblique = stretched_tessellation(shape, d, draw_.size_cv, stretch, rng.uniform(0, 180), rng)
@@ -229,8 +241,8 @@ def fibre_geometry(shape, params: ModalityParams, config: SynthConfig,
         drop = np.flatnonzero(fraction_per_label(fr, labels) > 0.15)
         labels[np.isin(labels, drop)] = 0
         labels[fr] = 0
-    # drop slivers below 15 % of a mean fibre area (cut fragments; NCL-SM outlines fibres)
-    min_area = 0.15 * np.pi * (d / 2) ** 2
+    # drop slivers below min_area of a mean fibre area (cut fragments; NCL-SM outlines fibres)
+    min_area = draw_.min_area * np.pi * (d / 2) ** 2
     areas = np.bincount(labels.ravel())
     labels[areas[labels] < min_area] = 0
     labels, forward, _ = segmentation.relabel_sequential(labels)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ def generate_section(section_id: str, modality: str, config: SynthConfig | None 
     analysable = ~ntm & ~fam
     analysable[0] = False
     look = Appearance.draw(rng, config.look_spread) if config.randomise else Appearance.typical()
+    if config.look_overrides:
+        look = replace(look, **config.look_overrides)
     raw = render_raw(geometry["membrane_labels"], geometry["draw"].fibre_diameter, look, rng,
                      fam_labels=_membrane_ids_of(geometry, np.flatnonzero(fam)),
                      fr=geometry["fr"], tissue=geometry["tissue"])
