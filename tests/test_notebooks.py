@@ -30,9 +30,6 @@ from nclsm_utils.report.tables import TABLE3_COLUMNS, TABLE3_METHODS, table1  # 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 METHODS = ["mitocyto"]
-#: The notebooks written by scripts/make_notebooks.py (others join the run table later).
-GENERATED = ("01_dataset", "02_annotation_quality", "03_segment", "04_compare",
-             "07_synthetic_vs_real", "08_paper_reproduction")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,23 +71,62 @@ def errors_in(nb) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- sources
-def test_sources_are_clean_and_in_sync_with_the_generator():
+def _sync_script():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_notebooks",
-                                                  ROOT / "scripts" / "make_notebooks.py")
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    assert generator.main(["--check"]) == 0, "run scripts/make_notebooks.py"
+    spec = importlib.util.spec_from_file_location("sync_notebooks",
+                                                  ROOT / "scripts" / "sync_notebooks.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+def test_every_notebook_has_a_jupytext_source_and_matches_it():
+    """Each notebooks/NN_name.ipynb is written from NN_name.py (jupytext percent format):
+    converting the source gives the notebook's cells, sources and tags."""
+    import jupytext
+
+    sources = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+    notebooks = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    assert [p.stem for p in sources] == [p.stem for p in notebooks]
+    assert {e.name for e in NOTEBOOKS} <= {p.stem for p in notebooks}
+    for source in sources:
+        converted = jupytext.read(source, fmt="py:percent")
+        stored = nbformat.read(str(source.with_suffix(".ipynb")), as_version=4)
+        assert _cells(converted) == _cells(stored), (
+            f"{source.with_suffix('.ipynb').name} differs from {source.name}: "
+            "run python scripts/sync_notebooks.py")
+        assert stored.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    assert _sync_script().main(["--check"]) == 0, "run python scripts/sync_notebooks.py"
+
+
+def test_sync_check_fails_when_a_source_is_edited(tmp_path):
+    import shutil
+
+    for path in NOTEBOOK_DIR.glob("01_dataset.*"):
+        shutil.copy(path, tmp_path / path.name)
+    script = _sync_script()
+    assert script.main(["--check", "--dir", str(tmp_path)]) == 0
+    source = tmp_path / "01_dataset.py"
+    source.write_text(source.read_text().replace("# # Dataset overview", "# # Dataset overview!"))
+    assert script.main(["--check", "--dir", str(tmp_path)]) == 1
+    assert script.main(["--dir", str(tmp_path)]) == 0
+    assert "# Dataset overview!" in (tmp_path / "01_dataset.ipynb").read_text()
+
+
+def test_sources_are_clean():
     for entry in present_entries():
         nb = nbformat.read(str(NOTEBOOK_DIR / f"{entry.name}.ipynb"), as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{entry.name}: expected one cell tagged 'parameters'"
         assert nb.metadata["kernelspec"]["name"] == "python3"
-        if entry.name in GENERATED:
-            assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
-                f"{entry.name} is stored with outputs"
-            assert "data" in papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{entry.name}.ipynb"))
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
+            f"{entry.name} is stored with outputs"
+        assert "data" in papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{entry.name}.ipynb"))
 
 
 def test_segment_notebook_declares_method():
