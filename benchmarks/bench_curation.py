@@ -1,7 +1,7 @@
 """Measure the automatic curation on the default synthetic data: quality table and timings.
 
 Run: ``python benchmarks/bench_curation.py [--data data/synthetic] [--methods mitocyto]
-[--compare-fr]``. Prints tables, asserts nothing. Targets of issue 6 on the default test
+[--compare-fr]``. Prints tables, asserts nothing. Targets on the default test
 split: FAM F1 >= 0.8, folded-region pixel IoU >= 0.7, analysable mean IoU >= 0.85 (best
 segmenter).
 

@@ -1,6 +1,6 @@
 """Response times of the explorer (``nclsm_utils.explore.Explorer``) when switching section or method.
 
-Targets (issue 7): switching section or method responds in under 1 s on a 1024 x 1024
+Targets: switching section or method responds in under 1 s on a 1024 x 1024
 synthetic section and under 3 s on a full-size IF section (downsampled views cached).
 
 Two datasets are built in a temporary folder, each with two sections and two "methods"
@@ -18,7 +18,7 @@ Every action is timed as a user triggers it (setting a control's value; the app 
 synchronously): ``total`` is the whole callback, ``panels`` the main views and counts
 (what the user sees change first; the fibre panel follows), ``fibre`` the selected fibre's
 rings panel. "cold" = the files are read for the first time; "cached" = the views were
-seen before in this session.
+seen before in the same process.
 
 Run: ``python benchmarks/bench_explore.py [--skip-full]``; prints a table, asserts nothing.
 """

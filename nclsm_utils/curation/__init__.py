@@ -1,68 +1,42 @@
 """Automatic curation: folded regions, non-transverse and freezing-artefact fibres, analysable.
 
-The NCL-SM paper (Section VI) defines the curation workflow a researcher needs
-after segmentation: (1) segment all myofibres, (2) segment folded regions (FR),
-(3) classify non-transverse myofibres (NTM) from the instance mask, (4) classify
-freezing-artefact myofibres (FAM) from the mask and the image, (5) remove 2-4
-from 1 to get the *analysable* myofibres. This package does 2-5 automatically
-and measures it.
+The NCL-SM paper (Khan et al., arXiv 2311.15113, Section VI) defines the curation workflow
+a researcher needs after segmentation: (1) segment all myofibres, (2) segment folded
+regions (FR), (3) classify non-transverse myofibres (NTM) from the instance mask,
+(4) classify freezing-artefact myofibres (FAM) from the mask and the image, (5) remove
+2-4 from 1 to get the *analysable* myofibres. This package does 2-5 automatically and
+measures how well.
 
-Models (all scikit-learn, trained on the train split, seeded, cached)
---------------------------------------------------------------------
-* **NTM** -- NCL-SM's own definition per modality (:data:`NTM_DEFINITION`): IF sections
-  take the published rule :func:`nclsm_utils.metrics.morphology.ntm_rule` (NCL-SM's IF
-  labels are its output) with its area limits converted to the section's scale
-  (:func:`section_ntm_scale`); IMC sections a random forest on scale-free shape features
-  (:data:`NTM_FEATURES`: ratios of the published features, relative area, solidity, axis
-  ratio) trained on the IMC sections' ``ntm`` masks. Both decisions are computed and
-  scored; :func:`definitions_table` says which one removed fibres, at what scale.
-* **FAM** -- a class-balanced random forest on per-fibre features of the mass
-  (G) channel inside the fibre (:func:`fam_features`): dark-hole fractions relative
-  to the fibre's own intensity, texture statistics, hole count and size from a
-  local threshold, solidity and partial-fibre cues.
-* **FR** -- a pixel classifier (:class:`FoldedRegionClassifier`) on multi-scale
-  texture features of R and G (:func:`fr_pixel_features`: Gaussian smoothing,
-  gradient magnitude, Laplacian of Gaussian, structure-tensor eigenvalues, local
-  standard deviation, local membrane density), computed at a working scale where
-  fibres are :data:`WORKING_DIAMETER` pixels across, trained on class-balanced
-  pixel samples; its probability map is smoothed, thresholded, cleaned of small
-  regions and hole-filled into a region mask.
+Models (scikit-learn, trained on the train split, seeded, cached)
+-----------------------------------------------------------------
+* **NTM** -- per modality (:data:`NTM_DEFINITION`): IF takes the published rule
+  :func:`nclsm_utils.metrics.morphology.ntm_rule` (NCL-SM's IF labels are its output) at
+  the section's scale (:func:`section_ntm_scale`); IMC a random forest on scale-free shape
+  features (:data:`NTM_FEATURES`). :func:`definitions_table` says which decided.
+* **FAM** -- a class-balanced random forest on mass-channel features inside each fibre
+  (:func:`fam_features`: the dark holes freezing leaves, relative to the fibre's own level).
+* **FR** -- a pixel classifier (:class:`FoldedRegionClassifier`) on multi-scale texture
+  features of R and G (:func:`fr_pixel_features`), whose probability map becomes a
+  region mask.
 
-Every learned piece lives in :class:`CurationModels`, trained by
-:func:`train_models` and cached under ``<workdir>/models/curation-<hash>/``
-(joblib; the hash covers the parameters and the training sections).
+:class:`CurationModels` holds every learned piece; :func:`train_models` trains it and
+caches it under ``<workdir>/models/curation-<hash>/`` (joblib; the hash covers the
+parameters and the training sections).
 
-Curation and evaluation
------------------------
-:func:`curate` turns one section (ground-truth or predicted myofibres) into
-masks: ``fr`` (region), ``fr_fibres``, ``ntm``, ``ntm_rule``, ``fam``,
-``analysable`` and ``am_vs_nam``. :func:`figure_curation_scores` scores it on the real
-section of the NCL-SM overview figure (left half) against the figure's own panels C-F. Flags are exclusive in the workflow's order
-(FR, then NTM, then FAM) in the masks; the per-fibre table of
-:func:`classify_fibres` keeps every classifier's raw decision.
-:func:`evaluate_curation` scores a whole split: per-class precision / recall /
-F1, predicted vs ground-truth Table I counts, FR pixel IoU and the paper
-metrics of the analysable mask against the analysable ground truth.
+:func:`curate` turns one section (ground-truth or predicted myofibres) into masks (``fr``,
+``fr_fibres``, ``ntm``, ``ntm_rule``, ``fam``, ``analysable``, ``am_vs_nam``); flags are
+exclusive in the workflow's order (FR, NTM, FAM), while the per-fibre table of
+:func:`classify_fibres` keeps every raw decision. :func:`evaluate_curation` scores a split
+(per-class precision / recall / F1, Table I counts, FR pixel IoU, the paper metrics of the
+analysable mask); :func:`figure_curation_scores` scores the real section of the NCL-SM
+overview figure against its panels C-F.
 
-Submodules
-----------
-* :mod:`~nclsm_utils.curation.features` -- per-fibre features (:func:`ntm_features`,
-  :func:`fam_features`) and the mask helpers they share (:func:`fibre_diameter`,
-  :func:`class_flags`).
-* :mod:`~nclsm_utils.curation.classifiers` -- :class:`CurationParams`, the exceptions,
-  :class:`FibreClassifier` (NTM, FAM), the folded-region pixel features
-  (:func:`fr_pixel_features`) and :class:`FoldedRegionClassifier`.
-* :mod:`~nclsm_utils.curation.models` -- :class:`CurationModels` with training, the
-  on-disk cache (:func:`train_models`) and curation of a section
-  (:func:`classify_fibres`, :func:`masks_from_table`, :func:`curate`); :class:`ArraySection`.
-* :mod:`~nclsm_utils.curation.evaluation` -- scoring (:func:`evaluate_section`,
-  :func:`evaluate_curation`, :func:`class_scores`, ...), :func:`cross_validate` and the
-  per-method Dask fan-out (:func:`evaluate_curation_methods`).
-
-Every name of these submodules is re-exported here (``from nclsm_utils.curation import
-curate`` works as it did when this was one module). A module constant is read in the
-submodule that defines it, so patch it there (e.g.
-``nclsm_utils.curation.classifiers.FR_TILE``).
+Submodules: :mod:`~nclsm_utils.curation.features` (per-fibre features),
+:mod:`~nclsm_utils.curation.classifiers` (:class:`CurationParams`, the classifiers, FR
+pixel features), :mod:`~nclsm_utils.curation.models` (training, cache, :func:`curate`),
+:mod:`~nclsm_utils.curation.evaluation` (scores, :func:`cross_validate`, the per-method
+Dask fan-out). Their names are re-exported here; patch a module constant in the submodule
+that defines it (e.g. ``nclsm_utils.curation.classifiers.FR_TILE``).
 
 Example
 -------
@@ -100,10 +74,10 @@ from .models import (AM_CLASS, ArraySection, CURATED_ROLES, CurationModels, MODE
 
 log = logging.getLogger(__name__)
 
-# The exceptions keep the module name they had before the split (tracebacks, doctests).
+# The exceptions report this package as their module (tracebacks, doctests).
 CurationError.__module__ = NotTrainedError.__module__ = __name__
 
-# every name of the former single module (private helpers too), for existing imports
+# every name of the submodules (private helpers too), importable from the package
 __all__ = [
     "AM_CLASS", "ArraySection", "CLASS_COLUMNS", "CLASS_NAMES", "CURATED_ROLES", "CurationError",
     "CurationModels", "CurationParams", "DEFAULT_DIAMETER", "DataError", "FAM_FEATURES", "FR_TILE",

@@ -18,7 +18,7 @@ from ..core.imaging import resize_labels
 from ..core.io import available_cores
 from .features import DEFAULT_DIAMETER, _as_rgb, fibre_diameter
 
-log = logging.getLogger(__package__)  # the package's logger, named as before the split
+log = logging.getLogger(__package__)  # the package's logger (nclsm_utils.curation)
 
 #: Fibre diameter (pixels) of the working scale of the folded-region classifier.
 WORKING_DIAMETER = 32.0
@@ -303,7 +303,9 @@ class FoldedRegionClassifier:
 
     Works at a working scale where fibres are :data:`WORKING_DIAMETER` pixels across;
     features from :func:`fr_pixel_features`; a random forest (``fr_model="rf"``) or
-    histogram gradient boosting (``"hgb"``) on class-balanced pixel samples.
+    histogram gradient boosting (``"hgb"``) on class-balanced pixel samples. Its
+    probability map is smoothed, thresholded, hole-filled and cleaned of small regions
+    (:meth:`postprocess`) into the region mask.
     """
 
     def __init__(self, params: CurationParams | None = None):
@@ -437,7 +439,7 @@ class FoldedRegionClassifier:
         return proba
 
     def postprocess(self, proba: np.ndarray) -> np.ndarray:
-        """Smooth, threshold, drop regions under ``fr_min_area`` fibres and fill holes."""
+        """Smooth, threshold, fill holes and drop regions under ``fr_min_area`` fibres' area."""
         p = self.params
         smooth = ndi.gaussian_filter(proba.astype(np.float32), p.fr_smooth) if p.fr_smooth > 0 \
             else proba

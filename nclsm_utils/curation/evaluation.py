@@ -20,7 +20,7 @@ from .features import FAM_FEATURES, NTM_FEATURES, _check_mask, class_flags
 from .models import (CurationModels, classify_fibres, definitions_table, masks_from_table,
                      ntm_definition, section_ntm_scale, train_models)
 
-log = logging.getLogger(__package__)  # the package's logger, named as before the split
+log = logging.getLogger(__package__)  # the package's logger (nclsm_utils.curation)
 
 #: Classes scored by :func:`evaluate_curation` (per-fibre table column -> ground-truth role).
 CLASS_COLUMNS = {"ntm_used": "ntm", "ntm_rule": "ntm", "ntm": "ntm", "fam": "fam",

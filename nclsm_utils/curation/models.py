@@ -21,7 +21,7 @@ from .classifiers import (CurationError, CurationParams, FibreClassifier,
 from .features import (FAM_FEATURES, NTM_FEATURES, _as_rgb, _check_mask, _fraction_inside,
                        class_flags, fam_features, fibre_diameter, ntm_features)
 
-log = logging.getLogger(__package__)  # the package's logger, named as before the split
+log = logging.getLogger(__package__)  # the package's logger (nclsm_utils.curation)
 
 #: Masks returned by :func:`curate`.
 CURATED_ROLES = ("myofibres", "fr", "fr_fibres", "ntm", "ntm_rule", "fam", "analysable",

@@ -7,66 +7,21 @@ ground truth fibre by fibre. :func:`evaluate` produces the per-fibre table,
 :func:`instance_metrics` the usual AP/F1/PQ over IoU thresholds (``stardist.matching``'s
 definitions and matching, with a numpy overlap table).
 
+In short: each ground-truth fibre (its label's pixels, holes filled) is matched to the
+predicted fibre whose filled region contains its centroid; IoU compares the two filled
+regions; the inner ring AiB (region minus its erosion) and the outer ring AoB (dilation
+minus region), with a square element of half-width 2 px (IMC) or 6 px (IF), give the
+percentage of membrane-positive pixels included and of mass-positive pixels missed.
+The exact definitions, and where the published notebook's code differs from them, are in
+:mod:`nclsm_utils.metrics.paper`; ``evaluate(..., definition="published")`` reproduces
+the published per-fibre csvs (:mod:`nclsm_utils.metrics._contours`).
+
 The package is split by concept: :mod:`nclsm_utils.metrics.paper` holds the paper's
 metrics (:func:`evaluate`, :func:`summarise`, the per-fibre csv readers),
 :mod:`nclsm_utils.metrics.instance` the standard instance metrics, and
 :mod:`nclsm_utils.metrics._regions` the pixel-level helpers both use (label boxes, hole
 filling, erosion/dilation, exact percentiles: every OpenCV call, with its scipy/numpy
 fallback). Every name is importable from ``nclsm_utils.metrics`` itself.
-
-Definitions (the shared README's account of the published notebook)
---------------------------------------------------------------------
-For each ground-truth (GT) fibre, i.e. each non-zero label of ``gt_labels``:
-
-* **filled region** -- the label's pixels with its holes filled. A hole is a
-  background component (8-connected, as OpenCV's contour tracing treats the
-  pixels outside a fibre) that does not reach the image border; other fibres
-  lying inside a hole are part of the filled region, as when the published
-  code fills the fibre's outer contour.
-* **centroid** -- ``(floor(mean row), floor(mean column))`` of the filled
-  region's pixel coordinates (the area centroid on the pixel grid, exact
-  integer arithmetic). The published code takes ``int(m10 / m00)`` of the
-  OpenCV moments of the traced contour polygon: the same truncation, and a
-  polygon centroid that differs from the pixel mean by a fraction of a pixel.
-* **match** -- the predicted fibre whose filled region contains the centroid;
-  when several do (a fibre inside another's hole) the lowest label wins
-  ("the first such fibre", the published code visits labels in ascending
-  order). None: not detected, ``pred_id`` 0.
-* **IoU** -- intersection over union of the two filled regions (0 when not
-  detected).
-* **rings** with a square structuring element of side ``2k + 1`` (``k`` =
-  ``half_width``: 2 for IMC, 6 for IF): AiB = region minus its erosion,
-  AoB = dilation minus region. *Image border*: the erosion treats pixels
-  outside the image as part of the region, as OpenCV's ``cv2.erode`` (used by
-  the published code) does by default, so a fibre cut by the image edge has
-  no inner ring along the cut; the dilation treats them as background and
-  AoB is clipped to the image. (``scipy.ndimage.binary_erosion`` defaults to
-  the opposite, ``border_value=0``; its equivalent here is ``border_value=1``.)
-* **positive pixels** -- membrane-positive: R > the 85th percentile of the
-  whole section's R channel; mass-positive: G > the 75th percentile of the
-  whole section's G channel (``np.percentile``, linear method).
-* ``membrane_included`` = 100 |AiB & membrane+| / |AiB| and ``mass_missed`` =
-  100 |AoB & mass+| / |AoB|, in percent; NaN when the ring is empty.
-
-Every label is one fibre (the published code would split a label with
-several 4-connected parts into several contours).
-
-Where the published code differs from these (README) definitions
-----------------------------------------------------------------
-* Match direction: its ``are_same_fibres(contours_GT[i], contours_Assess[j])``
-  tests the *assessed* fibre's centroid inside the *GT* contour (the README
-  states the reverse). ``evaluate(..., match="pred_centroid")`` follows the code.
-* Region size: it traces each fibre's contour on the background pixels around
-  the fibre (``RETR_CCOMP`` holes of the inverted mask) and fills that
-  polygon, so its regions include a one-pixel outer band (a 10 x 10 fibre
-  becomes 140 pixels). IoU and both rings shift accordingly; we use the
-  label's own pixels, as the README defines them.
-* Image border: it overwrites the outermost image rows/columns with the
-  highest label before tracing, so fibres lose their border pixels.
-
-``evaluate(..., definition="published")`` follows the published code in all three
-(:mod:`nclsm_utils.metrics._contours`), so its fibre indices and IoUs equal the published
-per-fibre csvs; the label-based definitions above stay the default.
 
 Example
 -------
@@ -78,7 +33,7 @@ Example
 """
 from __future__ import annotations
 
-from dataclasses import dataclass  # noqa: F401  (re-exported: the old module's namespace)
+from dataclasses import dataclass  # noqa: F401  (re-exported)
 from pathlib import Path  # noqa: F401
 
 import numpy as np  # noqa: F401  (the example above)

@@ -2,7 +2,7 @@
 square erosion/dilation and exact channel percentiles.
 
 Every OpenCV call of :mod:`nclsm_utils.metrics` is here, each with its scipy/numpy fallback
-(``cv2 = None``); the metric definitions are in the package docstring.
+(``cv2 = None``); the metric definitions are in :mod:`nclsm_utils.metrics.paper`.
 """
 from __future__ import annotations
 

@@ -2,7 +2,35 @@
 (:func:`evaluate`), the one-row summary of Tables II and III (:func:`summarise`) and the
 per-fibre csv files (ours and the published notebook's).
 
-The definitions are in the package docstring (:mod:`nclsm_utils.metrics`).
+Definitions (the NCL-SM README's account of the published notebook), per ground-truth (GT)
+fibre, i.e. each non-zero label of ``gt_labels``:
+
+* **filled region** -- the label's pixels with its holes filled. A hole is a background
+  component (8-connected, as OpenCV's contour tracing treats the pixels outside a fibre)
+  not reaching the image border; other fibres inside a hole belong to the region.
+* **centroid** -- ``(floor(mean row), floor(mean column))`` of the filled region's pixels
+  (exact integers; the published ``int(m10 / m00)`` of the contour polygon's moments
+  truncates the same way and differs by a fraction of a pixel).
+* **match** -- the predicted fibre whose filled region contains the centroid; when several
+  do, the lowest label (the published code visits labels in ascending order). None:
+  not detected, ``pred_id`` 0.
+* **IoU** -- intersection over union of the two filled regions (0 when not detected).
+* **rings**, square element of side ``2k + 1`` (``k`` = ``half_width``: 2 IMC, 6 IF):
+  AiB = region minus its erosion, AoB = dilation minus region. Pixels outside the image
+  count as region for the erosion (``cv2.erode``'s default; ``scipy.ndimage`` needs
+  ``border_value=1``), so a fibre cut by the image edge has no inner ring along the cut;
+  the dilation treats them as background and AoB is clipped to the image.
+* **positive pixels** -- membrane-positive: R above the 85th percentile of the section's R
+  channel; mass-positive: G above the 75th percentile of its G (``np.percentile``, linear).
+* ``membrane_included`` = 100 |AiB & membrane+| / |AiB|, ``mass_missed`` =
+  100 |AoB & mass+| / |AoB|, in percent; NaN when the ring is empty.
+
+Every label is one fibre. The published code differs in three ways, which
+``definition="published"`` follows (:mod:`nclsm_utils.metrics._contours`): it matches the
+other way round (the *assessed* centroid inside the *GT* contour; also
+``match="pred_centroid"``); it fills the contour traced on the background pixels around a
+fibre, so regions gain a one-pixel outer band (a 10 x 10 fibre becomes 140 pixels); and it
+overwrites the outermost image rows/columns with the highest label before tracing.
 """
 from __future__ import annotations
 

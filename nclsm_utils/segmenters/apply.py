@@ -36,10 +36,10 @@ MAX_WORKING_PIXELS = 400_000_000
 
 #: Fraction of the mean membrane width added to the regions' median diameter by
 #: :func:`estimate_fibre_diameter` (a fibre's annotated outline reaches into its membrane).
-#: Calibrated on synthetic sections (seeds 0-3, tiny and default presets) in three looks:
-#: the previous synthetic renderer's (bright membranes and endomysium), thin membrane lines
-#: with dark gaps between fibres, and ``find_boundaries`` of the label masks; 0.5 centred
-#: all three within a few percent, and the current renderer's looks too.
+#: Calibrated on synthetic sections (seeds 0-3, tiny and default presets) in several looks
+#: (bright membranes and endomysium, thin membrane lines with dark gaps between fibres,
+#: ``find_boundaries`` of the label masks, the renderer's own looks): 0.5 centred all of
+#: them within a few percent.
 MEMBRANE_SHARE = 0.5
 
 GREY_MESSAGE = ("a grey image has no membrane and mass channels; give an RGB image with "

@@ -9,7 +9,9 @@ Every method implements :class:`Segmenter`::
 
 Work happens at a *working scale* where fibres are about ``target_diameter`` pixels
 across: an image is resized by ``target_diameter / fibre_diameter[modality]`` before
-prediction and the labels are resized back (nearest neighbour) to full size. Big images
+prediction and the labels are brought back to full size by a bilinear vote
+(:func:`~nclsm_utils.core.imaging.resize_labels` with ``order=1``: each pixel takes the label
+of largest bilinear weight, so outlines stay smooth instead of stair-stepped). Big images
 are predicted in overlapping tiles whose labels are stitched across tile borders
 (:func:`predict_tiled`).
 """

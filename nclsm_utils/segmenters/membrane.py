@@ -4,59 +4,46 @@ the named variant ``stardist+refine`` (never by the plain ``stardist`` row).
 A network that places one object per fibre but draws its outline poorly (StarDist's
 star-convex polygons come out round, too small and off the fibre's centre on CPU-trained
 models) can leave the outline to the image: the membrane marker draws every fibre's border.
-:func:`refine_to_membrane` keeps each detection as a *seed* and redraws its outline by a
-watershed of the membrane channel; :func:`drop_background_objects` removes detections on
-empty background. Both work on the normalised working image of :mod:`.base` (channel 0
-membrane, 1 mitochondrial mass, about 0-1; fibres ``target_diameter`` px across) and are
-plain functions, arrays in and arrays out.
+Every step works on the normalised working image of :mod:`.base` (channel 0 membrane,
+1 mitochondrial mass, about 0-1; fibres ``target_diameter`` px across) and is a plain
+function, arrays in and arrays out. ``stardist+refine`` runs them in this order
+(:meth:`.stardist_seg.StarDistRefineSegmenter.postprocessing`; its parameters were chosen
+on the tuning sets, see docs/decisions.md):
 
-The steps of :func:`refine_to_membrane` and why each is there (measured on the synthetic
-validation sections, the real panel's left half and the real S11 geometry at a tenth of full
-size, with StarDist's polygons; see :mod:`.stardist_seg`):
+1. :func:`refine_to_membrane` keeps each detection as a *seed* and redraws its outline:
 
-1. *Fibre interior*: smoothed membrane below a level set per image (Otsu's threshold of the
-   membrane over tissue; a fixed level suits one image's membrane contrast, not another's)
-   and smoothed mass above :data:`GAP_LEVEL`.
-2. *Seeds*: each object's pixels in the interior eroded by ``erosion`` px, only its largest
-   piece: a polygon that crosses a membrane into a neighbour or a gap keeps the part in its
-   own fibre, and thin slivers vanish.
-   *Missed fibres* (``fill_area`` > 0): a piece of the eroded interior that holds no
-   seed and has at least ``fill_area`` px is a fibre the detector missed (small fibres are
-   the ones a network misses); it becomes a seed of its own. Without it such a fibre is
-   lost, and its neighbours' growth (steps 3 and 6, :func:`grow_to_mass_edge`) takes in
-   part of it, so that a neighbour's object may hold its centre as well as its own.
-3. *Watershed* of the smoothed membrane from the seeds over the interior within
-   ``distance`` px of the object (:func:`skimage.segmentation.watershed`).
-4. *Gaps out*: pixels whose smoothed mass is below ``relative_mass`` times the median mass
-   of their seed are dropped (the dark gaps and the blurred halo around a fibre; relative, so
-   a dark fibre keeps its own pixels).
-5. *Duplicates merged*: two objects that share at least ``merge_length`` px of border with a
-   mean membrane below ``merge_membrane`` lie in one fibre (two polygons in one large or
-   elongated fibre) and become one (:func:`skimage.graph.rag_boundary`).
-6. *To the membrane's ridge*: a last watershed over tissue within ``ridge`` px, so that
-   neighbours meet on the membrane's middle, where the annotators draw the border.
+   a. *fibre interior*: smoothed membrane below the image's own Otsu level over tissue
+      (a fixed level suits one image's membrane contrast, not another's) and smoothed
+      mass above :data:`GAP_LEVEL`;
+   b. *seeds*: each object's pixels in the interior eroded by ``erosion`` px, its largest
+      piece only (a polygon crossing a membrane keeps the part in its own fibre; slivers
+      vanish); with ``fill_area`` > 0, a seedless piece of the eroded interior of at least
+      ``fill_area`` px is a fibre the detector missed and becomes a seed of its own;
+   c. *watershed* of the smoothed membrane from the seeds over the interior within
+      ``distance`` px of the object (:func:`skimage.segmentation.watershed`);
+   d. *gaps out*: pixels with smoothed mass below ``relative_mass`` times their seed's
+      median mass go (dark gaps, the blurred halo; relative, so a dark fibre keeps its own);
+   e. *duplicates merged*: neighbours sharing at least ``merge_length`` px of border with
+      mean membrane below ``merge_membrane`` lie in one fibre (:func:`merge_split_fibres`);
+   f. *to the membrane's ridge* (``ridge`` > 0; ``stardist+refine`` passes 0 and grows to
+      the mass edge in step 2 instead): a last watershed over tissue within ``ridge`` px.
 
-:func:`grow_to_mass_edge` is the alternative last step StarDist uses instead of step 6: the
-mitochondrial mass fills a fibre up to its annotated edge (it ends there, the membrane lies
-on the edge), so each object grows, by a watershed of the membrane, into the pixels around
-it whose mass is at least half its own median mass. Steps 3-4 stop at the membrane's inner
-side, and a fixed ``ridge`` growth reaches the annotated edge only where the membrane is as
-wide as it assumes: on the synthetic tuning set (seed 2027) the objects came out 8-19 % too
-small on sections with wide membranes and 8-12 % too large on others, and growing to the
-mass edge raised StarDist's mean IoU from 0.872 to 0.918.
+2. :func:`grow_and_trim`: :func:`grow_to_mass_edge` grows each object into the pixels
+   around it with at least ``fraction`` (``edge_mass``, 0.5) of its median mass (the mass
+   fills a fibre up to its annotated edge, while steps c-d stop at the membrane's inner
+   side and a fixed ``ridge`` fits only membranes of the width it assumes);
+   :func:`trim_beyond_ridge` then takes back growth past the membrane's ridge into gaps
+   that carry mass (blurred or compressed sections).
+3. :func:`split_on_faint_membrane` divides an object placed over two fibres whose shared
+   membrane is much fainter than the rest (a network misses such a border).
+4. :func:`drop_background_objects` drops objects with low membrane + mass signal unless
+   their border is outlined by membrane (:func:`membrane_ring_share`): a fibre with little
+   mitochondrial mass is dark inside but outlined, and stays; a false object in a gap or
+   outside the section is neither bright nor outlined.
+5. :func:`separate_touching` opens a gap of ``width`` px on each side where two objects
+   meet: the annotation leaves the endomysium between neighbours unlabelled.
 
-:func:`trim_beyond_ridge` then takes back what grew past the membrane's ridge: where the
-gaps carry mass (blurred or JPEG-compressed sections) the growth runs over the membrane into
-the gap and the objects come out too large (median matched-area ratio up to 1.11 on
-synthetic sections whose gaps hold more than half the fibres' mass).
-
-:func:`separate_touching` opens a gap of a pixel on each side where two objects meet: the
-annotation leaves the endomysium between neighbours unlabelled, objects grown to the ridge
-meet on it.
-
-:func:`split_on_faint_membrane` divides an object placed over two fibres whose shared
-membrane is much fainter than the rest (a network misses such a border): inside the object
-the faint line still stands above the object's own Otsu level and separates two interiors.
+The segmenter then removes objects under ``min_size`` px.
 """
 from __future__ import annotations
 
@@ -162,7 +149,7 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
                        erosion: int = 3, relative_mass: float = 0.65,
                        merge_length: float = 18.0, merge_membrane: float = 0.15,
                        ridge: int = 2, fill_area: float = 0) -> np.ndarray:
-    """Redraw detected objects along the membrane (the steps in the module docstring).
+    """Redraw detected objects along the membrane (step 1 a-f of the module docstring).
 
     Parameters
     ----------
@@ -174,17 +161,17 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
         How far (px) an object's outline may move beyond its detection; 0 returns
         ``labels`` unchanged.
     erosion : int
-        Pixels by which the fibre interior is eroded before seeding (step 2).
+        Pixels by which the fibre interior is eroded before seeding (step b).
     relative_mass : float
-        Pixels below this fraction of their object's median seed mass are dropped (step 4).
+        Pixels below this fraction of their object's median seed mass are dropped (step d).
     merge_length, merge_membrane : float
         Neighbours sharing at least ``merge_length`` px of border with a mean smoothed
-        membrane below ``merge_membrane`` are merged (step 5).
+        membrane below ``merge_membrane`` are merged (step e).
     ridge : int
-        Last growth (px) over tissue to the membrane's ridge (step 6).
+        Last growth (px) over tissue to the membrane's ridge (step f).
     fill_area : float
         Pieces of the eroded interior (4-connected) without a seed and with at least this
-        many px become objects of their own (step 2, missed fibres); 0 adds none.
+        many px become objects of their own (step b, missed fibres); 0 adds none.
 
     Returns
     -------
@@ -248,7 +235,12 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
 
 def grow_to_mass_edge(labels: np.ndarray, image: np.ndarray, fraction: float = 0.5,
                       reach: int = 4) -> np.ndarray:
-    """Grow each object to its fibre's mass edge (see the module docstring).
+    """Grow each object to its fibre's mass edge (step 2 of the module docstring).
+
+    The mitochondrial mass fills a fibre up to its annotated edge (the membrane lies on the
+    edge), whereas a fixed growth to the membrane's ridge reaches that edge only where the
+    membrane is as wide as it assumes: too small on sections with wide membranes, too large
+    on others.
 
     Every object grows, by a watershed of the membrane (smoothed, Gaussian sigma 1 px) from
     all objects at once, into the pixels within ``reach`` px of it whose mitochondrial mass
@@ -306,10 +298,8 @@ def trim_beyond_ridge(before: np.ndarray, grown: np.ndarray, image: np.ndarray) 
     kept (the background floods down from the ridge, not over it), and so is the border of
     two grown neighbours (no background lies between them). Where the growth crossed no
     ridge at all (a band of flat membrane, such as a tissue edge without one) the two floods
-    meet halfway and the outer half goes; keeping such bands whole (dropping only pixels
-    0.05 below the highest membrane grown over within the reach) was worse on every tuning
-    set of :mod:`.stardist_seg` (mean IoU: hard set 0.896 -> 0.894, seed 2027 0.924 ->
-    0.922, seed 2031 0.924 -> 0.920, real left half 0.867 -> 0.865).
+    meet halfway and the outer half goes (keeping such bands whole was worse on every
+    tuning set; see docs/decisions.md).
 
     Parameters
     ----------

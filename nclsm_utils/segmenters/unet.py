@@ -18,22 +18,12 @@ Training
     written to ``<workdir>/synthetic-pretrain``), cached under
     ``<workdir>/models/unet-pretrained-<hash>/`` so several fine-tunings share it; then
     fine-tuned on the train split. A user checkpoint (``checkpoint=``) replaces pretraining.
-    Steps: 300 of pretraining, 100 of fine-tuning. Twice the pretraining (300 instead of
-    150 steps; about 45 s more on 2 cores) helped on every check (F1@0.5 / mean IoU with
-    the models trained on one machine, 150 -> 300): synthetic tuning sets seed 2027
-    0.804 / 0.923 -> 0.832 / 0.926 and seed 2031 0.862 / 0.930 -> 0.897 / 0.935; a hard set
-    (seed 4001, every section JPEG-compressed at quality 40-65 with at least a quarter of
-    its membrane dropped, as test section P02) 0.811 / 0.898 -> 0.848 / 0.909; real panel,
-    left half, 0.960 / 0.870 -> 0.964 / 0.876; S11 geometry at a tenth of full size
-    0.976 / 0.933 -> 0.972 / 0.943. More did not: 450 steps raised F1 on the synthetic sets
-    but not mean IoU (0.923 / 0.933 / 0.907) and cost F1 on the real half (0.948); twice
-    the fine-tuning as well (300 + 200) fitted the synthetic data better and transferred
-    worse (real left half 0.898 / 0.853; the same as 300 + 200 from 150-step pretraining in
-    an earlier session: 0.968 -> 0.881, mean IoU 0.874 -> 0.859). The fine-tuning on the
-    train split (8 sections) is what overfits their look; the pretraining set's look is
-    randomised more widely. Predict-time settings gained nothing on the same sets: seed
-    threshold 0.6 or 0.7, a seed opening of 2 px, dividing objects at a narrow neck of
-    their distance transform (F1 lower on every set).
+    Steps: 300 of pretraining, 100 of fine-tuning, chosen on the tuning sets (longer
+    pretraining or fine-tuning fitted the synthetic look and transferred worse to real
+    sections; the fine-tuning on the 8 train sections is what overfits their look, while
+    the pretraining set's look is randomised more widely); predict-time settings (seed
+    threshold, seed opening, dividing at narrow necks) gained nothing. See
+    docs/decisions.md.
 Instances
     3 classes: seeds are the connected components of fibre-probability > 0.5 after a small
     opening; a watershed on the negated fibre probability grows them into the fibre + boundary

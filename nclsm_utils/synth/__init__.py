@@ -25,7 +25,7 @@ Images
     blurred by a Gaussian PSF, photon-counted (Poisson) with Gaussian read
     noise into a raw uint16 image, then contrast-stretched 5-95 % to uint8.
 
-Modules (everything is importable from this package, as before the split)
+Modules (everything is importable from this package)
     :mod:`~nclsm_utils.synth.config` (:class:`SynthConfig`, :class:`ModalityParams`, role
     folders and class values), :mod:`~nclsm_utils.synth.geometry` (fibre packings, tissue,
     perimysium, folded regions, NTM/FAM classes, QA annotation),
@@ -46,7 +46,7 @@ True
 from __future__ import annotations
 
 # ruff: noqa: F401  (this module only re-exports the submodules' names)
-# helpers the old single module had in its namespace, kept importable from here
+# helpers the submodules use, importable from here too
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 

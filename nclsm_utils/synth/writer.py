@@ -18,7 +18,7 @@ from .appearance import Appearance
 from .config import AM_CLASS, NAM_CLASS, SYNTH_FOLDERS, SynthConfig
 from .geometry import classify_fibres, fibre_geometry, qa_annotation
 
-log = logging.getLogger(__package__)  # "nclsm_utils.synth", the logger's name before the split
+log = logging.getLogger(__package__)  # the package's logger ("nclsm_utils.synth")
 
 
 def generate_section(section_id: str, modality: str, config: SynthConfig | None = None,
