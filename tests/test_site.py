@@ -29,7 +29,7 @@ from nclsm_utils.report.tables import TABLE3_COLUMNS, TABLE3_METHODS  # noqa: E4
 ROOT = Path(__file__).resolve().parent.parent
 METHOD_NAMES = [*TABLE3_METHODS, "QA"]
 PAGES = ["Overview", "Dataset", "Annotation quality", "Methods", "Curation", "Explore",
-         "Synthetic vs real", "Paper reproduction", "Reproduce"]
+         "Synthetic vs real", "Paper reproduction", "Reproduce", "Docs"]
 QUARTO_REASON = ("Quarto is a system install (https://quarto.org/docs/get-started/) and no "
                  "`quarto` binary is on PATH here; the nbconvert fallback is tested instead")
 
