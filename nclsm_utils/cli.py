@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data", help="NCL-SM folder, or where synthetic data goes")
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods of the per-method notebook (default: mitocyto cellpose "
-                        "stardist unet; also unet2, external:<folder>)")
+                        "stardist unet stardist+refine; also unet2, external:<folder>)")
     p.add_argument("--reports", default="reports", help="executed notebooks, tables, logs")
     p.add_argument("--workdir", default=None,
                    help="models, predictions, results (default: the data folder's data/)")

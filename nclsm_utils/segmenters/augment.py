@@ -1,4 +1,5 @@
-"""Training augmentation shared by every trained method (U-Net, Cellpose, StarDist).
+"""Training augmentation of the toolkit's own training (the U-Net); the plain Cellpose and
+StarDist rows use their libraries' trainers and augmentation.
 
 All functions take percentile-normalised float images (membrane, mass channels; ~0..1) and
 a :class:`numpy.random.Generator`, and return new arrays (no hidden state):
@@ -11,7 +12,7 @@ a :class:`numpy.random.Generator`, and return new arrays (no hidden state):
 * :func:`dim_fibres` - the mass channel of a random share of the fibres dimmed to near
   black (fibres with little mitochondrial mass still have a membrane: a model must find
   them by it);
-* :func:`augment_pair` - all four, the augmenter StarDist calls per patch.
+* :func:`augment_pair` - all four for one training patch and its labels.
 
 Scipy and OpenCV do the resampling; the parameters are ours because the ranges are tied to
 what real NCL-SM sections show.
