@@ -44,22 +44,15 @@ seeds = 1               # > 1: train and score a trained method again with furth
 
 # %%
 # %matplotlib inline
-from pathlib import Path
-
 import pandas as pd
 from IPython.display import Markdown, display
 
 from nclsm_utils.report import plots
 from nclsm_utils.report import tables
-from nclsm_utils.dataset import Dataset
 from nclsm_utils.core.io import write_csv
-from nclsm_utils.report.pipeline import resolve_data
+from nclsm_utils.report.pipeline import method_list, open_notebook
 
-pd.set_option("display.max_columns", 30)
-pd.set_option("display.precision", 3)
-dataset = Dataset(resolve_data(data))
-reports = Path(reports)
-reports.mkdir(parents=True, exist_ok=True)
+dataset, reports = open_notebook(data, reports)
 print(dataset)
 
 # %% [markdown]

@@ -46,29 +46,21 @@ workers = None          # > 1: a local Dask cluster of this many processes (None
 
 # %%
 # %matplotlib inline
-from pathlib import Path
-
 import pandas as pd
 from IPython.display import Markdown, display
 
 from nclsm_utils.report import plots
 from nclsm_utils.report import tables
-from nclsm_utils.dataset import Dataset
 from nclsm_utils.core.io import write_csv
-from nclsm_utils.report.pipeline import resolve_data
+from nclsm_utils.report.pipeline import method_list, open_notebook
 
-pd.set_option("display.max_columns", 30)
-pd.set_option("display.precision", 3)
-dataset = Dataset(resolve_data(data))
-reports = Path(reports)
-reports.mkdir(parents=True, exist_ok=True)
+dataset, reports = open_notebook(data, reports)
 print(dataset)
 
 # %%
 from nclsm_utils import curation
 
-if isinstance(methods, str):
-    methods = [m.strip() for m in methods.split(",") if m.strip()]
+methods = method_list(methods)
 params = curation.CurationParams().quick() if quick else curation.CurationParams()
 models = curation.train_models(dataset.sections(split="train"), workdir=workdir, params=params)
 # ground truth and every method, one task per method on Dask when a scheduler is set

@@ -36,22 +36,14 @@ n_examples = 3          # synthetic sections shown beside the real image
 
 # %%
 # %matplotlib inline
-from pathlib import Path
-
-import pandas as pd
 from IPython.display import Markdown, display
 
 from nclsm_utils.report import plots
 from nclsm_utils.report import tables
-from nclsm_utils.dataset import Dataset
 from nclsm_utils.core.io import write_csv
-from nclsm_utils.report.pipeline import resolve_data
+from nclsm_utils.report.pipeline import method_list, open_notebook
 
-pd.set_option("display.max_columns", 30)
-pd.set_option("display.precision", 3)
-dataset = Dataset(resolve_data(data))
-reports = Path(reports)
-reports.mkdir(parents=True, exist_ok=True)
+dataset, reports = open_notebook(data, reports)
 print(dataset)
 
 # %%

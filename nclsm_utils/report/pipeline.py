@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..core.dataset import find_ncl_sm
+from ..core.dataset import Dataset, find_ncl_sm
 from .notebooks import (DEFAULT_METHODS, KERNEL_NAME, LOG_DIR, MANIFEST_NAME,  # noqa: F401
                         NOTEBOOKS, Job, NotebookEntry, NotebookFailed, PipelineError, RunError,
                         RunResult, code_fingerprint, data_fingerprint, declared_parameters,
@@ -45,6 +45,33 @@ def resolve_data(data_dir="data", seed: int = 0, preset: str = "default", client
     return write_dataset(out, SynthConfig.preset(preset), seed=seed, client=client,
                          workers=default_workers())
 
+
+def open_notebook(data="data", reports="reports"):
+    """What every notebook does first: the dataset (:func:`resolve_data`) and the reports
+    folder (created), with pandas showing up to 30 columns at 3 decimals.
+
+    Returns
+    -------
+    (Dataset, Path)
+    """
+    import pandas as pd
+
+    pd.set_option("display.max_columns", 30)
+    pd.set_option("display.precision", 3)
+    reports = Path(reports)
+    reports.mkdir(parents=True, exist_ok=True)
+    return Dataset(resolve_data(data)), reports
+
+
+def method_list(methods) -> list[str]:
+    """A notebook's ``methods`` parameter as a list: a list as it is, ``"a,b"`` split.
+
+    >>> method_list("mitocyto, unet"), method_list(["cellpose"])
+    (['mitocyto', 'unet'], ['cellpose'])
+    """
+    if isinstance(methods, str):
+        return [m.strip() for m in methods.split(",") if m.strip()]
+    return list(methods)
 
 
 # ---------------------------------------------------------------------------- one method
