@@ -234,6 +234,7 @@ def main(argv=None) -> int:
     data_root = Path(args.data) if args.data else resolve_data(ROOT / "data")
     dataset = Dataset(data_root)
     train = dataset.sections(split="train")
+    validation = dataset.sections(split="validation")  # StarDist chooses thresholds on it
 
     panel = load_panel()
     # the diameter comes from the LEFT half whatever --half says: nothing reads the right GT
@@ -259,7 +260,7 @@ def main(argv=None) -> int:
     for method in args.methods:
         try:
             segmenter = get_segmenter(method, workdir=args.workdir, quick=args.quick)
-            ready = segmenter.has_cached_model(train)
+            ready = segmenter.has_cached_model(train, validation)
         except Exception as error:   # unknown method, missing package: one row, go on
             rows += [_failed(case, method, error) for case in cases]
             continue

@@ -55,6 +55,7 @@ def speed_table(data: Path, workdir: Path, methods=None, train_quick: bool = Fal
     dataset, sections = _test_images(data)
     images = [(s, s.image()) for s in sections]
     train = dataset.sections(split="train")
+    validation = dataset.sections(split="validation")  # StarDist chooses thresholds on it
     rows = []
     for name in sorted(methods or REGISTRY):
         if name == "external":
@@ -63,12 +64,12 @@ def speed_table(data: Path, workdir: Path, methods=None, train_quick: bool = Fal
         try:
             seg = get_segmenter(name, workdir=workdir, quick=train_quick)
             if seg.trainable and not train_quick:
-                if not seg.has_cached_model(train):
+                if not seg.has_cached_model(train, validation):
                     rows.append({"method": name, "note": "untrained: run `nclsm segment --method "
                                  f"{name}` first or pass --train-quick"})
                     continue
             start = time.perf_counter()
-            seg.fit(train)
+            seg.fit(train, validation=validation)
             fit_s = time.perf_counter() - start
             seg.predict(images[0][1][:256, :256], modality=images[0][0].modality)  # warm-up
             for modality in ("IMC", "IF"):

@@ -168,13 +168,14 @@ def main(argv=None) -> int:
                       else Dataset(tuning_set(name, root)).sections())
     rows = []
     train = data.sections(split="train")
+    validation = data.sections(split="validation")  # StarDist chooses thresholds on it
     for method in args.methods:
         segmenter = get_segmenter(method, params=params or None, workdir=args.workdir)
-        if not args.train and not segmenter.has_cached_model(train):
+        if not args.train and not segmenter.has_cached_model(train, validation):
             log.warning("%s: no cached model (run make report, or pass --train)", method)
             rows += [{"set": name, "method": method, "note": "untrained"} for name in sets]
             continue
-        segmenter.fit(train)
+        segmenter.fit(train, validation=validation)
         for name, sections in sets.items():
             start = time.time()
             row = {"set": name, "method": method, **score_set(segmenter, sections)}
