@@ -536,3 +536,25 @@ def test_has_cached_model_is_a_query(tiny, tmp_path):
     assert not seg.has_cached_model(tiny.sections(split="train"))
     assert (list(seg.train_ids), dict(seg.diameters), seg.model_dir) == before
     assert get_segmenter("mitocyto", workdir=tmp_path).has_cached_model([])
+
+
+def test_refine_keeps_a_fibre_without_mass_that_its_membrane_outlines():
+    """A fibre whose mass is at the gap level, outlined by its membrane, keeps its object
+    through refine_to_membrane (its interior counts as tissue: enclosed by membrane)."""
+    from nclsm_utils.segmenters.membrane import enclosed_by_membrane, refine_to_membrane
+
+    image = np.zeros((30, 60, 2), np.float32)
+    image[:, :, 0] = 0.0
+    for c0 in (2, 32):                                  # two fibres, membrane rings 2 px wide
+        image[2:28, c0:c0 + 26, 0] = 1.0
+        image[4:26, c0 + 2:c0 + 24, 0] = 0.0
+    image[4:26, 4:26, 1] = 0.6                          # left fibre: normal mass
+    image[4:26, 34:56, 1] = 0.01                        # right fibre: near black
+    labels = np.zeros((30, 60), np.int32)
+    labels[10:20, 10:20] = 1
+    labels[10:20, 40:50] = 2
+    enclosed = enclosed_by_membrane(image[..., 0])
+    assert enclosed[15, 15] and enclosed[15, 45] and not enclosed[0, 0]
+    out = refine_to_membrane(labels, image, 8, erosion=1)
+    assert set(np.unique(out)) == {0, 1, 2}
+    assert (out == 2).sum() >= 0.8 * 22 * 22             # the dark fibre's interior kept

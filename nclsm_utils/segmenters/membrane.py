@@ -13,8 +13,9 @@ on the tuning sets, see docs/decisions.md):
 1. :func:`refine_to_membrane` keeps each detection as a *seed* and redraws its outline:
 
    a. *fibre interior*: smoothed membrane below the image's own Otsu level over tissue
-      (a fixed level suits one image's membrane contrast, not another's) and smoothed
-      mass above :data:`GAP_LEVEL`;
+      (a fixed level suits one image's membrane contrast, not another's); tissue is
+      smoothed mass above :data:`GAP_LEVEL` or any pixel a closed membrane outline
+      encloses (:func:`enclosed_by_membrane`), so a fibre without mass keeps its interior;
    b. *seeds*: each object's pixels in the interior eroded by ``erosion`` px, its largest
       piece only (a polygon crossing a membrane keeps the part in its own fibre; slivers
       vanish); with ``fill_area`` > 0, a seedless piece of the eroded interior of at least
@@ -145,6 +146,24 @@ def merge_split_fibres(labels: np.ndarray, membrane: np.ndarray, min_length: flo
     return first[group][labels].astype(labels.dtype, copy=False)
 
 
+def enclosed_by_membrane(membrane: np.ndarray) -> np.ndarray:
+    """Pixels enclosed by a closed membrane outline (the holes of the membrane-positive mask,
+    Otsu level of the smoothed membrane channel): the interior of every fibre, however little
+    mitochondrial mass it holds.
+
+    >>> membrane = np.zeros((9, 9), np.float32); membrane[1:8, 1:8] = 1.0
+    >>> membrane[3:6, 3:6] = 0.0                      # a ring: its inside is enclosed
+    >>> int(enclosed_by_membrane(membrane).sum())
+    9
+    """
+    from skimage.filters import threshold_otsu
+
+    if np.ptp(membrane) == 0:
+        return np.zeros(membrane.shape, bool)
+    positive = membrane > threshold_otsu(membrane)
+    return ndimage.binary_fill_holes(positive) & ~positive
+
+
 def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
                        erosion: int = 3, relative_mass: float = 0.65,
                        merge_length: float = 18.0, merge_membrane: float = 0.15,
@@ -209,7 +228,7 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
 
     membrane = _smoothed(image, 0, 1.0)
     mass = _smoothed(image, 1, 2.0)
-    tissue = mass > GAP_LEVEL
+    tissue = (mass > GAP_LEVEL) | enclosed_by_membrane(membrane)
     if not tissue.any():
         return labels
     membrane_level = threshold_otsu(membrane[tissue]) if np.ptp(membrane[tissue]) > 0 else 0.5
