@@ -405,23 +405,9 @@ def evaluate(gt_labels: np.ndarray, pred_labels: np.ndarray, image: np.ndarray |
             hit = _match(fibre.centroid, pred, pred_boxes, pred_index, pred_fibre)
         else:
             hit = _match_pred_centroid(fibre, pred_centroids)
-        row = {"gt_id": int(gt_boxes.ids[g]), "pred_id": 0, "matched": False, "iou": 0.0,
-               "gt_area": fibre.area, "pred_area": 0, "centroid_row": fibre.centroid[0],
-               "centroid_col": fibre.centroid[1], "gt_membrane_included": math.nan,
-               "gt_mass_missed": math.nan, "pred_membrane_included": math.nan,
-               "pred_mass_missed": math.nan}
-        if image is not None:
-            row["gt_membrane_included"], row["gt_mass_missed"] = _ring_percentages(
-                fibre, image, thresholds, half_width)
-        if hit is not None:
-            other = pred_fibre(hit)
-            row.update(pred_id=int(pred_boxes.ids[hit]), matched=True,
-                       iou=_iou(fibre, other), pred_area=other.area)
-            if image is not None:
-                if hit not in pred_rings:
-                    pred_rings[hit] = _ring_percentages(other, image, thresholds, half_width)
-                row["pred_membrane_included"], row["pred_mass_missed"] = pred_rings[hit]
-        rows.append(row)
+        paired = None if hit is None else (hit, int(pred_boxes.ids[hit]), pred_fibre(hit))
+        rows.append(_fibre_row(int(gt_boxes.ids[g]), fibre, fibre.centroid, paired, image,
+                               thresholds, half_width, pred_rings))
     table = pd.DataFrame(rows)
     table["n_gt"] = len(gt_boxes)
     table["n_pred"] = len(pred_boxes)
@@ -465,29 +451,42 @@ def _evaluate_published(gt: np.ndarray, pred: np.ndarray, image, half_width, pad
                     if strictly_inside(gt_contour.contour, tuple(points[j]))), None)
         this = fibre(gt_contour.contour)
         centroid = contour_centroid(gt_contour.contour) or (-1, -1)
-        row = {"gt_id": g + 1, "pred_id": 0, "matched": False, "iou": 0.0,
-               "gt_area": this.area, "pred_area": 0, "centroid_row": centroid[1],
-               "centroid_col": centroid[0], "gt_membrane_included": math.nan,
-               "gt_mass_missed": math.nan, "pred_membrane_included": math.nan,
-               "pred_mass_missed": math.nan, "gt_label": gt_contour.label, "pred_label": 0}
-        if image is not None:
-            row["gt_membrane_included"], row["gt_mass_missed"] = _ring_percentages(
-                this, image, thresholds, half_width)
+        paired = None
         if hit is not None:
             if hit not in pred_cache:
                 pred_cache[hit] = fibre(pred_contours[hit].contour)
-            other = pred_cache[hit]
-            row.update(pred_id=hit + 1, matched=True, iou=_iou(this, other),
-                       pred_area=other.area, pred_label=pred_contours[hit].label)
-            if image is not None:
-                if hit not in pred_rings:
-                    pred_rings[hit] = _ring_percentages(other, image, thresholds, half_width)
-                row["pred_membrane_included"], row["pred_mass_missed"] = pred_rings[hit]
+            paired = (hit, hit + 1, pred_cache[hit])
+        row = _fibre_row(g + 1, this, (centroid[1], centroid[0]), paired, image, thresholds,
+                         half_width, pred_rings)
+        row.update(gt_label=gt_contour.label,
+                   pred_label=0 if hit is None else pred_contours[hit].label)
         rows.append(row)
     table = pd.DataFrame(rows)
     table["n_gt"] = len(gt_contours)
     table["n_pred"] = len(pred_contours)
     return table[columns].astype(dtypes)
+
+
+def _fibre_row(gt_id: int, fibre: _Fibre, centroid, paired, image, thresholds, half_width: int,
+               pred_rings: dict) -> dict:
+    """One row of the per-fibre table: the GT fibre and, when ``paired`` is
+    ``(key, pred_id, predicted fibre)``, its matched fibre (ring percentages of a predicted
+    fibre are computed once per ``key`` and kept in ``pred_rings``)."""
+    row = {"gt_id": gt_id, "pred_id": 0, "matched": False, "iou": 0.0, "gt_area": fibre.area,
+           "pred_area": 0, "centroid_row": centroid[0], "centroid_col": centroid[1],
+           "gt_membrane_included": math.nan, "gt_mass_missed": math.nan,
+           "pred_membrane_included": math.nan, "pred_mass_missed": math.nan}
+    if image is not None:
+        row["gt_membrane_included"], row["gt_mass_missed"] = _ring_percentages(
+            fibre, image, thresholds, half_width)
+    if paired is not None:
+        key, pred_id, other = paired
+        row.update(pred_id=pred_id, matched=True, iou=_iou(fibre, other), pred_area=other.area)
+        if image is not None:
+            if key not in pred_rings:
+                pred_rings[key] = _ring_percentages(other, image, thresholds, half_width)
+            row["pred_membrane_included"], row["pred_mass_missed"] = pred_rings[key]
+    return row
 
 
 def _match(centroid, pred, pred_boxes: LabelBoxes, pred_index, pred_fibre):
