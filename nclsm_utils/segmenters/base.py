@@ -528,6 +528,18 @@ class Segmenter(ABC):
         """What produces the labels before any post-processing (methods override)."""
         return self.name
 
+    def _library_weights_description(self, network: str, weights: str, path,
+                                     missing: str) -> str:
+        """:meth:`weights_description` of a library network that starts from the published
+        ``weights`` when ``path`` (where they are) is given, else from scratch; ``missing``
+        says where they were looked for."""
+        if path is not None:
+            how = "fine-tuned from" if self.params.finetune else "used as is:"
+            return f"{how} {weights} ({path})"
+        if self.params.pretrained == "never":
+            return f"a fresh {network} network (pretrained='never')"
+        return f"a fresh {network} network: {missing} (`nclsm models fetch {weights}`)"
+
     def postprocessing(self) -> list:
         """The toolkit's steps after the method's own output, in call order, as
         :class:`~.postprocess.Step` (name, function, keyword arguments); what

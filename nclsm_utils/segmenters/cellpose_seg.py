@@ -163,13 +163,10 @@ class CellposeSegmenter(PretrainedSegmenter):
         return extra
 
     def weights_description(self) -> str:
-        if self.pretrained_available():
-            how = "fine-tuned from" if self.params.finetune else "used as is:"
-            return f"{how} {PRETRAINED_NAME} ({self.pretrained_path()})"
-        if self.params.pretrained == "never":
-            return "a fresh Cellpose network (pretrained='never')"
-        return (f"a fresh Cellpose network: no {PRETRAINED_NAME} weights on disk at "
-                f"{self.pretrained_path()} (`nclsm models fetch {PRETRAINED_NAME}`)")
+        return self._library_weights_description(
+            "Cellpose", PRETRAINED_NAME,
+            self.pretrained_path() if self.pretrained_available() else None,
+            f"no {PRETRAINED_NAME} weights on disk at {self.pretrained_path()}")
 
     def network_description(self) -> str:
         from cellpose import models, train

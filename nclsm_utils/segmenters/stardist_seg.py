@@ -268,14 +268,9 @@ class StarDistSegmenter(PretrainedSegmenter):
 
 
     def weights_description(self) -> str:
-        path = self.pretrained_path()
-        if path is not None:
-            how = "fine-tuned from" if self.params.finetune else "used as is:"
-            return f"{how} {PRETRAINED_NAME} ({path})"
-        if self.params.pretrained == "never":
-            return "a fresh StarDist2D network (pretrained='never')"
-        return (f"a fresh StarDist2D network: no {PRETRAINED_NAME} on disk "
-                f"(`nclsm models fetch {PRETRAINED_NAME}`)")
+        return self._library_weights_description("StarDist2D", PRETRAINED_NAME,
+                                                  self.pretrained_path(),
+                                                  f"no {PRETRAINED_NAME} on disk")
 
     def network_description(self) -> str:
         p = self.params
