@@ -122,12 +122,25 @@ def _working(seg, section):
     return working_image(section.image(), seg.scale_for(section.modality))
 
 
-def test_plain_cellpose_is_cellpose_eval_label_for_label(tiny, tmp_path, offline, empty_caches):
-    """The ``cellpose`` row is ``CellposeModel.eval`` at its defaults: the same labels as
-    calling it directly on the working image, and ``predict`` only scales them back."""
+
+def _assert_library_labels(seg, section, working, direct, modality):
+    """The row's labels at the working scale are the library's ``direct`` labels, and
+    ``predict`` only brings them back to the image's pixels (the shared bilinear vote, then
+    numbered 1..N)."""
     from nclsm_utils.core.imaging import resize_labels
     from nclsm_utils.segmenters.base import _fill_label_gaps
 
+    ours = seg._predict_working(working, modality)
+    assert int(direct.max()) >= 1
+    np.testing.assert_array_equal(ours, direct)
+    expected = _fill_label_gaps(resize_labels(direct.astype(np.uint32), section.shape(),
+                                              order=1))
+    np.testing.assert_array_equal(seg.predict(section.image(), modality), expected)
+
+
+def test_plain_cellpose_is_cellpose_eval_label_for_label(tiny, tmp_path, offline, empty_caches):
+    """The ``cellpose`` row is ``CellposeModel.eval`` at its defaults: the same labels as
+    calling it directly on the working image, and ``predict`` only scales them back."""
     import torch
 
     seg = get_segmenter("cellpose", workdir=tmp_path, quick=True, device="cpu")
@@ -154,13 +167,7 @@ def test_plain_cellpose_is_cellpose_eval_label_for_label(tiny, tmp_path, offline
     working = _working(seg, section)
     direct, _, _ = seg.model.eval(working, channels=[1, 2], channel_axis=2,
                                   diameter=seg.params.target_diameter)
-    ours = seg._predict_working(working, "IMC")
-    assert int(direct.max()) >= 1
-    np.testing.assert_array_equal(ours, direct)
-    # the shared scale-back: the labels resized by a bilinear vote (then numbered 1..N)
-    expected = _fill_label_gaps(resize_labels(direct.astype(np.uint32), section.shape(),
-                                              order=1))
-    np.testing.assert_array_equal(seg.predict(section.image(), "IMC"), expected)
+    _assert_library_labels(seg, section, working, direct, "IMC")
 
 
 def test_cellpose_require_without_weights_names_the_path(tiny, tmp_path, offline, empty_caches):
@@ -251,9 +258,6 @@ def test_plain_stardist_is_predict_instances_label_for_label(tiny, tmp_path, off
                                                              empty_caches):
     """The ``stardist`` row is ``StarDist2D.predict_instances``: the same labels as calling it
     directly on the working image, and ``predict`` only scales them back."""
-    from nclsm_utils.core.imaging import resize_labels
-    from nclsm_utils.segmenters.base import _fill_label_gaps
-
     seg = get_segmenter("stardist", workdir=tmp_path, quick=True, device="cpu")
     seg.fit(tiny.sections(split="train"))
     section = tiny.section("S11")
@@ -261,13 +265,7 @@ def test_plain_stardist_is_predict_instances_label_for_label(tiny, tmp_path, off
     with stardist_seg._quiet():
         direct, _ = seg.model.predict_instances(working, axes="YXC",
                                                 prob_thresh=seg.params.prob_thresh)
-    ours = seg._predict_working(working, "IF")
-    assert int(direct.max()) >= 1
-    np.testing.assert_array_equal(ours, direct)
-    # the shared scale-back: the labels resized by a bilinear vote (then numbered 1..N)
-    expected = _fill_label_gaps(resize_labels(direct.astype(np.uint32), section.shape(),
-                                              order=1))
-    np.testing.assert_array_equal(seg.predict(section.image(), "IF"), expected)
+    _assert_library_labels(seg, section, working, direct, "IF")
 
 
 def test_stardist_require_without_weights_names_the_path(tiny, tmp_path, offline, empty_caches):
