@@ -107,21 +107,19 @@ def main(argv=None) -> int:
     from nclsm_utils.report.pipeline import resolve_data
     from nclsm_utils.report.site import markdown_table
     from nclsm_utils.segmenters import get_segmenter
+    from nclsm_utils.segmenters.apply import fit_if_cached
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data = Dataset(Path(args.data) if args.data else resolve_data(ROOT / "data"))
     sections = Dataset(dark_set(Path(args.workdir) / "work" / "tuning")).sections()
-    train = data.sections(split="train")
-    validation = data.sections(split="validation")  # StarDist chooses thresholds on it
     rows = []
     for method in args.methods:
         segmenter = get_segmenter(method, workdir=args.workdir)
-        if not args.train and not segmenter.has_cached_model(train, validation):
+        if not fit_if_cached(segmenter, data, train=args.train):
             log.warning("%s: no cached model (run make report, or pass --train)", method)
             rows.append({"method": method, "note": "untrained"})
             continue
-        segmenter.fit(train, validation=validation)
         start = time.time()
         rows.append({"method": method, **summary(detections(segmenter, sections))})
         log.info("%s: near-black recall %.3f (%.0f s)", method, rows[-1]["recall near black"],

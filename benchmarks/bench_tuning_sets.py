@@ -156,6 +156,7 @@ def main(argv=None) -> int:
     from nclsm_utils.report.pipeline import resolve_data
     from nclsm_utils.report.site import markdown_table
     from nclsm_utils.segmenters import get_segmenter
+    from nclsm_utils.segmenters.apply import fit_if_cached
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -167,15 +168,12 @@ def main(argv=None) -> int:
         sets[name] = (data.sections(split="validation") if name == "validation"
                       else Dataset(tuning_set(name, root)).sections())
     rows = []
-    train = data.sections(split="train")
-    validation = data.sections(split="validation")  # StarDist chooses thresholds on it
     for method in args.methods:
         segmenter = get_segmenter(method, params=params or None, workdir=args.workdir)
-        if not args.train and not segmenter.has_cached_model(train, validation):
+        if not fit_if_cached(segmenter, data, train=args.train):
             log.warning("%s: no cached model (run make report, or pass --train)", method)
             rows += [{"set": name, "method": method, "note": "untrained"} for name in sets]
             continue
-        segmenter.fit(train, validation=validation)
         for name, sections in sets.items():
             start = time.time()
             row = {"set": name, "method": method, **score_set(segmenter, sections)}

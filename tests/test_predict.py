@@ -337,3 +337,14 @@ def test_trained_method_predicts_with_its_cached_model(tmp_path, capsys, tiny_ro
     first, second = tifffile.imread(tmp_path / "a.tiff"), tifffile.imread(tmp_path / "b.tiff")
     np.testing.assert_array_equal(first, second)
     assert instance_metrics(imc_section["myofibres"], first, [0.5]).iloc[0]["f1"] > 0.3
+
+
+def test_fit_if_cached_fits_only_what_is_cached(tiny_root, tmp_path):
+    from nclsm_utils.segmenters import get_segmenter
+    from nclsm_utils.segmenters.apply import fit_if_cached
+
+    mitocyto = get_segmenter("mitocyto", workdir=tmp_path)
+    assert fit_if_cached(mitocyto, tiny_root) and mitocyto.fitted      # nothing to train
+    unet = get_segmenter("unet", workdir=tmp_path, quick=True)
+    assert not fit_if_cached(unet, tiny_root)                           # no model cached
+    assert not unet.fitted and not (tmp_path / "models").exists()
