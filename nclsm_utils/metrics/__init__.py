@@ -47,7 +47,7 @@ from ._regions import (  # noqa: F401
 from .instance import (  # noqa: F401
     DEFAULT_IOU_THRESHOLDS, INSTANCE_COLUMNS, _instance_row, _present_labels, _safe_divide,
     aggregate_instance_metrics, instance_metrics, instance_metrics_dataset, iou_matrix,
-    label_overlap, match_counts,
+    label_overlap, match_counts, match_pairs, overlap_pairs,
 )
 from ._contours import (  # noqa: F401
     ContourFibre, contour_centroid, filled_crop, published_contours, strictly_inside,

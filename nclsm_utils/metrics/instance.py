@@ -83,6 +83,91 @@ def _present_labels(labels: np.ndarray, chunk_rows: int) -> np.ndarray:
     return np.unique(np.concatenate(found)) if found else np.zeros(0, labels.dtype)
 
 
+def overlap_pairs(gt_labels: np.ndarray, pred_labels: np.ndarray, chunk_rows: int = 1024):
+    """The non-zero entries of :func:`label_overlap`'s table, without the table.
+
+    Memory grows with the number of overlapping (GT, predicted) pairs, not with
+    ``n_gt x n_pred``: a prediction of hundreds of thousands of specks (an untrained
+    network) costs no more than a good one.
+
+    Returns
+    -------
+    dict
+        ``gt_ids``, ``pred_ids`` (sorted labels present, background excluded), ``gt_area``,
+        ``pred_area`` (pixels per label), and per overlapping pair ``gt`` and ``pred`` (indices
+        into the id arrays), ``overlap`` (pixels) and ``iou``.
+
+    Examples
+    --------
+    >>> gt = np.array([[1, 1, 0], [2, 2, 2]]); pred = np.array([[5, 0, 0], [5, 9, 9]])
+    >>> p = overlap_pairs(gt, pred)
+    >>> p["gt"].tolist(), p["pred"].tolist(), p["overlap"].tolist(), [round(float(v), 2) for v in p["iou"]]
+    ([0, 1, 1], [0, 0, 1], [1, 1, 2], [0.33, 0.25, 0.67])
+    """
+    if gt_labels.shape != pred_labels.shape:
+        raise ValueError(f"gt_labels {gt_labels.shape} and pred_labels {pred_labels.shape} "
+                         "have different shapes")
+    gt_ids = np.union1d([0], _present_labels(gt_labels, chunk_rows))
+    pred_ids = np.union1d([0], _present_labels(pred_labels, chunk_rows))
+    n_cols = len(pred_ids)
+    gt_area = np.zeros(len(gt_ids), np.int64)
+    pred_area = np.zeros(n_cols, np.int64)
+    codes, counts = [], []
+    for start in range(0, gt_labels.shape[0], chunk_rows):
+        rows = np.searchsorted(gt_ids, gt_labels[start:start + chunk_rows].ravel())
+        cols = np.searchsorted(pred_ids, pred_labels[start:start + chunk_rows].ravel())
+        gt_area += np.bincount(rows, minlength=len(gt_ids))
+        pred_area += np.bincount(cols, minlength=n_cols)
+        both = (rows > 0) & (cols > 0)
+        code, count = np.unique(rows[both].astype(np.int64) * n_cols + cols[both],
+                                return_counts=True)
+        codes.append(code)
+        counts.append(count)
+    code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+    count = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    code, inverse = np.unique(code, return_inverse=True)
+    overlap = np.bincount(inverse.ravel(), weights=count, minlength=len(code)).astype(np.int64)
+    gt_index, pred_index = code // n_cols, code % n_cols
+    union = gt_area[gt_index] + pred_area[pred_index] - overlap
+    return {"gt_ids": gt_ids[1:], "pred_ids": pred_ids[1:], "gt_area": gt_area[1:],
+            "pred_area": pred_area[1:], "gt": gt_index - 1, "pred": pred_index - 1,
+            "overlap": overlap, "iou": (overlap / union).astype(np.float32)}
+
+
+def match_pairs(pairs: dict, thresh: float) -> tuple[int, int, int, float]:
+    """:func:`match_counts` on :func:`overlap_pairs`' sparse table (the same numbers).
+
+    Only objects with a pair of IoU >= ``thresh`` can be matched; at thresholds above 0.5
+    such pairs are disjoint and are the matching. Otherwise the optimal assignment of
+    :func:`match_counts` runs on the objects those pairs involve.
+
+    >>> gt = np.zeros((10, 10), np.uint16); gt[:4, :4] = 1; gt[6:, 6:] = 2
+    >>> pred = np.zeros_like(gt); pred[:4, :4] = 5
+    >>> match_pairs(overlap_pairs(gt, pred), 0.5)
+    (1, 0, 1, 1.0)
+    """
+    n_true, n_pred = len(pairs["gt_ids"]), len(pairs["pred_ids"])
+    keep = pairs["iou"] >= thresh
+    g, p, iou = pairs["gt"][keep], pairs["pred"][keep], pairs["iou"][keep]
+    if len(np.unique(g)) == len(g) and len(np.unique(p)) == len(p):
+        tp = len(g)
+        return tp, n_pred - tp, n_true - tp, float(np.sum(iou, dtype=np.float32))
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = np.unique(g), np.unique(p)
+    among = np.isin(pairs["gt"], rows) & np.isin(pairs["pred"], cols)
+    scores = np.zeros((len(rows), len(cols)), np.float32)
+    scores[np.searchsorted(rows, pairs["gt"][among]),
+           np.searchsorted(cols, pairs["pred"][among])] = pairs["iou"][among]
+    n_matched = min(n_true, n_pred)
+    costs = -(scores >= thresh).astype(float) - scores / (2 * n_matched)
+    true_ind, pred_ind = linear_sum_assignment(costs)
+    matched = scores[true_ind, pred_ind]
+    ok = matched >= thresh
+    tp = int(np.count_nonzero(ok))
+    return tp, n_pred - tp, n_true - tp, float(np.sum(matched[ok]))
+
+
 def iou_matrix(overlap: np.ndarray) -> np.ndarray:
     """IoU of every (GT, predicted) object pair from :func:`label_overlap`'s table.
 
@@ -135,7 +220,8 @@ def instance_metrics(gt_labels: np.ndarray, pred_labels: np.ndarray,
     A GT and a predicted object match one-to-one (optimal assignment) when their IoU
     >= the threshold (stardist's convention; the paper's A% uses a strict >). Same numbers as
     ``stardist.matching.matching(gt, pred, thresholds)`` (tested), computed with
-    :func:`label_overlap`, :func:`iou_matrix` and :func:`match_counts`.
+    :func:`overlap_pairs` and :func:`match_pairs` (memory grows with the overlapping pairs,
+    not with the number of GT times predicted objects).
 
     Parameters
     ----------
@@ -168,11 +254,11 @@ def instance_metrics(gt_labels: np.ndarray, pred_labels: np.ndarray,
     thresholds = [float(t) for t in np.atleast_1d(np.asarray(thresholds, float))]
     if not thresholds or any(not 0 <= t <= 1 for t in thresholds):
         raise ValueError(f"thresholds must be IoU values in [0, 1], got {thresholds}")
-    scores = iou_matrix(label_overlap(gt, pred)[0])
-    n_true, n_pred = scores.shape
+    pairs = overlap_pairs(gt, pred)
+    n_true, n_pred = len(pairs["gt_ids"]), len(pairs["pred_ids"])
     rows = []
     for thresh in thresholds:
-        tp, fp, fn, sum_matched_score = match_counts(scores, thresh)
+        tp, fp, fn, sum_matched_score = match_pairs(pairs, thresh)
         rows.append(_instance_row(thresh, tp, fp, fn, n_true, n_pred, sum_matched_score))
     return pd.DataFrame(rows, columns=INSTANCE_COLUMNS)
 

@@ -37,7 +37,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .instance import iou_matrix, label_overlap
+from .instance import overlap_pairs
 from .uncertainty import CONFIDENCE, N_RESAMPLES, SEED, _strata, stratified_interval
 
 #: IoU at which a ground-truth fibre counts as detected.
@@ -71,10 +71,11 @@ def fibre_detection(gt_labels: np.ndarray, pred_labels: np.ndarray,
     """
     gt_labels = np.asarray(gt_labels)
     pred_labels = np.asarray(pred_labels)
-    overlap, gt_ids, _ = label_overlap(gt_labels, pred_labels)
-    scores = iou_matrix(overlap)
-    best = scores.max(axis=1) if scores.shape[1] else np.zeros(scores.shape[0], np.float32)
-    area = overlap[1:].sum(axis=1)
+    pairs = overlap_pairs(gt_labels, pred_labels)
+    gt_ids = np.concatenate([[0], pairs["gt_ids"]])
+    best = np.zeros(len(pairs["gt_ids"]), np.float32)
+    np.maximum.at(best, pairs["gt"], pairs["iou"])
+    area = pairs["gt_area"]
     mass = np.full(len(gt_ids) - 1, math.nan)
     if image is not None:
         image = np.asarray(image)
