@@ -44,4 +44,4 @@ bench: install
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean-data:
-	rm -rf data/synthetic data/models data/predictions data/work reports/*.ipynb reports/*.csv _site
+	rm -rf data/synthetic data/models data/predictions data/overviews data/work reports/*.ipynb reports/*.csv _site

@@ -31,7 +31,9 @@
 #   blue) rings are drawn exactly as the metrics compute them (square of side 2k + 1; solid
 #   pixels are membrane- / mass-positive) next to its per-fibre metrics row;
 # * **zoom** and **pan** move over downsampled views: a full-size IF section (~10k x 15k
-#   pixels) is cropped first and then downsampled, never rendered at full resolution.
+#   pixels) is cropped first and then downsampled, never rendered at full resolution; the
+#   whole-section views are cached in `workdir/overviews/`, so a section seen once opens at
+#   once in a later session (`build_overviews = True` prepares every section).
 #
 # It reads `workdir/predictions/<method>/` and `workdir/results/<method>/` as `03_segment` left
 # them. A method without cached predictions for the section shows a message and a **Run**
@@ -53,6 +55,7 @@ fibre = None            # a GT fibre id to select (default: the worst fibre of m
 iou_threshold = 0.8
 max_side = 640          # longest side of a rendered view (pixels)
 snapshot = True         # save the static snapshot for the website
+build_overviews = False  # write every section's overviews first (reads each section once)
 
 # %%
 from pathlib import Path
@@ -66,6 +69,8 @@ data = resolve_data(data)
 reports = Path(reports)
 app = Explorer(data=data, workdir=workdir, methods=methods, section=section,
                iou_threshold=iou_threshold, max_side=max_side)
+if build_overviews:
+    app.store.build_overviews()
 if fibre is not None:
     app.select(fibre=fibre)
 app

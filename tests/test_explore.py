@@ -213,6 +213,183 @@ def test_view_cache_is_keyed_by_section_method_and_size(cached):
         store.prediction_path("coarse", store.dataset.section("P01"))
 
 
+def _copy_without_overviews(work: Path, tmp_path: Path) -> Path:
+    """A copy of the shared workdir without the overviews other tests wrote into it."""
+    import shutil
+
+    copy = shutil.copytree(work, tmp_path / "work")
+    shutil.rmtree(copy / "overviews", ignore_errors=True)
+    return copy
+
+
+def _no_full_reads(monkeypatch, store):
+    """Make every full-resolution read of ``store`` (image, masks, predictions) raise."""
+    import nclsm_utils.core.dataset as dataset_module
+    import nclsm_utils.explore.store as store_module
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("a full-resolution file was read")
+
+    monkeypatch.setattr(dataset_module, "read_array", no_reads)
+    monkeypatch.setattr(store_module, "read_array", no_reads)
+    monkeypatch.setattr(dataset_module.Section, "image", no_reads)
+    monkeypatch.setattr(dataset_module.Section, "mask", no_reads)
+    monkeypatch.setattr(store, "full", no_reads)
+
+
+def test_overviews_are_cached_on_disk_and_equal_the_in_memory_views(cached, tmp_path,
+                                                                      monkeypatch):
+    data, shared = cached
+    work = _copy_without_overviews(shared, tmp_path)
+    memory = ExploreData(data, work, overview_cache=False)
+    section = memory.dataset.section("S11")
+    expected = memory.section_view(section, "shifted", max_side=128)
+    assert expected.image.shape == (128, 128, 3) and expected.gt.shape == (128, 128)
+    assert not (work / "overviews").exists()  # nothing written without the cache
+
+    first = ExploreData(data, work).section_view(section, "shifted", max_side=128)
+    folder = work / "overviews" / "IF_S11"
+    assert sorted(p.name for p in folder.iterdir()) == ["gt_128.npz", "image_128.npz",
+                                                        "pred-shifted_128.npz"]
+    # a fresh store (a new process) reads them without decoding any full-resolution file
+    fresh = ExploreData(data, work)
+    _no_full_reads(monkeypatch, fresh)
+    assert fresh.shape(section) == (256, 256)  # from the TIFF header
+    again = fresh.section_view(section, "shifted", max_side=128)
+    for view in (first, again):
+        for name in ("image", "gt", "pred"):
+            got, want = getattr(view, name), getattr(expected, name)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    assert (again.step, again.up) == (2, 1) and not fresh.is_loaded(section, "image")
+    # a zoom (a region smaller than the section) crops the full-resolution arrays
+    zoom = Region(100, 132, 60, 92)
+    with pytest.raises(AssertionError, match="full-resolution file was read"):
+        fresh.view(section, "gt", zoom, max_side=128)
+    monkeypatch.undo()
+    gt = section.mask("myofibres")
+    zoomed = fresh.view(section, "gt", zoom, max_side=128)
+    assert zoomed.shape == (128, 128)  # 32 x 32 full-resolution pixels, each shown 4 x 4
+    np.testing.assert_array_equal(zoomed[::4, ::4], gt[100:132, 60:92])
+    image = fresh.view(section, "image", zoom, max_side=128)
+    np.testing.assert_array_equal(image[::4, ::4], section.image()[100:132, 60:92])
+
+
+def test_a_changed_file_rebuilds_its_overview_and_build_overviews_writes_all(cached, tmp_path):
+    import os
+
+    data, shared = cached
+    work = _copy_without_overviews(shared, tmp_path)
+    store = ExploreData(data, work, max_side=128)
+    built = store.build_overviews()
+    # 4 sections x (image, gt) + predictions: shifted on 3 sections, coarse on 2, empty on 1
+    assert len(built) == 4 * 2 + 3 + 2 + 1 and set(built["status"]) == {"written"}
+    assert set(built.loc[built["section"] == "IMC/P02", "layer"]) == {
+        "image", "gt", "pred:shifted", "pred:coarse", "pred:empty"}
+    assert all(Path(p).is_file() for p in built["path"]) and store._full == {}
+    assert set(ExploreData(data, work).build_overviews(max_side=128)["status"]) == {"read"}
+
+    # a re-run of a method (another prediction file) invalidates its overview only
+    section = store.dataset.section("P02")
+    path = store.prediction_path("coarse", section)
+    old = ExploreData(data, work).overview(section, "pred:coarse", 128)
+    new_pred = perturb(section.mask("myofibres"), (5, 5), 0.5, 7).astype(np.uint32)
+    stat = path.stat()
+    write_tiff(path, new_pred)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    fresh = ExploreData(data, work, max_side=128)
+    assert fresh.read_overview(section, "pred:coarse") is None  # stale: not used
+    assert fresh.read_overview(section, "pred:shifted") is not None
+    view = fresh.overview(section, "pred:coarse")
+    np.testing.assert_array_equal(view, downsample_labels(new_pred, max_side=128))
+    assert not np.array_equal(view, old)
+    np.testing.assert_array_equal(ExploreData(data, work).read_overview(
+        section, "pred:coarse", 128), view)  # rewritten with the new key
+    # a corrupt overview file is rebuilt, not an error
+    gt_path = fresh.overview_path(section, "gt")
+    gt_path.write_bytes(b"not an npz")
+    np.testing.assert_array_equal(ExploreData(data, work).overview(section, "gt", 128),
+                                  downsample_labels(section.mask("myofibres"), max_side=128))
+    assert ExploreData(data, work).read_overview(section, "gt", 128) is not None
+
+
+def test_app_shows_cached_overviews_before_any_full_resolution_read(cached, tmp_path):
+    data, shared = cached
+    work = _copy_without_overviews(shared, tmp_path)
+    # first visit: the overviews are computed from the full-resolution arrays and written
+    computed = Explorer(data=data, workdir=work, methods=["shifted"], section="S11").image_a.value
+    assert (work / "overviews" / "IF_S11" / "image_640.npz").is_file()
+    app = Explorer(data=data, workdir=work, methods=["shifted"], section="P02")
+    p02, reads = app.image_a.value, []
+    full = app.store.full
+
+    def recording(section, layer):
+        reads.append((section.key, layer, app.image_a.value))
+        return full(section, layer)
+
+    app.store.full = recording
+    app.select(section="S11")
+    assert app.image_a.value == computed != p02  # the same picture, from the disk cache
+    # the fibre panel reads full-resolution crops only after the overview is on screen
+    assert reads and all(shown == computed for _, _, shown in reads)
+    assert app.fibre_image.value[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_a_full_size_section_with_cached_overviews_opens_in_seconds(sample_dir, tmp_path,
+                                                                    monkeypatch):
+    """The real 12272 x 15129 S11 mask with an RGB PNG image: its overview comes from the
+    on-disk cache within 5 s in a new store; a zoom on a fibre shows full-resolution pixels."""
+    import os
+    import time
+
+    import cv2
+
+    mask = sample_dir / "S11_groundtruth_mask.tiff"
+    if not mask.is_file():
+        pytest.skip(f"{mask} is missing")
+    root, work = tmp_path / "data", tmp_path / "work"
+    (root / "IF" / "Mask_All_Myofibres").mkdir(parents=True)
+    os.symlink(mask, root / "IF" / "Mask_All_Myofibres" / "S11.tiff")
+    (work / "predictions" / "same").mkdir(parents=True)
+    os.symlink(mask, work / "predictions" / "same" / "IF_S11.tiff")
+    gt = np.asarray(Dataset(root).section("S11").mask("myofibres"))
+    rgb = np.zeros(gt.shape + (3,), np.uint8)
+    rgb[..., 1] = (gt % 251).astype(np.uint8)           # OpenCV writes BGR: green as given
+    rgb[..., 2] = np.where(label_boundaries(gt), 255, 0).astype(np.uint8)  # red: contours
+    (root / "IF" / "Images").mkdir()
+    assert cv2.imwrite(str(root / "IF" / "Images" / "S11.png"), rgb,
+                       [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    del rgb
+
+    first = ExploreData(root, work)
+    section = first.dataset.section("S11")
+    written = first.section_view(section, "same")  # decodes the files, writes the overviews
+    assert written.image.shape == (512, 631, 3) and written.step == 24
+    del first
+    fresh = ExploreData(root, work)
+    _no_full_reads(monkeypatch, fresh)
+    start = time.perf_counter()
+    shown = fresh.section_view(section, "same")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 5.0
+    assert section.shape("image") == section.shape() == (12272, 15129)  # headers only
+    for name in ("image", "gt", "pred"):
+        np.testing.assert_array_equal(getattr(shown, name), getattr(written, name))
+    np.testing.assert_array_equal(shown.gt, gt[::24, ::24])
+    monkeypatch.undo()
+    counts = np.bincount(gt[5000:7000, 7000:9000].ravel())
+    ids = np.nonzero(counts)[0][1:]
+    label = int(ids[np.argsort(counts[ids])[len(ids) // 2]])  # a fibre of median area there
+    region = Region(*fresh.box(section, "gt", label))  # its bounding box, read at full size
+    assert max(region.height, region.width) == 346
+    zoomed = fresh.section_view(section, "same", region)
+    assert (zoomed.step, zoomed.up) == (1, 1)  # every full-resolution pixel
+    np.testing.assert_array_equal(zoomed.gt[::zoomed.up, ::zoomed.up], gt[region.slices])
+    np.testing.assert_array_equal(zoomed.image[::zoomed.up, ::zoomed.up, 1],
+                                  (gt[region.slices] % 251).astype(np.uint8))
+
+
 # ---------------------------------------------------------------------------- the app
 def test_app_opens_on_cached_predictions_and_counts_match_the_tables(app, cached):
     _, work = cached

@@ -573,6 +573,43 @@ def write_csv(path: str | os.PathLike, frame) -> Path:
     return path
 
 
+def write_npz(path: str | os.PathLike, **arrays) -> Path:
+    """Write named arrays to a compressed ``.npz`` atomically (temporary file + rename).
+
+    Returns the path. Read it back with :func:`read_npz`.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return path
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` file (no pickled objects), all read into memory.
+
+    Raises
+    ------
+    DataError
+        When the file is missing, truncated or not an ``.npz`` archive.
+
+    Examples
+    --------
+    >>> path = write_npz(Path(tempfile.mkdtemp()) / "a.npz", view=np.arange(3), key=np.array("k"))
+    >>> arrays = read_npz(path)
+    >>> arrays["view"].tolist(), str(arrays["key"])
+    ([0, 1, 2], 'k')
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except Exception as error:  # zipfile/numpy raise many types for corrupt files
+        raise DataError(f"{path}: cannot read the file ({type(error).__name__}: {error}). "
+                        "It may be truncated or corrupt.") from error
+
+
 def available_cores() -> int:
     """The CPU cores this process may use (its affinity on Linux, else the machine's count)."""
     try:

@@ -9,12 +9,15 @@
     <workdir>/results/<label>_instance.csv         its instance metrics
     <workdir>/results/<label>_run.json             how its run went
     <workdir>/results/manifest.json                the results manifest (nclsm_utils.core.manifest)
+    <workdir>/overviews/<modality>_<id>/<layer>_<max_side>.npz   explorer overviews
     <workdir>/seeds/seed<k>/                       the same layout for training seed k > 0
 
 >>> from pathlib import Path
 >>> work = Workdir("data")
 >>> work.prediction_path("unet", "IF", "S11").as_posix()
 'data/predictions/unet/IF_S11.tiff'
+>>> work.overview_path("IF", "S11", "pred:unet", 640).as_posix()
+'data/overviews/IF_S11/pred-unet_640.npz'
 >>> work.result_table("unet", "IF", "S11").as_posix(), work.seed(2).root.as_posix()
 ('data/results/unet/IF_S11.csv', 'data/seeds/seed2')
 >>> default_workdir(Path("/x/data/synthetic")), default_workdir(Path("/x/NCL-SM"))
@@ -22,6 +25,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +55,8 @@ class Workdir:
     ----------
     root : Path
         The work directory.
-    models, predictions, results : Path
-        Its ``models/``, ``predictions/`` and ``results/`` folders.
+    models, predictions, results, overviews : Path
+        Its ``models/``, ``predictions/``, ``results/`` and ``overviews/`` folders.
     """
 
     def __init__(self, root):
@@ -59,6 +64,7 @@ class Workdir:
         self.models = self.root / "models"
         self.predictions = self.root / "predictions"
         self.results = self.root / "results"
+        self.overviews = self.root / "overviews"
 
     def __repr__(self) -> str:
         return f"Workdir({str(self.root)!r})"
@@ -121,6 +127,22 @@ class Workdir:
     def results_manifest(self) -> Path:
         """``results/manifest.json``."""
         return self.results / RESULTS_MANIFEST
+
+    # -- explorer overviews ---------------------------------------------------------------
+    def overview_path(self, modality: str, section_id: str, layer: str, max_side: int) -> Path:
+        """``overviews/<modality>_<id>/<layer>_<max_side>.npz``: the explorer's cached
+        whole-section view of a layer (``image``, ``gt`` or ``pred:<method>``, written
+        ``pred-<method>``; a method name that is not a plain file name, such as
+        ``external:<folder>``, is shortened and suffixed with a hash of it).
+
+        >>> Workdir("w").overview_path("IF", "S11", "pred:external:/x/masks", 640).name
+        'pred-external_x_masks-3a874cc66f_640.npz'
+        """
+        name = layer.replace("pred:", "pred-", 1) if layer.startswith("pred:") else layer
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+            digest = hashlib.sha1(layer.encode()).hexdigest()[:10]
+            name = f"{re.sub(r'[^A-Za-z0-9_.+-]+', '_', name)[:60]}-{digest}"
+        return self.overviews / f"{modality}_{section_id}" / f"{name}_{int(max_side)}.npz"
 
     # -- seeds ----------------------------------------------------------------------------
     def seed(self, k: int) -> "Workdir":

@@ -27,8 +27,14 @@ Big sections
     the fibre rings) and dropped when another section is read; the fibre panels use small
     cached crops (those of the first fibres of the list are kept while the arrays are in
     memory), label bounding boxes and positive-pixel thresholds are kept per section, so a
-    section seen before is shown again without reading its files. The first visit of a
-    full-size section reads its files (seconds; see ``benchmarks/bench_explore.py``).
+    section seen before is shown again without reading its files. The whole-section views
+    (overviews) of the image, the ground truth and each prediction are also cached on disk
+    in ``<workdir>/overviews/<modality>_<id>/<layer>_<max_side>.npz``, keyed by the source
+    file's path, size and modification time (a changed file rebuilds its overview): a
+    full-size section whose overviews are there is shown in a new process without decoding
+    its full-resolution files, which are read only for a zoom and the fibre panel (the
+    first visit writes them; :meth:`ExploreData.build_overviews` writes them for every
+    section beforehand; timings in ``benchmarks/bench_explore.py``).
 
 The code is split by concept:
 

@@ -4,10 +4,18 @@
 full-resolution arrays of one section at a time, small per-section results (label boxes,
 thresholds, shapes) and bounded LRU caches of views and crops (:class:`ViewCache`);
 :class:`MissingPrediction` is raised for a method with no cached prediction.
+
+Whole-section views (overviews) are also kept on disk, in
+``<workdir>/overviews/<modality>_<id>/<layer>_<max_side>.npz``, keyed by the source file's
+path, size and modification time: a section whose overviews are there is shown without
+decoding its full-resolution files (:meth:`ExploreData.overview`,
+:meth:`ExploreData.build_overviews`).
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +25,7 @@ import pandas as pd
 
 from .. import metrics
 from ..core.dataset import Dataset, Section, find_ncl_sm
-from ..core.io import DataError, read_array
+from ..core.io import DataError, read_array, read_npz, write_npz
 from ..segmenters.base import BENCHMARK_METHODS, method_label
 from ..core.workdir import MissingPrediction, Workdir
 from .views import DEFAULT_MAX_SIDE, Region, downsample_image, downsample_labels, view_sampling
@@ -26,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Methods always offered (they can be run from the app when not cached).
 BUILTIN_METHODS = BENCHMARK_METHODS
+#: Version of the on-disk overviews (part of their key: a new version rebuilds them).
+OVERVIEW_VERSION = 1
 
 
 # ============================================================================ data access
@@ -107,10 +117,14 @@ class ExploreData:
         Longest side of a view.
     cache_mb : float
         Bound of the view cache.
+    overview_cache : bool
+        Read and write whole-section views in ``<workdir>/overviews/`` (see
+        :meth:`overview`); False computes them from the full-resolution arrays every time
+        a process first shows a section.
     """
 
     def __init__(self, data, workdir=None, max_side: int = DEFAULT_MAX_SIDE,
-                 cache_mb: float = 512):
+                 cache_mb: float = 512, overview_cache: bool = True):
         self.dataset = _open_dataset(data)
         if workdir is None:
             from ..core.workdir import default_workdir
@@ -124,6 +138,8 @@ class ExploreData:
         self._tables: dict = {}
         self._full_key: str | None = None
         self._full: dict = {}
+        self.overview_cache = bool(overview_cache)
+        self._overview_write_failed = False
 
     # -- methods and files -----------------------------------------------------------
     def cached_methods(self) -> list[str]:
@@ -269,19 +285,153 @@ class ExploreData:
     # -- views --------------------------------------------------------------------------
     def view(self, section: Section, layer: str, region: Region | None = None,
              max_side: int | None = None) -> np.ndarray:
-        """A cached view (crop, then downsample) of a layer."""
+        """A cached view (crop, then downsample) of a layer.
+
+        The whole section comes from :meth:`overview` (on-disk cache); a smaller region
+        (a zoom) is cropped from the full-resolution array, then downsampled.
+        """
         max_side = int(max_side or self.max_side)
-        region = region or Region.full(self.shape(section))
+        whole = Region.full(self.shape(section))
+        region = region or whole
         key = (section.key, layer, self.layer_stamp(section, layer), max_side, region.as_tuple())
         view = self.views.get(key)
         if view is None:
-            full = self.full(section, layer)
-            if layer == "image":
-                view = downsample_image(full, region, max_side)
+            if region == whole:
+                view = self.overview(section, layer, max_side)
             else:
-                view = downsample_labels(full, region, max_side)
+                view = self._downsample(section, layer, region, max_side)
             self.views.put(key, view)
         return view
+
+    def _downsample(self, section: Section, layer: str, region: Region,
+                    max_side: int) -> np.ndarray:
+        full = self.full(section, layer)
+        if layer == "image":
+            return downsample_image(full, region, max_side)
+        return downsample_labels(full, region, max_side)
+
+    # -- overviews (whole-section views cached on disk) -----------------------------------
+    def layer_source(self, section: Section, layer: str) -> Path:
+        """The file a layer is read from: the section's image, its myofibre mask or the
+        method's cached prediction (raises MissingPrediction)."""
+        if layer == "image":
+            return section.path("image")
+        if layer == "gt":
+            return section.path("myofibres")
+        if layer.startswith("pred:"):
+            return self.prediction_path(layer[5:], section)
+        raise KeyError(f"unknown layer {layer!r}; use image, gt or pred:<method>")
+
+    def overview_path(self, section: Section, layer: str, max_side: int | None = None) -> Path:
+        """``<workdir>/overviews/<modality>_<id>/<layer>_<max_side>.npz``."""
+        return Workdir(self.workdir).overview_path(section.modality, section.id, layer,
+                                                   int(max_side or self.max_side))
+
+    def overview_key(self, section: Section, layer: str, max_side: int | None = None) -> str:
+        """What an on-disk overview depends on (a JSON string): the source file's absolute
+        path, size and modification time, the section shape, ``max_side`` and
+        :data:`OVERVIEW_VERSION`. A changed file gives another key (the overview is rebuilt)."""
+        source = self.layer_source(section, layer)
+        stat = source.stat()
+        return json.dumps({"version": OVERVIEW_VERSION, "layer": layer,
+                           "source": os.path.abspath(source), "size": int(stat.st_size),
+                           "mtime_ns": int(stat.st_mtime_ns),
+                           "shape": [int(v) for v in self.shape(section)],
+                           "max_side": int(max_side or self.max_side)}, sort_keys=True)
+
+    def read_overview(self, section: Section, layer: str,
+                      max_side: int | None = None) -> np.ndarray | None:
+        """The on-disk overview of a layer when it is current (its key matches), else None."""
+        path = self.overview_path(section, layer, max_side)
+        if not path.is_file():
+            return None
+        key = self.overview_key(section, layer, max_side)
+        try:
+            arrays = read_npz(path)
+        except DataError as error:
+            log.info("overview %s unreadable, rebuilt: %s", path, error)
+            return None
+        if "view" not in arrays or str(arrays.get("key", "")) != key:
+            log.debug("overview %s is stale (its source changed): rebuilt", path)
+            return None
+        return arrays["view"]
+
+    def overview(self, section: Section, layer: str, max_side: int | None = None) -> np.ndarray:
+        """The whole-section view of a layer (``image``, ``gt`` or ``pred:<method>``).
+
+        Read from ``<workdir>/overviews/`` when it is current (no full-resolution file is
+        decoded); else computed from the full-resolution array exactly as :meth:`view`
+        computes any region, and written there atomically (a workdir that cannot be
+        written is only logged).
+        """
+        return self._overview(section, layer, int(max_side or self.max_side))[0]
+
+    def _overview(self, section: Section, layer: str, max_side: int) -> tuple[np.ndarray, str]:
+        """``(view, how)``: how = ``read``, ``written`` or ``computed`` (not written)."""
+        if self.overview_cache:
+            view = self.read_overview(section, layer, max_side)
+            if view is not None:
+                return view, "read"
+        key = self.overview_key(section, layer, max_side)
+        view = self._downsample(section, layer, Region.full(self.shape(section)), max_side)
+        if not self.overview_cache:
+            return view, "computed"
+        path = self.overview_path(section, layer, max_side)
+        try:
+            write_npz(path, view=view, key=np.array(key))
+        except OSError as error:
+            level = logging.DEBUG if self._overview_write_failed else logging.WARNING
+            log.log(level, "cannot write the overview %s (%s); it is recomputed in every "
+                    "new process", path, error)
+            self._overview_write_failed = True
+            return view, "computed"
+        return view, "written"
+
+    def build_overviews(self, sections=None, methods=None,
+                        max_side: int | None = None) -> pd.DataFrame:
+        """Write the on-disk overviews of sections, so a new process shows them at once.
+
+        Parameters
+        ----------
+        sections : list of Section or str, optional
+            Default: every section of the dataset.
+        methods : list of str, optional
+            Methods whose cached predictions get an overview (default:
+            :meth:`cached_methods`); a method without a prediction for a section is skipped.
+        max_side : int, optional
+            Longest side of the views (default: the store's ``max_side``).
+
+        Returns
+        -------
+        DataFrame
+            One row per overview: ``section``, ``layer``, ``status`` (``read`` when it was
+            current already, ``written``, or ``computed`` when it could not be written)
+            and ``path``.
+
+        The full-resolution arrays read to compute them are dropped afterwards.
+        """
+        max_side = int(max_side or self.max_side)
+        chosen = self.dataset.sections() if sections is None else [
+            s if isinstance(s, Section) else self.dataset.section(str(s)) for s in sections]
+        methods = self.cached_methods() if methods is None else list(methods)
+        rows = []
+        for section in chosen:
+            layers = ["image", "gt"]
+            for method in methods:
+                try:
+                    self.prediction_path(method, section)
+                except MissingPrediction:
+                    continue
+                layers.append(f"pred:{method}")
+            for layer in layers:
+                _, status = self._overview(section, layer, max_side)
+                rows.append({"section": section.key, "layer": layer, "status": status,
+                             "path": str(self.overview_path(section, layer, max_side))})
+            log.info("overviews of %s: %s", section.key,
+                     ", ".join(f"{r['layer']} {r['status']}" for r in rows[-len(layers):]))
+        self._full.clear()
+        self._full_key = None
+        return pd.DataFrame(rows, columns=["section", "layer", "status", "path"])
 
     def section_view(self, section: Section, method: str | None = None,
                      region: Region | None = None, max_side: int | None = None) -> SectionView:
