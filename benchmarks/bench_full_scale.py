@@ -21,6 +21,9 @@ it one stage at a time, each in its own process, so that every stage is measured
 ``site``
     ``nclsm site`` (Quarto, or nbconvert where Quarto is missing).
 
+With ``--dask``, mitocyto's predict-and-score step again on a local cluster of two
+processes (``--workers 2``, a fresh work folder), then the kill-and-resume check below.
+
 For each stage: wall seconds, the peak resident memory of the stage's process tree (the
 sum of the RSS of the process and all its children, sampled every 0.2 s) and the disk
 under ``--out`` after it. ``--dask`` adds the kill-and-resume check: mitocyto on the test
@@ -347,6 +350,13 @@ def main(argv=None) -> None:
             (s["shape"][0] * s["shape"][1] / 1e6 for s in sections if s["modality"] == "IF"),
             default=0), 1)
     if args.dask:
+        # the same segment step on a local two-process cluster (`--workers 2`), fresh workdir
+        stage = Stage("metrics mitocyto, --workers 2", nclsm(
+            "segment", "--method", args.dask_method, "--data", str(out / "data" / "NCL-SM"),
+            "--workdir", str(out / "dask-local"), "--budget", args.budget, "--workers", "2"),
+            log=out / "bench.log")
+        record(rows, f"predict + metrics {args.dask_method}, --workers 2", stage.run(),
+               stage.peak, out)
         results["dask"] = dask_check(args, out)
     results["total_seconds"] = round(time.perf_counter() - start, 1)
     staged = [r for r in rows if r["stage"] != "notebooks (all)"
