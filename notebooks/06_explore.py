@@ -27,9 +27,11 @@
 #   extra predictions **orange**;
 # * the **IoU threshold** slider updates the matched / missed / extra counts and A% live
 #   (A% = 100 x matched fibres with IoU > t / matched fibres, the paper's A% columns);
-# * pick a fibre (the worst first, or by id): its **AiB** (inner, yellow) and **AoB** (outer,
-#   blue) rings are drawn exactly as the metrics compute them (square of side 2k + 1; solid
-#   pixels are membrane- / mass-positive) next to its per-fibre metrics row;
+# * pick a fibre (the worst first, or by id; **show fibre** shows the one selected): its **AiB**
+#   (inner, yellow) and **AoB** (outer, blue) rings are drawn at full resolution exactly as the
+#   metrics compute them (square of side 2k + 1; solid pixels are membrane- / mass-positive)
+#   next to its per-fibre metrics row. This panel reads the section's full-resolution files, so
+#   it waits until a fibre is asked for;
 # * **zoom** and **pan** move over downsampled views: a full-size IF section (~10k x 15k
 #   pixels) is cropped first and then downsampled, never rendered at full resolution; the
 #   whole-section views are cached in `workdir/overviews/`, so a section seen once opens at
@@ -83,6 +85,7 @@ app
 # fibre's metrics rows.
 
 # %%
+app.show_fibre()  # the selected fibre's panel (reads the section at full resolution)
 state = app.state
 display(Markdown(f"Section **{state['section']}**, methods **{', '.join(m for m in state['methods'] if m != '(none)')}**, "
                  f"IoU threshold **{state['threshold']:.2f}**, fibre **{state['fibre']}**."))

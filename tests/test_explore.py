@@ -222,8 +222,9 @@ def _copy_without_overviews(work: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _no_full_reads(monkeypatch, store):
-    """Make every full-resolution read of ``store`` (image, masks, predictions) raise."""
+def _no_full_reads(monkeypatch, store=None):
+    """Make every full-resolution read of ``store`` (image, masks, predictions) raise; of
+    every store when ``store`` is None."""
     import nclsm_utils.core.dataset as dataset_module
     import nclsm_utils.explore.store as store_module
 
@@ -234,7 +235,8 @@ def _no_full_reads(monkeypatch, store):
     monkeypatch.setattr(store_module, "read_array", no_reads)
     monkeypatch.setattr(dataset_module.Section, "image", no_reads)
     monkeypatch.setattr(dataset_module.Section, "mask", no_reads)
-    monkeypatch.setattr(store, "full", no_reads)
+    monkeypatch.setattr(store if store is not None else store_module.ExploreData, "full",
+                        no_reads)
 
 
 def test_overviews_are_cached_on_disk_and_equal_the_in_memory_views(cached, tmp_path,
@@ -282,12 +284,20 @@ def test_a_changed_file_rebuilds_its_overview_and_build_overviews_writes_all(cac
     work = _copy_without_overviews(shared, tmp_path)
     store = ExploreData(data, work, max_side=128)
     built = store.build_overviews()
-    # 4 sections x (image, gt) + predictions: shifted on 3 sections, coarse on 2, empty on 1
-    assert len(built) == 4 * 2 + 3 + 2 + 1 and set(built["status"]) == {"written"}
+    # 4 sections x (image, gt, thresholds) + predictions: shifted on 3 sections, coarse on 2,
+    # empty on 1
+    assert len(built) == 4 * 3 + 3 + 2 + 1 and set(built["status"]) == {"written"}
     assert set(built.loc[built["section"] == "IMC/P02", "layer"]) == {
-        "image", "gt", "pred:shifted", "pred:coarse", "pred:empty"}
+        "image", "gt", "pred:shifted", "pred:coarse", "pred:empty", "thresholds"}
     assert all(Path(p).is_file() for p in built["path"]) and store._full == {}
     assert set(ExploreData(data, work).build_overviews(max_side=128)["status"]) == {"read"}
+    # the thresholds are read back in a new process, equal to the whole image's percentiles
+    s11 = store.dataset.section("S11")
+    assert (work / "overviews" / "IF_S11" / "thresholds.npz").is_file()
+    fresh = ExploreData(data, work)
+    fresh.full = None  # any full-resolution read fails
+    assert fresh.thresholds(s11) == metrics.positive_thresholds(s11.image())
+    assert ExploreData(data, work, overview_cache=False)._thresholds(s11)[1] == "computed"
 
     # a re-run of a method (another prediction file) invalidates its overview only
     section = store.dataset.section("P02")
@@ -313,33 +323,65 @@ def test_a_changed_file_rebuilds_its_overview_and_build_overviews_writes_all(cac
     assert ExploreData(data, work).read_overview(section, "gt", 128) is not None
 
 
-def test_app_shows_cached_overviews_before_any_full_resolution_read(cached, tmp_path):
+def test_app_opens_on_cached_overviews_without_full_resolution_reads(cached, tmp_path,
+                                                                     monkeypatch):
+    """A new app on a section with cached overviews (and tables) reads no full-resolution
+    file; selecting a fibre then builds its panel from full-resolution crops."""
+    from nclsm_utils.explore.views import _decode_png
+
     data, shared = cached
     work = _copy_without_overviews(shared, tmp_path)
     # first visit: the overviews are computed from the full-resolution arrays and written
-    computed = Explorer(data=data, workdir=work, methods=["shifted"], section="S11").image_a.value
+    computed = Explorer(data=data, workdir=work, methods=["shifted"], section="S11")
     assert (work / "overviews" / "IF_S11" / "image_640.npz").is_file()
-    app = Explorer(data=data, workdir=work, methods=["shifted"], section="P02")
-    p02, reads = app.image_a.value, []
-    full = app.store.full
+    assert computed.fibre_image.value == b""
+    computed.store.build_overviews()  # every section, and the thresholds
 
-    def recording(section, layer):
-        reads.append((section.key, layer, app.image_a.value))
-        return full(section, layer)
-
-    app.store.full = recording
+    _no_full_reads(monkeypatch)
+    app = Explorer(data=data, workdir=work, methods=["shifted"], section="S11")
+    assert app.state["messages"] == [] and app.state["section"] == "IF/S11"
+    assert app.image_a.value == computed.image_a.value  # the same picture, from the disk cache
+    assert app.state["counts"]["shifted"] == computed.state["counts"]["shifted"]
+    assert app.fibre_image.value == b"" and "full resolution" in app.fibre_info.value
+    app.threshold.value = 0.9  # the controls work on the overview alone
+    app.select(section="P02")  # a section switch reads nothing either
     app.select(section="S11")
-    assert app.image_a.value == computed != p02  # the same picture, from the disk cache
-    # the fibre panel reads full-resolution crops only after the overview is on screen
-    assert reads and all(shown == computed for _, _, shown in reads)
-    assert app.fibre_image.value[:4] == b"\x89PNG"
+    assert app.image_a.value != computed.image_a.value  # IoU > 0.9 tints more fibres
+    with pytest.raises(AssertionError, match="full-resolution file was read"):
+        app.store.full(app.current_section, "gt")
+    monkeypatch.undo()
+
+    section = app.current_section
+    table = table_of(work, "shifted", "IF/S11")
+    # the matched fibre nearest the centre (its window is not clipped by the section edge)
+    matched = table[table["matched"] & (table["gt_id"] != app.fibre.value)]
+    label = int(matched.loc[((matched["centroid_row"] - 128) ** 2
+                             + (matched["centroid_col"] - 128) ** 2).idxmin(), "gt_id"])
+    app.fibre.value = label  # selecting a fibre builds its panel at full resolution
+    assert app.fibre_image.value[:4] == b"\x89PNG" and "Cannot show" not in app.fibre_info.value
+    row = table.set_index("gt_id").loc[label]
+    assert app.fibre_rows["shifted"]["pred_id"] == row["pred_id"]
+    assert app.fibre_rows["shifted"]["iou"] == pytest.approx(row["iou"])
+    assert f"{row['gt_membrane_included']:.3g}" in app.fibre_info.value \
+        or f"{row['gt_membrane_included']:.1f}" in app.fibre_info.value
+    # the GT panel is the full-resolution crop (dimmed), each pixel enlarged `up` times
+    window, _ = app._fibre_plan(section, label)
+    assert min(window.row0, window.col0) > 0 and window.row1 < 256 and window.col1 < 256
+    up = max(1, 240 // max(window.height, window.width))
+    shown = _decode_png(app.fibre_image.value)[:window.height * up, :window.width * up]
+    image = section.image()
+    expected = (image[window.slices].astype(np.float32) * 0.6).astype(np.uint8)
+    for edge in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1]):  # outside the rings
+        np.testing.assert_array_equal(shown[::up, ::up][edge], expected[edge])
+    assert app.store.thresholds(section) == metrics.positive_thresholds(image)
 
 
 @pytest.mark.slow
 def test_a_full_size_section_with_cached_overviews_opens_in_seconds(sample_dir, tmp_path,
                                                                     monkeypatch):
     """The real 12272 x 15129 S11 mask with an RGB PNG image: its overview comes from the
-    on-disk cache within 5 s in a new store; a zoom on a fibre shows full-resolution pixels."""
+    on-disk cache within 5 s in a new store, and a new app shows it with its counts within
+    5 s without any full-resolution read; a zoom on a fibre shows full-resolution pixels."""
     import os
     import time
 
@@ -377,6 +419,22 @@ def test_a_full_size_section_with_cached_overviews_opens_in_seconds(sample_dir, 
     for name in ("image", "gt", "pred"):
         np.testing.assert_array_equal(getattr(shown, name), getattr(written, name))
     np.testing.assert_array_equal(shown.gt, gt[::24, ::24])
+    monkeypatch.undo()
+    # a new app (the method's per-fibre table cached: every fibre matched with itself)
+    ids = np.nonzero(np.bincount(gt.ravel()))[0][1:]
+    write_csv(work / "results" / "same" / "IF_S11.csv",
+              pd.DataFrame({"gt_id": ids, "pred_id": ids, "matched": True, "iou": 1.0,
+                            "n_pred": len(ids)}))
+    _no_full_reads(monkeypatch)
+    start = time.perf_counter()
+    app = Explorer(data=root, workdir=work, methods=["same"])
+    elapsed = time.perf_counter() - start
+    assert elapsed < 5.0, elapsed
+    print(f"new app on the full-size section, overviews cached: {elapsed:.3f} s")
+    assert app.state["section"] == "IF/S11" and app.state["messages"] == []
+    assert app.state["counts"]["same"]["matched"] == len(ids) == 489
+    assert app.image_a.value[:4] == b"\x89PNG" and app.panels["a"].rgb.shape == (512, 631, 3)
+    assert app.fibre_image.value == b"" and len(app.fibre.options) == 489
     monkeypatch.undo()
     counts = np.bincount(gt[5000:7000, 7000:9000].ravel())
     ids = np.nonzero(counts)[0][1:]
@@ -470,8 +528,14 @@ def test_selecting_a_fibre_shows_its_rings_and_metrics_row(app, cached):
     ids = [v for _, v in app.fibre.options]
     assert ids == worst_fibres(table)  # worst first
     assert app.fibre.value in set(table.loc[table["matched"], "gt_id"])  # worst matched fibre
+    # the fibre panel waits until a fibre is asked for
+    assert app.fibre_image.value == b"" and "show fibre" in app.fibre_info.value
+    assert app.fibre_rows == {} and "fibre" not in app.timings
+    app.show_fibre_button.click()
     first = app.fibre_image.value
     assert first[:4] == b"\x89PNG"
+    row = table.set_index("gt_id").loc[app.fibre.value]
+    assert app.fibre_rows["shifted"]["iou"] == pytest.approx(row["iou"])
     best = ids[-1]
     app.fibre.value = best
     assert app.fibre_image.value != first
@@ -493,9 +557,10 @@ def test_selecting_a_fibre_shows_its_rings_and_metrics_row(app, cached):
 
 
 def test_a_section_seen_before_is_shown_again_without_reading_its_files(app, monkeypatch):
+    app.show_fibre()  # reads P02 at full resolution
     first = app.image_a.value, app.fibre_image.value
     second_fibre = app.fibre.options[1][1]  # among the prefetched fibres of P02
-    app.select(section="S11")  # reads S11: P02's full-resolution arrays are dropped
+    app.select(section="S11", fibre=app.fibre.options[0][1])  # reads S11: P02's are dropped
     assert not app.store.is_loaded(app.store.dataset.section("P02"), "image")
 
     def no_reads(*args, **kwargs):
@@ -503,7 +568,9 @@ def test_a_section_seen_before_is_shown_again_without_reading_its_files(app, mon
 
     monkeypatch.setattr(app.store, "full", no_reads)
     app.select(section="P02")
-    assert (app.image_a.value, app.fibre_image.value) == first
+    assert app.image_a.value == first[0] and app.fibre_image.value == b""  # until asked for
+    app.show_fibre()
+    assert app.fibre_image.value == first[1]
     app.fibre.value = second_fibre  # its panel comes from the cached crops
     assert app.fibre_image.value[:4] == b"\x89PNG" and app.fibre_image.value != first[1]
     assert "Cannot show" not in app.fibre_info.value

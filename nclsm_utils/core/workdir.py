@@ -10,6 +10,7 @@
     <workdir>/results/<label>_run.json             how its run went
     <workdir>/results/manifest.json                the results manifest (nclsm_utils.core.manifest)
     <workdir>/overviews/<modality>_<id>/<layer>_<max_side>.npz   explorer overviews
+    <workdir>/overviews/<modality>_<id>/thresholds.npz           the section image's thresholds
     <workdir>/seeds/seed<k>/                       the same layout for training seed k > 0
 
 >>> from pathlib import Path
@@ -143,6 +144,15 @@ class Workdir:
             digest = hashlib.sha1(layer.encode()).hexdigest()[:10]
             name = f"{re.sub(r'[^A-Za-z0-9_.+-]+', '_', name)[:60]}-{digest}"
         return self.overviews / f"{modality}_{section_id}" / f"{name}_{int(max_side)}.npz"
+
+    def thresholds_path(self, modality: str, section_id: str) -> Path:
+        """``overviews/<modality>_<id>/thresholds.npz``: the explorer's cached positive
+        thresholds of the section image.
+
+        >>> Workdir("w").thresholds_path("IF", "S11").as_posix()
+        'w/overviews/IF_S11/thresholds.npz'
+        """
+        return self.overviews / f"{modality}_{section_id}" / "thresholds.npz"
 
     # -- seeds ----------------------------------------------------------------------------
     def seed(self, k: int) -> "Workdir":

@@ -34,7 +34,10 @@ Big sections
     full-size section whose overviews are there is shown in a new process without decoding
     its full-resolution files, which are read only for a zoom and the fibre panel (the
     first visit writes them; :meth:`ExploreData.build_overviews` writes them for every
-    section beforehand; timings in ``benchmarks/bench_explore.py``).
+    section beforehand, with the image's positive thresholds; timings in
+    ``benchmarks/bench_explore.py``). The app builds the fibre panel only when a fibre is
+    asked for (:meth:`Explorer.show_fibre`), so opening it or switching section reads no
+    full-resolution file when the overviews are cached.
 
 The code is split by concept:
 

@@ -79,8 +79,20 @@ class Explorer(SnapshotMixin):
     fibre_image : ipywidgets.Image
     run_a, run_b : ipywidgets.Button
         Visible when a panel's method has no cached prediction and can be run.
+    show_fibre_button, zoom_to_fibre : ipywidgets.Button
+        Show the selected fibre's panel (:meth:`show_fibre`); zoom onto it (:meth:`focus_fibre`).
     timings : dict
         Seconds taken by the last refresh (``refresh``) and fibre update (``fibre``).
+
+    Notes
+    -----
+    The panels show whole-section views, read from the on-disk overview cache when it is
+    current, so opening the app or switching section decodes no full-resolution file.
+    The fibre panel (the selected fibre's rings at full resolution) needs the section's
+    full-resolution image and masks: it is built only when a fibre is asked for (choosing
+    one in the list, *show fibre*, *zoom to fibre*, :meth:`show_fibre`, :meth:`select`
+    with ``fibre``) and then follows the selection until the section changes; until then
+    it shows a line saying so.
     """
 
     def __init__(self, data="data", workdir=None, methods=None, section=None,
@@ -104,6 +116,7 @@ class Explorer(SnapshotMixin):
         self._summaries: dict = {}
         self._prefetched: set = set()
         self._fibre_signature: tuple = (None, None)
+        self._fibre_section: str | None = None  # the section whose fibre panel is shown
         self.errors: list[str] = []
         if isinstance(methods, str):
             methods = [m.strip() for m in methods.split(",") if m.strip()]
@@ -138,6 +151,7 @@ class Explorer(SnapshotMixin):
                                            value="worst first", description="fibres",
                                            style={"button_width": "90px"})
         self.fibre = w.Dropdown(description="fibre", options=[], layout=layout(width="330px"))
+        self.show_fibre_button = w.Button(description="show fibre", layout=layout(width="110px"))
         self.zoom_to_fibre = w.Button(description="zoom to fibre", layout=layout(width="120px"))
         self.message = w.HTML()
         self.title_a, self.title_b = w.HTML(), w.HTML()
@@ -168,7 +182,7 @@ class Explorer(SnapshotMixin):
             w.HBox([w.VBox([self.title_a, self.image_a, self.run_a]), self.box_b,
                     self.colorbar], layout=layout(flex_flow="row wrap")),
             self.counts,
-            w.HBox([self.fibre_order, self.fibre, self.zoom_to_fibre]),
+            w.HBox([self.fibre_order, self.fibre, self.show_fibre_button, self.zoom_to_fibre]),
             self.fibre_image,
             self.fibre_info,
         ])
@@ -182,6 +196,7 @@ class Explorer(SnapshotMixin):
         self.threshold.observe(self._on_threshold, "value")
         self.fibre.observe(self._on_fibre, "value")
         self.fibre_order.observe(lambda _: self._update_fibre_options(), "value")
+        self.show_fibre_button.on_click(lambda _: self.show_fibre())
         self.zoom_to_fibre.on_click(lambda _: self.focus_fibre())
         self.run_a.on_click(lambda _: self.run_missing("a"))
         self.run_b.on_click(lambda _: self.run_missing("b"))
@@ -277,6 +292,9 @@ class Explorer(SnapshotMixin):
             return
         self.store = store
         self._workdir_arg = store.workdir
+        self._fibre_section = None
+        self._fibre_cache.clear()
+        self._prefetched.clear()
         self.data_path.value = str(store.dataset.root)
         self.workdir_path.value = str(store.workdir)
         all_methods = store.methods(extra=[*self._extra_methods, *(methods or [])])
@@ -355,17 +373,26 @@ class Explorer(SnapshotMixin):
     def _on_fibre(self, change) -> None:
         if self._hold:
             return
+        section = self.current_section
+        if section is not None and change["new"]:
+            self._fibre_section = section.key  # a fibre was asked for: show its panel
         self.refresh(keep_fibre=True)
 
     # -- rendering ------------------------------------------------------------------------
     def refresh(self, keep_fibre: bool = True, fibre_panel: bool = True) -> None:
-        """Recompute the panels, counts and fibre view from the controls."""
+        """Recompute the panels, counts and fibre view from the controls.
+
+        The fibre panel is rebuilt only when a fibre was asked for on the current section
+        (see the class notes); otherwise it shows a line saying how to get it.
+        """
         start = time.perf_counter()
         section = self.current_section
         if section is None:
             if self.store is not None:
                 self._set_message([f"{html.escape(str(self.store.dataset.root))}: no sections"])
             return
+        if self._fibre_section != section.key:
+            self._fibre_section = None
         messages = []
         try:
             region = self.region()
@@ -403,8 +430,18 @@ class Explorer(SnapshotMixin):
         self._set_message(messages)
         self.timings["refresh"] = time.perf_counter() - start
         if fibre_panel:
-            self._render_fibre(section)
+            if self._fibre_section == section.key:
+                self._render_fibre(section)
+            else:
+                self._fibre_placeholder()
             self._prefetch_fibres(section)
+
+    def _fibre_placeholder(self) -> None:
+        self.fibre_rows = {}
+        self.fibre_image.value = b""
+        self.fibre_info.value = (
+            "<i>Select a fibre (or press <b>show fibre</b>) to see it at full resolution.</i>"
+            if self.fibre.value else "<i>No fibre to show.</i>")
 
     def _gt_has_fibres(self, section: Section) -> bool:
         for panel in self.panels.values():
@@ -719,10 +756,30 @@ class Explorer(SnapshotMixin):
                 dropdown.value = method
         self.refresh(keep_fibre=section is None)
         if fibre is not None:
-            self.fibre.value = int(fibre)
+            self.show_fibre(int(fibre))
+
+    def show_fibre(self, label: int | None = None) -> None:
+        """Show a GT fibre's panel at full resolution (default: the selected fibre; the
+        *show fibre* button).
+
+        The first fibre panel of a section reads its full-resolution image, GT and shown
+        predictions (the crops are kept, so the panels of a section left earlier need no
+        re-read); later selections in the section update the panel until the section changes.
+        """
+        section = self.current_section
+        if section is None:
+            return
+        self._fibre_section = section.key
+        if label is not None and int(label) != self.fibre.value:
+            with self.hold():
+                self.fibre.value = int(label)
+            self.refresh()  # the panels highlight the newly selected fibre
+            return
+        self._render_fibre(section)
+        self._prefetch_fibres(section)
 
     def focus_fibre(self, label: int | None = None) -> None:
-        """Zoom and pan onto a GT fibre (default: the selected one)."""
+        """Zoom and pan onto a GT fibre (default: the selected one) and show its panel."""
         section = self.current_section
         label = label if label is not None else self.fibre.value
         if section is None or not label:
@@ -740,6 +797,7 @@ class Explorer(SnapshotMixin):
             self.centre_col.value = round((c0 + c1) / 2 / width, 2)
             if self.fibre.value != label:
                 self.fibre.value = label
+        self._fibre_section = section.key
         self.refresh()
 
     def run_missing(self, panel: str = "a") -> None:

@@ -9,7 +9,8 @@ Whole-section views (overviews) are also kept on disk, in
 ``<workdir>/overviews/<modality>_<id>/<layer>_<max_side>.npz``, keyed by the source file's
 path, size and modification time: a section whose overviews are there is shown without
 decoding its full-resolution files (:meth:`ExploreData.overview`,
-:meth:`ExploreData.build_overviews`).
+:meth:`ExploreData.build_overviews`). The section image's positive thresholds (two floats,
+needed by the fibre panel) are kept beside them, in ``thresholds.npz``, keyed the same way.
 """
 from __future__ import annotations
 
@@ -267,11 +268,27 @@ class ExploreData:
                 int(boxes.col1[index]))
 
     def thresholds(self, section: Section) -> tuple[float, float]:
-        """Membrane / mass positive thresholds of the section image (kept per section)."""
+        """Membrane / mass positive thresholds of the section image
+        (:func:`nclsm_utils.metrics.positive_thresholds`), kept per section and on disk
+        beside the overviews (``thresholds.npz``, keyed as :meth:`overview_key`), so a new
+        process reads them instead of taking percentiles of the whole image."""
         key = ("thresholds", section.key)
         if key not in self._small:
-            self._small[key] = metrics.positive_thresholds(self.full(section, "image"))
+            self._small[key] = self._thresholds(section)[0]
         return self._small[key]
+
+    def _thresholds(self, section: Section) -> tuple[tuple[float, float], str]:
+        """``(thresholds, how)``: how = ``read``, ``written`` or ``computed``."""
+        path = Workdir(self.workdir).thresholds_path(section.modality, section.id)
+        key = self._source_key(section, "image", what="positive_thresholds")
+        if self.overview_cache:
+            values = self._read_cached(path, key)
+            if values is not None and values.shape == (2,):
+                return (float(values[0]), float(values[1])), "read"
+        values = tuple(float(v) for v in metrics.positive_thresholds(self.full(section, "image")))
+        if not self.overview_cache:
+            return values, "computed"
+        return values, self._write_cached(path, key, np.array(values, np.float64))
 
     def crop(self, section: Section, layer: str, window: Region) -> np.ndarray:
         """A full-resolution crop of a layer, cached (fibre panels of a section left earlier
@@ -331,13 +348,16 @@ class ExploreData:
         """What an on-disk overview depends on (a JSON string): the source file's absolute
         path, size and modification time, the section shape, ``max_side`` and
         :data:`OVERVIEW_VERSION`. A changed file gives another key (the overview is rebuilt)."""
+        return self._source_key(section, layer, max_side=int(max_side or self.max_side))
+
+    def _source_key(self, section: Section, layer: str, **extra) -> str:
         source = self.layer_source(section, layer)
         stat = source.stat()
         return json.dumps({"version": OVERVIEW_VERSION, "layer": layer,
                            "source": os.path.abspath(source), "size": int(stat.st_size),
                            "mtime_ns": int(stat.st_mtime_ns),
-                           "shape": [int(v) for v in self.shape(section)],
-                           "max_side": int(max_side or self.max_side)}, sort_keys=True)
+                           "shape": [int(v) for v in self.shape(section)], **extra},
+                          sort_keys=True)
 
     def read_overview(self, section: Section, layer: str,
                       max_side: int | None = None) -> np.ndarray | None:
@@ -345,16 +365,35 @@ class ExploreData:
         path = self.overview_path(section, layer, max_side)
         if not path.is_file():
             return None
-        key = self.overview_key(section, layer, max_side)
+        return self._read_cached(path, self.overview_key(section, layer, max_side))
+
+    @staticmethod
+    def _read_cached(path: Path, key: str) -> np.ndarray | None:
+        """The ``view`` array of an on-disk cache file when its ``key`` matches, else None."""
+        if not path.is_file():
+            return None
         try:
             arrays = read_npz(path)
         except DataError as error:
-            log.info("overview %s unreadable, rebuilt: %s", path, error)
+            log.info("%s unreadable, rebuilt: %s", path, error)
             return None
         if "view" not in arrays or str(arrays.get("key", "")) != key:
-            log.debug("overview %s is stale (its source changed): rebuilt", path)
+            log.debug("%s is stale (its source changed): rebuilt", path)
             return None
         return arrays["view"]
+
+    def _write_cached(self, path: Path, key: str, view: np.ndarray) -> str:
+        """Write an on-disk cache file atomically: ``written``, or ``computed`` when the
+        workdir cannot be written (logged once as a warning)."""
+        try:
+            write_npz(path, view=view, key=np.array(key))
+        except OSError as error:
+            level = logging.DEBUG if self._overview_write_failed else logging.WARNING
+            log.log(level, "cannot write %s (%s); it is recomputed in every new process",
+                    path, error)
+            self._overview_write_failed = True
+            return "computed"
+        return "written"
 
     def overview(self, section: Section, layer: str, max_side: int | None = None) -> np.ndarray:
         """The whole-section view of a layer (``image``, ``gt`` or ``pred:<method>``).
@@ -376,16 +415,7 @@ class ExploreData:
         view = self._downsample(section, layer, Region.full(self.shape(section)), max_side)
         if not self.overview_cache:
             return view, "computed"
-        path = self.overview_path(section, layer, max_side)
-        try:
-            write_npz(path, view=view, key=np.array(key))
-        except OSError as error:
-            level = logging.DEBUG if self._overview_write_failed else logging.WARNING
-            log.log(level, "cannot write the overview %s (%s); it is recomputed in every "
-                    "new process", path, error)
-            self._overview_write_failed = True
-            return view, "computed"
-        return view, "written"
+        return view, self._write_cached(self.overview_path(section, layer, max_side), key, view)
 
     def build_overviews(self, sections=None, methods=None,
                         max_side: int | None = None) -> pd.DataFrame:
@@ -404,9 +434,10 @@ class ExploreData:
         Returns
         -------
         DataFrame
-            One row per overview: ``section``, ``layer``, ``status`` (``read`` when it was
-            current already, ``written``, or ``computed`` when it could not be written)
-            and ``path``.
+            One row per overview and one per section for its positive thresholds (layer
+            ``thresholds``, see :meth:`thresholds`): ``section``, ``layer``, ``status``
+            (``read`` when it was current already, ``written``, or ``computed`` when it
+            could not be written) and ``path``.
 
         The full-resolution arrays read to compute them are dropped afterwards.
         """
@@ -427,8 +458,13 @@ class ExploreData:
                 _, status = self._overview(section, layer, max_side)
                 rows.append({"section": section.key, "layer": layer, "status": status,
                              "path": str(self.overview_path(section, layer, max_side))})
+            values, status = self._thresholds(section)
+            self._small[("thresholds", section.key)] = values
+            rows.append({"section": section.key, "layer": "thresholds", "status": status,
+                         "path": str(Workdir(self.workdir).thresholds_path(section.modality,
+                                                                           section.id))})
             log.info("overviews of %s: %s", section.key,
-                     ", ".join(f"{r['layer']} {r['status']}" for r in rows[-len(layers):]))
+                     ", ".join(f"{r['layer']} {r['status']}" for r in rows[-len(layers) - 1:]))
         self._full.clear()
         self._full_key = None
         return pd.DataFrame(rows, columns=["section", "layer", "status", "path"])
