@@ -582,6 +582,27 @@ def test_label_overlap_counts_in_chunks():
     assert metrics.iou_matrix(whole)[1, 1] == pytest.approx(2 / 5)   # GT 2 vs predicted 9
 
 
+def test_sparse_pairs_equal_the_dense_table_and_handle_specks():
+    """overlap_pairs / match_pairs give label_overlap / match_counts' numbers (low thresholds
+    with competing pairs included) and stay small for a prediction of many specks."""
+    rng = np.random.default_rng(4)
+    gt = np.repeat(np.repeat(rng.integers(0, 6, (6, 8)), 10, 0), 10, 1).astype(np.uint16)
+    pred = np.roll(gt, (3, 4), axis=(0, 1)).astype(np.uint32) * 3
+    pred[:, :5][pred[:, :5] > 0] += 1                              # split some objects
+    dense = metrics.iou_matrix(metrics.label_overlap(gt, pred)[0])
+    pairs = metrics.overlap_pairs(gt, pred)
+    np.testing.assert_array_equal(dense[pairs["gt"], pairs["pred"]], pairs["iou"])
+    assert np.count_nonzero(dense) == len(pairs["iou"])
+    for thresh in (0.05, 0.2, 0.5, 0.7):
+        assert metrics.match_pairs(pairs, thresh) == metrics.match_counts(dense, thresh)
+    # 250,000 one-pixel objects against 48 fibres: 250,000 pairs, not a 48 x 250,000 table
+    specks = np.arange(1, 250_001, dtype=np.uint32).reshape(500, 500)
+    big = np.repeat(np.repeat(rng.integers(0, 49, (6, 8)), 84, 0), 63, 1)[:500, :500]
+    table = instance_metrics(big.astype(np.uint16), specks, [0.5])
+    assert table[["tp", "n_pred"]].iloc[0].tolist() == [0, 250_000]
+    assert len(metrics.overlap_pairs(big.astype(np.uint16), specks)["iou"]) == np.count_nonzero(big)
+
+
 def test_aggregate_equals_stardist_matching_dataset():
     from stardist.matching import matching_dataset
 

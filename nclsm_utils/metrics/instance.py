@@ -62,11 +62,7 @@ def label_overlap(gt_labels: np.ndarray, pred_labels: np.ndarray,
     >>> overlap.tolist(), gt_ids.tolist(), pred_ids.tolist()
     ([[1, 0, 0], [1, 1, 0], [0, 1, 2]], [0, 1, 2], [0, 5, 9])
     """
-    if gt_labels.shape != pred_labels.shape:
-        raise ValueError(f"gt_labels {gt_labels.shape} and pred_labels {pred_labels.shape} "
-                         "have different shapes")
-    gt_ids = np.union1d([0], _present_labels(gt_labels, chunk_rows))
-    pred_ids = np.union1d([0], _present_labels(pred_labels, chunk_rows))
+    gt_ids, pred_ids = _label_ids(gt_labels, pred_labels, chunk_rows)
     n_cols = len(pred_ids)
     overlap = np.zeros(len(gt_ids) * n_cols, np.int64)
     for start in range(0, gt_labels.shape[0], chunk_rows):
@@ -74,6 +70,15 @@ def label_overlap(gt_labels: np.ndarray, pred_labels: np.ndarray,
         cols = np.searchsorted(pred_ids, pred_labels[start:start + chunk_rows].ravel())
         overlap += np.bincount(rows * n_cols + cols, minlength=overlap.size)
     return overlap.reshape(len(gt_ids), n_cols), gt_ids, pred_ids
+
+
+def _label_ids(gt_labels: np.ndarray, pred_labels: np.ndarray, chunk_rows: int):
+    """Both masks' labels present, background (0) first; the masks must have one shape."""
+    if gt_labels.shape != pred_labels.shape:
+        raise ValueError(f"gt_labels {gt_labels.shape} and pred_labels {pred_labels.shape} "
+                         "have different shapes")
+    return (np.union1d([0], _present_labels(gt_labels, chunk_rows)),
+            np.union1d([0], _present_labels(pred_labels, chunk_rows)))
 
 
 def _present_labels(labels: np.ndarray, chunk_rows: int) -> np.ndarray:
@@ -104,11 +109,7 @@ def overlap_pairs(gt_labels: np.ndarray, pred_labels: np.ndarray, chunk_rows: in
     >>> p["gt"].tolist(), p["pred"].tolist(), p["overlap"].tolist(), [round(float(v), 2) for v in p["iou"]]
     ([0, 1, 1], [0, 0, 1], [1, 1, 2], [0.33, 0.25, 0.67])
     """
-    if gt_labels.shape != pred_labels.shape:
-        raise ValueError(f"gt_labels {gt_labels.shape} and pred_labels {pred_labels.shape} "
-                         "have different shapes")
-    gt_ids = np.union1d([0], _present_labels(gt_labels, chunk_rows))
-    pred_ids = np.union1d([0], _present_labels(pred_labels, chunk_rows))
+    gt_ids, pred_ids = _label_ids(gt_labels, pred_labels, chunk_rows)
     n_cols = len(pred_ids)
     gt_area = np.zeros(len(gt_ids), np.int64)
     pred_area = np.zeros(n_cols, np.int64)
@@ -152,20 +153,13 @@ def match_pairs(pairs: dict, thresh: float) -> tuple[int, int, int, float]:
     if len(np.unique(g)) == len(g) and len(np.unique(p)) == len(p):
         tp = len(g)
         return tp, n_pred - tp, n_true - tp, float(np.sum(iou, dtype=np.float32))
-    from scipy.optimize import linear_sum_assignment
-
     rows, cols = np.unique(g), np.unique(p)
     among = np.isin(pairs["gt"], rows) & np.isin(pairs["pred"], cols)
     scores = np.zeros((len(rows), len(cols)), np.float32)
     scores[np.searchsorted(rows, pairs["gt"][among]),
            np.searchsorted(cols, pairs["pred"][among])] = pairs["iou"][among]
-    n_matched = min(n_true, n_pred)
-    costs = -(scores >= thresh).astype(float) - scores / (2 * n_matched)
-    true_ind, pred_ind = linear_sum_assignment(costs)
-    matched = scores[true_ind, pred_ind]
-    ok = matched >= thresh
-    tp = int(np.count_nonzero(ok))
-    return tp, n_pred - tp, n_true - tp, float(np.sum(matched[ok]))
+    tp, _, _, sum_matched_score = match_counts(scores, thresh)
+    return tp, n_pred - tp, n_true - tp, sum_matched_score
 
 
 def iou_matrix(overlap: np.ndarray) -> np.ndarray:

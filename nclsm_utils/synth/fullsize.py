@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import atomic_path, write_text, write_tiff
-from .config import SYNTH_FOLDERS, SynthConfig
+from .config import SYNTH_FOLDERS, SynthConfig, _extend_ids
 
 log = logging.getLogger(__package__)
 
@@ -69,17 +69,6 @@ class PlannedSection:
         return self.shape[0] * self.shape[1] / 1e6
 
 
-def _ids(prefix: str, first: list[str], n: int) -> list[str]:
-    ids = list(first[:n])
-    k = 1
-    while len(ids) < n:
-        candidate = f"{prefix}{k:02d}"
-        if candidate not in ids:
-            ids.append(candidate)
-        k += 1
-    return ids
-
-
 def section_plan(sections: int = 46, scale: float = 1.0, seed: int = 0) -> list[PlannedSection]:
     """The sections of an NCL-SM-shaped dataset (see the module docstring).
 
@@ -93,8 +82,8 @@ def section_plan(sections: int = 46, scale: float = 1.0, seed: int = 0) -> list[
     n_if = max(1, round(int(sections) * NCL_SM_SECTIONS["IF"] / 46))
     n_imc = max(1, int(sections) - n_if)
     rng = np.random.default_rng([seed, 46])
-    imc = _ids("Q", ["P02", "P06", "P04", "C01", "C04", "P01", "P07", "P09"], n_imc)
-    if_ = _ids("S", ["S11", "S60", "S25", "S13", "S14", "S36", "S47"], n_if)
+    imc = _extend_ids(["P02", "P06", "P04", "C01", "C04", "P01", "P07", "P09"], n_imc, "Q")
+    if_ = _extend_ids(["S11", "S60", "S25", "S13", "S14", "S36", "S47"], n_if, "S")
     plan = [PlannedSection("IMC", s, (IMC_SIDE, IMC_SIDE), 34.0, (IMC_SIDE, IMC_SIDE))
             for s in imc]
     base = SynthConfig().if_.fibre_diameter
