@@ -11,7 +11,8 @@ real one). IMC sections are drawn at their own size (about 1000 x 1000 px, 34-px
 
 Sizes: three IF sections take the sizes of the real ones (S11 12272 x 15129, S60
 9720 x 10132, S13 8528 x 21375); the others draw 100-185 Mpx; fibre diameters are drawn in
-280-370 px (about 1,450 fibres per IF section, as in NCL-SM). ``scale`` < 1 shrinks the IF
+280-370 px. With seed 0 the 46 sections hold 24,430 IMC and 29,771 IF myofibres (NCL-SM:
+22,979 and 27,455), 707-3,389 per IF section. ``scale`` < 1 shrinks the IF
 sections' sides and fibre diameters by that factor (a smaller version of the same
 dataset); ``sections`` < 46 keeps NCL-SM's IMC : IF proportion.
 
