@@ -6,7 +6,6 @@ import logging
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -21,29 +20,9 @@ from .views import (DEFAULT_CMAP, DEFAULT_MAX_SIDE, GT_COLOUR, IOU_RANGE, Region
                     _html_table, _shift_box, colorbar_png, colour_lut, fibre_panel, fibre_rings,
                     overlay, png_bytes, threshold_counts, worst_fibres, zoom_region)
 
+from .state import FIBRE_COLUMNS, NO_METHOD, PanelState  # noqa: F401
+
 log = logging.getLogger(__name__)
-
-NO_METHOD = "(none)"
-#: Per-fibre columns shown for the selected fibre.
-FIBRE_COLUMNS = ["gt_id", "pred_id", "matched", "iou", "gt_area", "pred_area",
-                 "gt_membrane_included", "gt_mass_missed", "pred_membrane_included",
-                 "pred_mass_missed"]
-
-
-@dataclass
-class PanelState:
-    """What one method panel shows (after a refresh)."""
-
-    method: str | None = None
-    message: str = ""
-    missing: bool = False
-    can_run: bool = False
-    counts: dict = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    table: pd.DataFrame | None = None
-    png: bytes = b""
-    rgb: np.ndarray | None = None
-    pred: np.ndarray | None = None
 
 
 class Explorer(SnapshotMixin):
@@ -52,33 +31,21 @@ class Explorer(SnapshotMixin):
     Parameters
     ----------
     data : path-like or Dataset
-        Dataset folder (NCL-SM or the synthetic default; ``data/`` holding ``synthetic/``
-        works too). Can be changed in the app.
+        Dataset folder (NCL-SM, synthetic, or ``data/`` holding ``synthetic/``).
     workdir : path-like, optional
         Where ``predictions/`` and ``results/`` are cached (default as the pipeline).
     methods : str or list of str, optional
         Methods shown in panels A and B (default: the first cached method, nothing in B).
     section : str, optional
         Section id to open (default: the first section with a cached prediction of A).
-    max_side : int
-        Longest side of a rendered view (pixels).
-    iou_threshold : float
-        Initial IoU threshold of the counts.
+    max_side, iou_threshold : int, float
+        Longest side of a rendered view (pixels); initial IoU threshold of the counts.
     runner : callable, optional
         Called as ``runner(method, dataset, sections=[id], workdir=..., progress=False)``
         by the *Run* button (default :func:`nclsm_utils.runner.run_method`).
 
-    Attributes
-    ----------
-    data_path, modality, section, method_a, method_b, zoom, centre_row, centre_col,
-    threshold, fibre, fibre_order, show_gt, show_pred : ipywidgets controls
-        Setting their ``value`` updates the app (as a user would).
-    image_a, image_b : ipywidgets.Image
-        The rendered panels (PNG).
-    counts, fibre_info, message : ipywidgets.HTML
-    fibre_image : ipywidgets.Image
-    run_a, run_b : ipywidgets.Button
-        Visible when a panel's method has no cached prediction and can be run.
+    The controls (``section``, ``method_a``, ``threshold``, ``fibre``, ...) are ipywidgets:
+    setting a ``value`` updates the app as a user would.
     show_fibre_button, zoom_to_fibre : ipywidgets.Button
         Show the selected fibre's panel (:meth:`show_fibre`); zoom onto it (:meth:`focus_fibre`).
     timings : dict
