@@ -35,7 +35,7 @@
 # * **zoom** and **pan** move over downsampled views: a full-size IF section (~10k x 15k
 #   pixels) is cropped first and then downsampled, never rendered at full resolution; the
 #   whole-section views are cached in `workdir/overviews/`, so a section seen once opens at
-#   once in a later session (`build_overviews = True` prepares every section).
+#   once whenever it is opened again (`build_overviews = True` prepares every section).
 #
 # It reads `workdir/predictions/<method>/` and `workdir/results/<method>/` as `03_segment` left
 # them. A method without cached predictions for the section shows a message and a **Run**
