@@ -9,6 +9,9 @@ import tifffile
 from PIL import Image
 
 from nclsm_utils.core.dataset import Dataset
+from nclsm_utils.curation.models import section_ntm_scale
+from nclsm_utils.metrics.morphology import NTM_REFERENCE_DIAMETER
+from nclsm_utils.report.site import _dataset_description
 from nclsm_utils.synth.fullsize import (
     PlannedSection, REAL_IF_SHAPES, section_plan, write_ncl_sm_shaped, write_planned_section,
 )
@@ -79,3 +82,6 @@ def test_dataset_writer_is_idempotent_and_loadable(tmp_path, monkeypatch):
     section = dataset.section("S11")
     assert section.image().shape == (400, 440, 3)
     assert section.mask("myofibres").shape == (400, 440)
+    # curation's NTM rule scale: this section's own fibre diameter over the rule's reference
+    assert section_ntm_scale(section) == pytest.approx(144.0 / NTM_REFERENCE_DIAMETER)
+    assert "seed 0, 1 IMC + 1 IF sections" in "\n".join(_dataset_description(out))

@@ -104,19 +104,30 @@ def section_ntm_scale(section, scale: float | None = None) -> float:
 
 
 def _manifest_scale(files: dict) -> float | None:
-    """The IF NTM scale recorded by a synthetic dataset beside these files (None: not one)."""
+    """The IF NTM scale recorded by a synthetic dataset beside these files (None: not one).
+
+    A dataset of :mod:`nclsm_utils.synth.fullsize` records each section's fibre diameter
+    (``sections[i].fibre_diameter``); one of :func:`nclsm_utils.synth.write_dataset` records
+    one IF diameter for all sections (``config.if_.fibre_diameter``).
+    """
     from ..metrics.morphology import NTM_REFERENCE_DIAMETER
 
     for path in files.values():
-        manifest = Path(path).parent.parent.parent / "synth_manifest.json"
-        if manifest.is_file():
-            try:
-                config = json.loads(manifest.read_text()).get("config", {})
-                return float(config["if_"]["fibre_diameter"]) / NTM_REFERENCE_DIAMETER
-            except (ValueError, KeyError, TypeError) as error:
-                raise DataError(f"{manifest}: no IF fibre diameter in the synthetic dataset's "
-                                f"manifest ({error}); regenerate it with nclsm synth") from error
-        return None
+        path = Path(path)
+        manifest = path.parent.parent.parent / "synth_manifest.json"
+        if not manifest.is_file():
+            return None
+        try:
+            info = json.loads(manifest.read_text())
+            for row in info.get("sections", []) if isinstance(info.get("sections"), list) else []:
+                if (isinstance(row, dict) and row.get("section") == path.stem
+                        and row.get("modality") == path.parent.parent.name
+                        and "fibre_diameter" in row):
+                    return float(row["fibre_diameter"]) / NTM_REFERENCE_DIAMETER
+            return float(info["config"]["if_"]["fibre_diameter"]) / NTM_REFERENCE_DIAMETER
+        except (ValueError, KeyError, TypeError) as error:
+            raise DataError(f"{manifest}: no IF fibre diameter in the synthetic dataset's "
+                            f"manifest ({error}); regenerate it with nclsm synth") from error
     return None
 
 

@@ -272,8 +272,13 @@ def _dataset_description(data: Path | None) -> list[str]:
         try:
             info = json.loads(manifest.read_text())
             config = info.get("config", {})
-            lines.append(f"- kind: **synthetic NCL-SM** (nclsm.synth, seed {info.get('seed')}, "
-                         f"{config.get('n_imc', '?')} IMC + {config.get('n_if', '?')} IF sections); "
+            rows = info.get("sections") if isinstance(info.get("sections"), list) else []
+            counts = {m: sum(1 for r in rows if isinstance(r, dict) and r.get("modality") == m)
+                      for m in ("IMC", "IF")}
+            n_imc = config.get("n_imc", counts["IMC"] or "?")
+            n_if = config.get("n_if", counts["IF"] or "?")
+            lines.append(f"- kind: **synthetic NCL-SM** ({info.get('generator', 'nclsm.synth')}, "
+                         f"seed {info.get('seed')}, {n_imc} IMC + {n_if} IF sections); "
                          "the real NCL-SM was not in `data/`")
         except ValueError:
             lines.append("- kind: synthetic NCL-SM")
