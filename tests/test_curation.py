@@ -107,6 +107,24 @@ def test_fam_features_higher_for_fam_fibres(fam_sections):
     assert np.median(holes[is_fam]) > 5 * np.nanquantile(holes[~is_fam], 0.9)
 
 
+def test_fam_features_of_large_fibres_are_measured_reduced(fam_sections):
+    # fibres 64-96 px across (j-fold section) and the same section enlarged twice more
+    # (128-192 px: reduced by 2 before measuring) give the same features
+    section = fam_sections[0]
+    labels, image = section.mask("myofibres"), section.image()
+    diameter = C.fibre_diameter(labels)
+    j = int(np.ceil(64 / diameter))
+    assert 64 <= j * diameter < 96
+
+    def enlarge(array, k):
+        return np.repeat(np.repeat(array, k, axis=0), k, axis=1)
+
+    native = fam_features(enlarge(image, j).astype(np.float32), enlarge(labels, j), j * diameter)
+    reduced = fam_features(enlarge(image, 2 * j), enlarge(labels, 2 * j), 2 * j * diameter)
+    assert len(native) == len(np.unique(labels)) - 1 == 18
+    pd.testing.assert_frame_equal(reduced, native, rtol=1e-5)
+
+
 def test_fam_classifier_generalises_to_another_section(fam_sections):
     tables = []
     for section in fam_sections:
