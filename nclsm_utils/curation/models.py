@@ -112,23 +112,22 @@ def _manifest_scale(files: dict) -> float | None:
     """
     from ..metrics.morphology import NTM_REFERENCE_DIAMETER
 
-    for path in files.values():
-        path = Path(path)
-        manifest = path.parent.parent.parent / "synth_manifest.json"
-        if not manifest.is_file():
-            return None
-        try:
-            info = json.loads(manifest.read_text())
-            for row in info.get("sections", []) if isinstance(info.get("sections"), list) else []:
-                if (isinstance(row, dict) and row.get("section") == path.stem
-                        and row.get("modality") == path.parent.parent.name
-                        and "fibre_diameter" in row):
-                    return float(row["fibre_diameter"]) / NTM_REFERENCE_DIAMETER
-            return float(info["config"]["if_"]["fibre_diameter"]) / NTM_REFERENCE_DIAMETER
-        except (ValueError, KeyError, TypeError) as error:
-            raise DataError(f"{manifest}: no IF fibre diameter in the synthetic dataset's "
-                            f"manifest ({error}); regenerate it with nclsm synth") from error
-    return None
+    if not files:
+        return None
+    path = Path(next(iter(files.values())))
+    manifest = path.parent.parent.parent / "synth_manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        info = json.loads(manifest.read_text())
+        for row in info.get("sections") or []:
+            if (row.get("section"), row.get("modality")) == (path.stem, path.parent.parent.name) \
+                    and "fibre_diameter" in row:
+                return float(row["fibre_diameter"]) / NTM_REFERENCE_DIAMETER
+        return float(info["config"]["if_"]["fibre_diameter"]) / NTM_REFERENCE_DIAMETER
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DataError(f"{manifest}: no IF fibre diameter in the synthetic dataset's "
+                        f"manifest ({error}); regenerate it with nclsm synth") from error
 
 
 def ntm_definition(modality: str | None, ntm: str = "auto") -> str:
