@@ -209,6 +209,24 @@ def test_channel_percentile_is_numpy_percentile_exactly(shape, dtype, top, q, se
     assert channel_percentile(channel, q) == np.percentile(channel, q)
 
 
+@SETTINGS
+@given(shape=st.tuples(st.integers(0, 60), st.integers(1, 60)),
+       dtype=st.sampled_from([np.uint8, np.uint16, np.uint32, np.int32, np.int64]),
+       top=st.sampled_from([0, 1, 7, 300, 70_000, 2**31 - 1]), low=st.sampled_from([0, -3]),
+       seed=st.integers(0, 2**32 - 1))
+def test_label_values_is_numpy_unique_exactly(shape, dtype, top, low, seed):
+    from nclsm_utils.core.imaging import label_values
+
+    info = np.iinfo(dtype)
+    low, top = max(low, int(info.min)), min(top, int(info.max))
+    labels = np.random.default_rng(seed).integers(low, top + 1, size=shape).astype(dtype)
+    values = label_values(labels)
+    assert values.dtype == labels.dtype
+    np.testing.assert_array_equal(values, np.unique(labels))
+    # a view that is not contiguous (a crop of a larger mask)
+    np.testing.assert_array_equal(label_values(labels[::2, 1:]), np.unique(labels[::2, 1:]))
+
+
 def test_positive_thresholds_exact_and_chunked():
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, size=(300, 501, 3), dtype=np.uint8)

@@ -94,6 +94,32 @@ def channel_percentile(channel: np.ndarray, q: float) -> float:
     return _percentile_from_counts(_counts(channel, None, bins), q, channel.dtype)
 
 
+def label_values(labels: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a label image: ``np.unique(labels)``, without the sort.
+
+    Label images of unsigned or non-negative integers whose largest value is not far above
+    their size are counted with ``np.bincount`` in chunks (a 185-megapixel section in a fraction
+    of the time a sort of it takes); anything else goes to :func:`numpy.unique`.
+
+    >>> label_values(np.array([[0, 7, 7], [3, 0, 3]], np.uint32)).tolist()
+    [0, 3, 7]
+    >>> label_values(np.array([-1, 2])).tolist()
+    [-1, 2]
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0 or labels.dtype.kind not in "ui":
+        return np.unique(labels)
+    low, high = (int(v) for v in (labels.min(), labels.max())) if labels.dtype.kind == "i" \
+        else (0, int(labels.max()))
+    if low < 0 or high > max(4 * labels.size, 1 << 16):
+        return np.unique(labels)
+    flat = labels.reshape(-1)
+    counts = np.zeros(high + 1, np.int64)
+    for start in range(0, flat.size, 1 << 22):  # chunks: no full-size int64 copy
+        counts += np.bincount(flat[start:start + (1 << 22)], minlength=high + 1)
+    return np.flatnonzero(counts).astype(labels.dtype)
+
+
 #: Fallback full-resolution fibre diameters (pixels) when none can be estimated.
 DEFAULT_DIAMETER = {"IMC": 34.0, "IF": 72.0}
 

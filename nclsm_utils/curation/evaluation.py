@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import DataError, write_csv, write_text, write_tiff
+from ..core.imaging import label_values
 from ..core.workdir import MissingPrediction, Workdir
 from .classifiers import CurationParams, FibreClassifier
 from .features import FAM_FEATURES, NTM_FEATURES, _check_mask, class_flags
@@ -62,7 +63,7 @@ def match_fibres(gt: np.ndarray, pred: np.ndarray, rule: str = "centroid") -> pd
         return table[["gt_id", "pred_id", "iou"]].reset_index(drop=True)
     if rule != "iou":
         raise ValueError(f"rule must be 'centroid' or 'iou', got {rule!r}")
-    gt_ids = np.unique(gt)
+    gt_ids = label_values(gt)
     gt_ids = gt_ids[gt_ids > 0]
     if gt_ids.size == 0:
         return pd.DataFrame({"gt_id": pd.Series([], dtype="int64"),
@@ -85,7 +86,7 @@ def match_fibres(gt: np.ndarray, pred: np.ndarray, rule: str = "centroid") -> pd
 
 
 def _gt_classes(section, gt_labels: np.ndarray, overlap: float) -> pd.DataFrame:
-    ids = np.unique(gt_labels)
+    ids = label_values(gt_labels)
     out = pd.DataFrame({"gt_id": ids[ids > 0].astype(np.int64)})
     for role in ("ntm", "fam", "analysable"):
         if section.has(role):
@@ -611,7 +612,7 @@ def figure_curation_scores(models: CurationModels, path=None, ntm: str = "learne
     fibre_scale = f"{diameter:.1f} px fibres"
     # per-fibre rows score each classifier's own decision (as evaluate_curation does); the
     # analysable rows are the workflow's result (FR, then NTM, then FAM removed)
-    analysable = np.isin(left, np.unique(masks["analysable"]))
+    analysable = np.isin(left, label_values(masks["analysable"]))
     rows = [
         row("NTM", ntm, "scale-free features" if ntm == "learned" else f"rule x {scale:.3f}",
             decided[ntm_used], fibres.loc[left, "ntm"]),

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 #: Fallback fibre diameters (pixels) when no myofibre mask gives one: the segmenters' one table
-from ..core.imaging import DEFAULT_DIAMETER  # noqa: E402,F401 - re-exported
+from ..core.imaging import DEFAULT_DIAMETER, label_values  # noqa: E402,F401 - DEFAULT_DIAMETER re-exported
 
 
 # ============================================================================ helpers
@@ -44,7 +44,7 @@ def class_flags(labels: np.ndarray, class_mask: np.ndarray, overlap: float = 0.5
     Series of bool indexed by label (sorted, labels present only).
     """
     labels = np.asarray(labels)
-    ids = np.unique(labels)
+    ids = label_values(labels)
     ids = ids[ids > 0]
     if ids.size == 0:
         return pd.Series([], dtype=bool, index=pd.Index([], dtype="int64", name="label"))
@@ -325,7 +325,7 @@ def fam_features(image: np.ndarray, labels: np.ndarray,
 
     image = _as_rgb(image)
     labels = _check_mask(labels, image)
-    ids = np.unique(labels)
+    ids = label_values(labels)
     ids = ids[ids > 0].astype(np.int64)
     if ids.size == 0:
         return pd.DataFrame({"label": pd.Series([], dtype="int64"),

@@ -8,6 +8,7 @@ from scipy import ndimage
 from ..metrics.uncertainty import (INSTANCE_CI, ci_columns, instance_intervals, paper_metric_intervals,
                           tile_counts)
 from ..segmenters.base import BENCHMARK_METHODS, method_label  # noqa: F401 - method_label re-exported
+from ..core.imaging import label_values
 from ..core.workdir import MissingPrediction, Workdir
 
 #: Paper metrics and instance metrics that get a 95 % bootstrap interval in Tables II and III
@@ -26,8 +27,7 @@ def count_labels(labels: np.ndarray) -> int:
     >>> count_labels(np.array([[0, 3, 3], [7, 0, 1]]))
     3
     """
-    values = np.unique(labels)
-    return int(np.count_nonzero(values))
+    return int(np.count_nonzero(label_values(labels)))
 
 
 def count_regions(mask: np.ndarray) -> int:
