@@ -284,6 +284,13 @@ def test_models_cached_reloadable_and_seeded(tiny_models, tmp_path):
     # the same seed retrained from scratch gives the same models
     fresh = train_models(dataset.sections(split="train"), workdir=tmp_path, params=FAST)
     pd.testing.assert_frame_equal(first, classify_fibres(section, models=fresh)[0])
+    # the FR classifier trained with the others (image read once per section) is the one
+    # FoldedRegionClassifier.fit trains on its own
+    alone = FoldedRegionClassifier(FAST).fit(dataset.sections(split="train"))
+    assert alone.n_samples == models.fr.n_samples > 0
+    image = section.image()
+    np.testing.assert_array_equal(alone.predict_proba(image, 34.0),
+                                  models.fr.predict_proba(image, 34.0))
     other = C.models_dir(workdir, dataset.sections(split="train"), CurationParams(seed=1))
     assert other != folder
     with pytest.raises(Exception, match="no curation models"):

@@ -379,24 +379,36 @@ class FoldedRegionClassifier:
             x[inside] = feats[rows[inside] - r0, cols[inside] - c0]
         return x, y
 
+    def section_samples(self, section, rng: np.random.Generator, diameter: float | None = None,
+                        image: np.ndarray | None = None):
+        """:meth:`samples` of one section, or None when it has no ``fr`` mask (with a warning).
+
+        ``image`` is the section's image when the caller has already read it (a full-size IF
+        section takes seconds to decode); ``diameter`` defaults to its myofibres' own.
+        """
+        if not section.has("fr"):
+            log.warning("%s: no folded-region mask; not used to train the FR classifier",
+                        section.key)
+            return None
+        if diameter is None:
+            diameter = fibre_diameter(section.mask("myofibres"), section.modality) \
+                if section.has("myofibres") else DEFAULT_DIAMETER.get(section.modality, 34.0)
+        return self.samples(section.image() if image is None else image, section.mask("fr"),
+                            diameter, rng)
+
     def fit(self, sections, diameters: dict | None = None) -> "FoldedRegionClassifier":
         """Train on sections with an ``fr`` mask (sections without one are skipped)."""
         rng = np.random.default_rng(self.params.seed)
-        xs, ys = [], []
-        for section in sections:
-            if not section.has("fr"):
-                log.warning("%s: no folded-region mask; not used to train the FR classifier",
-                            section.key)
-                continue
-            diameter = (diameters or {}).get(section.key)
-            if diameter is None:
-                diameter = fibre_diameter(section.mask("myofibres"), section.modality) \
-                    if section.has("myofibres") else DEFAULT_DIAMETER.get(section.modality, 34.0)
-            x, y = self.samples(section.image(), section.mask("fr"), diameter, rng)
-            xs.append(x)
-            ys.append(y)
-        x = np.concatenate(xs) if xs else np.zeros((0, len(fr_feature_names(self.params))))
-        y = np.concatenate(ys) if ys else np.zeros(0, bool)
+        samples = [self.section_samples(section, rng, (diameters or {}).get(section.key))
+                   for section in sections]
+        return self.fit_sections(samples)
+
+    def fit_sections(self, samples) -> "FoldedRegionClassifier":
+        """Train on the :meth:`section_samples` of each section (None entries are skipped)."""
+        samples = [pair for pair in samples if pair is not None]
+        x = np.concatenate([pair[0] for pair in samples]) if samples \
+            else np.zeros((0, len(fr_feature_names(self.params))))
+        y = np.concatenate([pair[1] for pair in samples]) if samples else np.zeros(0, bool)
         return self.fit_samples(x, y)
 
     def fit_samples(self, x: np.ndarray, y: np.ndarray) -> "FoldedRegionClassifier":

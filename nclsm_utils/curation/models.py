@@ -187,17 +187,18 @@ def _file_facts(section) -> list:
 MODEL_FILES = {"ntm": "ntm.joblib", "fam": "fam.joblib", "fr": "fr.joblib"}
 
 
-def training_tables(section, overlap: float = 0.5) -> dict:
+def training_tables(section, overlap: float = 0.5, image: np.ndarray | None = None) -> dict:
     """Per-fibre feature tables of a section's ground-truth myofibres with their targets.
 
-    Returns ``{"ntm": DataFrame, "fam": DataFrame, "diameter": float}``; each table has a
-    ``section`` column and, when the section has the class mask, a bool ``target`` column
-    (a fibre is in the class when more than ``overlap`` of its area is in the mask).
+    ``image`` is the section's image when already read. Returns ``{"ntm": DataFrame,
+    "fam": DataFrame, "diameter": float}``; each table has a ``section`` column and, when
+    the section has the class mask, a bool ``target`` column (a fibre is in the class when
+    more than ``overlap`` of its area is in the mask).
     """
     labels = section.mask("myofibres")
     diameter = fibre_diameter(labels, section.modality)
     ntm_t = ntm_features(labels)
-    fam_t = fam_features(section.image(), labels, diameter)
+    fam_t = fam_features(section.image() if image is None else image, labels, diameter)
     for table, role in ((ntm_t, "ntm"), (fam_t, "fam")):
         table.insert(0, "section", section.key)
         if section.has(role):
@@ -253,10 +254,15 @@ class CurationModels:
             raise CurationError("no training sections: the dataset's train split is empty")
         start = time.perf_counter()
         self.train_ids = sorted(s.key for s in sections)
-        ntm_tables, fam_tables, diameters = [], [], {}
+        ntm_tables, fam_tables, fr_samples = [], [], []
+        # the FR classifier's pixel samples are drawn in the same order as
+        # FoldedRegionClassifier.fit draws them, from the image read once per section
+        rng = np.random.default_rng(self.params.seed)
         for section in sections:
-            tables = training_tables(section, self.params.class_overlap)
-            diameters[section.key] = tables["diameter"]
+            image = section.image()
+            tables = training_tables(section, self.params.class_overlap, image=image)
+            fr_samples.append(self.fr.section_samples(section, rng, tables["diameter"], image))
+            del image
             if "target" in tables["ntm"]:
                 ntm_tables.append(tables["ntm"])
             else:
@@ -276,7 +282,7 @@ class CurationModels:
         fam_all = _concat(fam_tables, [*FAM_FEATURES, "target"])
         self.ntm.fit(ntm_all, ntm_all["target"].astype(bool))
         self.fam.fit(fam_all, fam_all["target"].astype(bool))
-        self.fr.fit(sections, diameters)
+        self.fr.fit_sections(fr_samples)
         self.info = {"train": self.train_ids, "ntm_fibres": self.ntm.n_train,
                      "ntm_positive": self.ntm.n_positive, "fam_fibres": self.fam.n_train,
                      "fam_positive": self.fam.n_positive, "fr_pixels": self.fr.n_samples,
