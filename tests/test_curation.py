@@ -253,6 +253,15 @@ def test_curate_removes_every_flagged_fibre(tiny_models):
     removed = (masks["fr_fibres"] > 0) | (masks["ntm"] > 0) | (masks["fam"] > 0)
     np.testing.assert_array_equal(masks["analysable"], np.where(removed, 0, labels))
     assert masks["analysable"].dtype == labels.dtype
+    # ids that fit in 16 bits are kept in 16 bits; larger ids in the labels' own type
+    wide = C.masks_from_table(labels.astype(np.uint32), C.classify_fibres(
+        section, models=models)[0], masks["fr"])
+    assert wide["analysable"].dtype == np.uint16 and wide["am_vs_nam"].dtype == np.uint8
+    np.testing.assert_array_equal(wide["analysable"], masks["analysable"])
+    big = np.where(labels > 0, labels.astype(np.uint32) + 70_000, 0)
+    table = pd.DataFrame({"label": np.unique(big)[1:], "fr": False, "ntm": False,
+                          "ntm_rule": False, "fam": False})
+    assert C.masks_from_table(big, table, masks["fr"])["analysable"].dtype == np.uint32
 
 
 def test_classify_empty_mask(tiny_models):

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 #: Fallback fibre diameters (pixels) when no myofibre mask gives one: the segmenters' one table
-from ..core.imaging import DEFAULT_DIAMETER, label_values  # noqa: E402,F401 - DEFAULT_DIAMETER re-exported
+from ..core.imaging import DEFAULT_DIAMETER, label_areas, label_values  # noqa: E402,F401 - DEFAULT_DIAMETER re-exported
 
 
 # ============================================================================ helpers
@@ -62,9 +62,8 @@ def _fraction_inside(labels: np.ndarray, region: np.ndarray, ids: np.ndarray) ->
         inside = pd.Series(labels[region]).value_counts()
         return (inside.reindex(ids, fill_value=0).to_numpy(np.float64)
                 / np.maximum(total.reindex(ids, fill_value=0).to_numpy(np.float64), 1))
-    n = int(labels.max()) + 1
-    total = np.bincount(labels.ravel(), minlength=n)
-    inside = np.bincount(labels[region].ravel(), minlength=n)
+    total = label_areas(labels)
+    inside = label_areas(labels, np.asarray(region, bool), minlength=total.size)
     return inside[ids] / np.maximum(total[ids], 1)
 
 

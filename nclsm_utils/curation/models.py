@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.imaging import label_areas
 from ..core.io import DataError, write_text
 from .classifiers import (CurationError, CurationParams, FibreClassifier,
                           FoldedRegionClassifier, NotTrainedError)
@@ -453,7 +454,7 @@ def classify_fibres(section, myofibres: np.ndarray | None = None,
     fam_t = fam_features(image, labels, diameter)
     ids = ntm_t["label"].to_numpy(np.int64)
     table = pd.DataFrame({"label": ids})
-    table["area"] = np.bincount(labels.ravel())[ids] if ids.size else np.zeros(0, np.int64)
+    table["area"] = label_areas(labels)[ids] if ids.size else np.zeros(0, np.int64)
     table["fr_overlap"] = _fraction_inside(labels, fr_mask, ids) if ids.size else np.zeros(0)
     table["fr"] = table["fr_overlap"] > models.params.fr_overlap
     table["ntm_rule"] = ntm_t["ntm_rule"].to_numpy(bool)
@@ -471,7 +472,9 @@ def masks_from_table(labels: np.ndarray, table: pd.DataFrame, fr_mask: np.ndarra
 
     Class masks are exclusive in the workflow's order: a fibre in a folded region is only in
     ``fr_fibres``; an NTM fibre is not also FAM. ``ntm_rule`` shows the published rule's
-    flags (outside folded regions). Instance masks keep the myofibre ids.
+    flags (outside folded regions). Instance masks keep the myofibre ids, in the labels'
+    unsigned type or uint16 when the ids fit in it (a full-size section's five instance
+    masks then take half the memory).
 
     ``analysable`` = myofibres minus ``fr_fibres``, ``ntm`` (``ntm_column``) and ``fam``.
     """
@@ -491,11 +494,16 @@ def masks_from_table(labels: np.ndarray, table: pd.DataFrame, fr_mask: np.ndarra
     fibre = lookup(np.ones(len(table), bool))
     analysable = fibre & ~fr & ~ntm & ~fam
     dtype = labels.dtype if labels.dtype.kind == "u" else np.uint32
+    if n <= 1 << 16 and dtype.itemsize > 2:
+        dtype = np.dtype(np.uint16)
+    values = np.arange(n).astype(dtype)
 
-    def keep(flags):
-        return np.where(flags[labels], labels, 0).astype(dtype)
+    def keep(flags):  # one lookup per pixel, no full-size temporaries
+        return np.where(flags, values, 0).astype(dtype)[labels]
 
-    am_vs_nam = np.where(labels > 0, np.where(analysable[labels], AM_CLASS, NAM_CLASS), 0)
+    classes = np.where(analysable, AM_CLASS, NAM_CLASS).astype(np.uint8)
+    classes[0] = 0
+    am_vs_nam = classes[labels]
     return {
         "myofibres": labels,
         "fr": np.asarray(fr_mask, bool).astype(np.uint8),
