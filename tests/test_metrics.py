@@ -663,6 +663,10 @@ def test_table2_on_the_tiny_synthetic_dataset(tiny_root, capsys):
         assert row["MF-A"] == direct["MF-A"]
         assert row["MF-A"] == sum(len(np.unique(s.mask("qa"))) - 1 for s in sections)
         assert row["mean IoU"] == direct["mean IoU"] and row["mean IoU"] > 0.8
+    # from the per-fibre rows already computed: the same table, cell for cell
+    from nclsm_utils.report.tables import qa_per_fibre
+
+    pd.testing.assert_frame_equal(table2(dataset, per_fibre=qa_per_fibre(dataset)), table)
     first = dataset.sections()[0]
     one = qa_row(dataset, [first.id], name="QA")
     assert one["TS"].iloc[0] == first.id and one["method"].iloc[0] == "QA"

@@ -222,7 +222,7 @@ def qa_row(dataset, sections=None, name: str = "QA") -> pd.DataFrame:
     return summary_row(qa_per_fibre(dataset, sections), name)
 
 
-def table2(dataset, sections=None) -> pd.DataFrame:
+def table2(dataset, sections=None, per_fibre: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table II: QA duplicate annotations vs ground truth, one row per modality.
 
     Parameters
@@ -230,6 +230,9 @@ def table2(dataset, sections=None) -> pd.DataFrame:
     dataset : Dataset
     sections : list of str or Section, optional
         Restrict to these sections; default every section that has a QA mask.
+    per_fibre : DataFrame, optional
+        :func:`qa_per_fibre` of the same sections, when already computed (the rows are then
+        summarised from it instead of scoring every section again).
 
     Returns
     -------
@@ -242,8 +245,15 @@ def table2(dataset, sections=None) -> pd.DataFrame:
     rows = []
     for modality in ("IMC", "IF"):
         subset = [s for s in chosen if s.modality == modality]
-        if subset:
+        if not subset:
+            continue
+        if per_fibre is None:
             rows.append(qa_row(dataset, subset, name=f"QA-{modality}"))
+        else:
+            ids = {str(s.id) for s in subset}
+            rows.append(summary_row(per_fibre[(per_fibre["modality"] == modality)
+                                              & per_fibre["section"].astype(str).isin(ids)],
+                                    f"QA-{modality}"))
     if not rows:
         from ..metrics import SUMMARY_COLUMNS
 
