@@ -80,6 +80,56 @@ def test_tile_counts_add_up_to_the_instance_metrics(tiny_root):
     assert len(counts) == unc.TILES ** 2
 
 
+def _reference_tile_counts(gt, pred, thresholds, tiles):
+    """tile_counts as stardist.matching and scipy.ndimage.center_of_mass give it."""
+    from scipy import ndimage
+    from stardist.matching import matching
+
+    def tile_of(labels):
+        ids = np.unique(labels)
+        ids = ids[ids > 0]
+        centres = ndimage.center_of_mass(np.ones_like(labels, np.uint8), labels, ids)
+        return {int(i): min(int(r * tiles / labels.shape[0]), tiles - 1) * tiles
+                + min(int(c * tiles / labels.shape[1]), tiles - 1) for i, (r, c) in zip(ids, centres)}
+
+    gt_tile, pred_tile = tile_of(gt), tile_of(pred)
+    rows = []
+    for thresh in thresholds:
+        tp, fp, fn = (np.zeros(tiles * tiles, int) for _ in range(3))
+        sum_iou = np.zeros(tiles * tiles)
+        done_gt, done_pred = set(), set()
+        result = matching(gt, pred, thresh=thresh, report_matches=True)
+        for (g, p), score in zip(result.matched_pairs, result.matched_scores):
+            if score >= thresh:
+                tp[gt_tile[g]] += 1
+                sum_iou[gt_tile[g]] += score
+                done_gt.add(g)
+                done_pred.add(p)
+        for g, t in gt_tile.items():
+            fn[t] += g not in done_gt
+        for p, t in pred_tile.items():
+            fp[t] += p not in done_pred
+        rows.append(pd.DataFrame({"tile": np.arange(tiles * tiles), "thresh": float(thresh),
+                                  "tp": tp, "fp": fp, "fn": fn, "sum_iou": sum_iou}))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tile_counts_are_stardist_matching_per_centroid_tile(seed):
+    from skimage.segmentation import expand_labels
+
+    rng = np.random.default_rng(seed)
+    gt = np.zeros((90, 130), np.uint16)
+    gt[rng.integers(0, 90, 40), rng.integers(0, 130, 40)] = np.arange(1, 41)
+    gt = expand_labels(gt, 6)
+    # a prediction: some fibres shifted, some split in two (IoU ties near 0.5), specks
+    pred = np.roll(gt, rng.integers(-2, 3, 2), axis=(0, 1)).astype(np.uint32) * 3
+    pred[(pred % 2 == 0) & (np.arange(130) % 2 == 0)] += 1
+    pred[rng.integers(0, 90, 30), rng.integers(0, 130, 30)] = 500 + np.arange(30)
+    got = unc.tile_counts(gt, pred, thresholds=(0.3, 0.5, 0.75), tiles=3)
+    pd.testing.assert_frame_equal(got, _reference_tile_counts(gt, pred, (0.3, 0.5, 0.75), 3))
+
+
 def test_instance_intervals_from_tiles():
     # two sections of 4 tiles; every tile 3 TP 1 FN: F1 = 6/7 in every resample
     tiles = [pd.DataFrame({"tile": range(4), "thresh": 0.5, "tp": 3, "fp": 0, "fn": 1,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..core.imaging import label_values
 from ._regions import _check_labels
 
 #: Default IoU thresholds of :func:`instance_metrics`: 0.50, 0.55, ..., 0.95.
@@ -83,9 +84,20 @@ def _label_ids(gt_labels: np.ndarray, pred_labels: np.ndarray, chunk_rows: int):
 
 def _present_labels(labels: np.ndarray, chunk_rows: int) -> np.ndarray:
     """Sorted distinct values of ``labels`` (row chunks: bounded memory)."""
-    found = [np.unique(labels[start:start + chunk_rows])
+    found = [label_values(labels[start:start + chunk_rows])
              for start in range(0, max(labels.shape[0], 1), chunk_rows)]
     return np.unique(np.concatenate(found)) if found else np.zeros(0, labels.dtype)
+
+
+def _indexer(ids: np.ndarray):
+    """A function mapping label values (all in the sorted ``ids``) to their index in ``ids``:
+    a lookup table when the largest id is small enough, else a binary search."""
+    if len(ids) and ids.dtype.kind in "ui" and int(ids[0]) >= 0 \
+            and int(ids[-1]) <= max(1 << 24, 64 * len(ids)):
+        table = np.zeros(int(ids[-1]) + 1, np.intp)
+        table[ids] = np.arange(len(ids))
+        return lambda values: table[values]
+    return lambda values: np.searchsorted(ids, values)
 
 
 def overlap_pairs(gt_labels: np.ndarray, pred_labels: np.ndarray, chunk_rows: int = 1024):
@@ -114,20 +126,32 @@ def overlap_pairs(gt_labels: np.ndarray, pred_labels: np.ndarray, chunk_rows: in
     gt_area = np.zeros(len(gt_ids), np.int64)
     pred_area = np.zeros(n_cols, np.int64)
     codes, counts = [], []
+    gt_index, pred_index = _indexer(gt_ids), _indexer(pred_ids)
+    # a dense table of pair counts when it is small (a few MB), else sparse codes per chunk
+    dense = np.zeros(len(gt_ids) * n_cols, np.int64) if len(gt_ids) * n_cols <= 1 << 22 \
+        else None
     for start in range(0, gt_labels.shape[0], chunk_rows):
-        rows = np.searchsorted(gt_ids, gt_labels[start:start + chunk_rows].ravel())
-        cols = np.searchsorted(pred_ids, pred_labels[start:start + chunk_rows].ravel())
+        rows = gt_index(gt_labels[start:start + chunk_rows].ravel())
+        cols = pred_index(pred_labels[start:start + chunk_rows].ravel())
         gt_area += np.bincount(rows, minlength=len(gt_ids))
         pred_area += np.bincount(cols, minlength=n_cols)
         both = (rows > 0) & (cols > 0)
-        code, count = np.unique(rows[both].astype(np.int64) * n_cols + cols[both],
-                                return_counts=True)
+        pair = rows[both].astype(np.int64) * n_cols + cols[both]
+        if dense is not None:
+            dense += np.bincount(pair, minlength=dense.size)
+            continue
+        code, count = np.unique(pair, return_counts=True)
         codes.append(code)
         counts.append(count)
-    code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
-    count = np.concatenate(counts) if counts else np.zeros(0, np.int64)
-    code, inverse = np.unique(code, return_inverse=True)
-    overlap = np.bincount(inverse.ravel(), weights=count, minlength=len(code)).astype(np.int64)
+    if dense is not None:
+        code = np.flatnonzero(dense)
+        overlap = dense[code]
+    else:
+        code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+        count = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+        code, inverse = np.unique(code, return_inverse=True)
+        overlap = np.bincount(inverse.ravel(), weights=count,
+                              minlength=len(code)).astype(np.int64)
     gt_index, pred_index = code // n_cols, code % n_cols
     union = gt_area[gt_index] + pred_area[pred_index] - overlap
     return {"gt_ids": gt_ids[1:], "pred_ids": pred_ids[1:], "gt_area": gt_area[1:],
@@ -135,12 +159,43 @@ def overlap_pairs(gt_labels: np.ndarray, pred_labels: np.ndarray, chunk_rows: in
             "overlap": overlap, "iou": (overlap / union).astype(np.float32)}
 
 
-def match_pairs(pairs: dict, thresh: float) -> tuple[int, int, int, float]:
-    """:func:`match_counts` on :func:`overlap_pairs`' sparse table (the same numbers).
+def matched_pairs(pairs: dict, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one-to-one matched (GT, predicted) pairs of :func:`overlap_pairs` at ``thresh``.
 
     Only objects with a pair of IoU >= ``thresh`` can be matched; at thresholds above 0.5
     such pairs are disjoint and are the matching. Otherwise the optimal assignment of
     :func:`match_counts` runs on the objects those pairs involve.
+
+    Returns
+    -------
+    gt, pred : int arrays
+        Indices into ``pairs["gt_ids"]`` and ``pairs["pred_ids"]`` of each matched pair.
+    iou : float32 array
+        Their IoU.
+
+    >>> gt = np.zeros((10, 10), np.uint16); gt[:4, :4] = 1; gt[6:, 6:] = 2
+    >>> pred = np.zeros_like(gt); pred[:4, :4] = 5; pred[6:, 6:8] = 6
+    >>> [a.tolist() for a in matched_pairs(overlap_pairs(gt, pred), 0.5)]
+    [[0, 1], [0, 1], [1.0, 0.5]]
+    """
+    keep = pairs["iou"] >= thresh
+    g, p, iou = pairs["gt"][keep], pairs["pred"][keep], pairs["iou"][keep]
+    if len(np.unique(g)) == len(g) and len(np.unique(p)) == len(p):
+        return g, p, iou
+    rows, cols = np.unique(g), np.unique(p)
+    among = np.isin(pairs["gt"], rows) & np.isin(pairs["pred"], cols)
+    scores = np.zeros((len(rows), len(cols)), np.float32)
+    scores[np.searchsorted(rows, pairs["gt"][among]),
+           np.searchsorted(cols, pairs["pred"][among])] = pairs["iou"][among]
+    true_ind, pred_ind = _assignment(scores, thresh)
+    matched = scores[true_ind, pred_ind]
+    ok = matched >= thresh
+    return rows[true_ind[ok]], cols[pred_ind[ok]], matched[ok]
+
+
+def match_pairs(pairs: dict, thresh: float) -> tuple[int, int, int, float]:
+    """TP, FP, FN and the summed IoU of the TPs from :func:`overlap_pairs` at ``thresh``
+    (the pairs of :func:`matched_pairs`).
 
     >>> gt = np.zeros((10, 10), np.uint16); gt[:4, :4] = 1; gt[6:, 6:] = 2
     >>> pred = np.zeros_like(gt); pred[:4, :4] = 5
@@ -148,18 +203,9 @@ def match_pairs(pairs: dict, thresh: float) -> tuple[int, int, int, float]:
     (1, 0, 1, 1.0)
     """
     n_true, n_pred = len(pairs["gt_ids"]), len(pairs["pred_ids"])
-    keep = pairs["iou"] >= thresh
-    g, p, iou = pairs["gt"][keep], pairs["pred"][keep], pairs["iou"][keep]
-    if len(np.unique(g)) == len(g) and len(np.unique(p)) == len(p):
-        tp = len(g)
-        return tp, n_pred - tp, n_true - tp, float(np.sum(iou, dtype=np.float32))
-    rows, cols = np.unique(g), np.unique(p)
-    among = np.isin(pairs["gt"], rows) & np.isin(pairs["pred"], cols)
-    scores = np.zeros((len(rows), len(cols)), np.float32)
-    scores[np.searchsorted(rows, pairs["gt"][among]),
-           np.searchsorted(cols, pairs["pred"][among])] = pairs["iou"][among]
-    tp, _, _, sum_matched_score = match_counts(scores, thresh)
-    return tp, n_pred - tp, n_true - tp, sum_matched_score
+    _, _, iou = matched_pairs(pairs, thresh)
+    tp = len(iou)
+    return tp, n_pred - tp, n_true - tp, float(np.sum(iou, dtype=np.float32))
 
 
 def iou_matrix(overlap: np.ndarray) -> np.ndarray:
@@ -193,18 +239,25 @@ def match_counts(scores: np.ndarray, thresh: float) -> tuple[int, int, int, floa
     sum_matched_score : float
         Sum of the matched pairs' IoU.
     """
-    from scipy.optimize import linear_sum_assignment
-
     n_true, n_pred = scores.shape
-    n_matched = min(n_true, n_pred)
-    if n_matched == 0:
+    if min(n_true, n_pred) == 0:
         return 0, n_pred, n_true, 0.0
-    costs = -(scores >= thresh).astype(float) - scores / (2 * n_matched)
-    true_ind, pred_ind = linear_sum_assignment(costs)
+    true_ind, pred_ind = _assignment(scores, thresh)
     matched = scores[true_ind, pred_ind]
     ok = matched >= thresh
     tp = int(np.count_nonzero(ok))
     return tp, n_pred - tp, n_true - tp, float(np.sum(matched[ok]))
+
+
+def _assignment(scores: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray]:
+    """stardist's optimal assignment: most pairs with IoU >= ``thresh``, IoU as tie-breaker."""
+    from scipy.optimize import linear_sum_assignment
+
+    n_matched = min(scores.shape)
+    if n_matched == 0:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    costs = -(scores >= thresh).astype(float) - scores / (2 * n_matched)
+    return linear_sum_assignment(costs)
 
 
 def instance_metrics(gt_labels: np.ndarray, pred_labels: np.ndarray,
