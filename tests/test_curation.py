@@ -424,3 +424,13 @@ def test_evaluate_curation_methods_here_and_on_two_dask_workers(tiny_models, mon
     _, failed = evaluate_curation_methods(dataset, ["gt"], workdir=workdir, models=models,
                                           split="nosuchsplit")
     assert list(failed) == ["gt"] and "nosuchsplit" in failed["gt"]
+
+
+def test_working_image_enlarges_at_most_twice(caplog):
+    from nclsm_utils.curation.classifiers import MAX_WORKING_ENLARGEMENT, working_image
+
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    working, factor = working_image(image, 4.0)     # specks: 8x would be asked for
+    assert factor == MAX_WORKING_ENLARGEMENT == 2.0 and working.shape == (100, 140, 2)
+    assert "enlarges the image 2x, not 8.0x" in caplog.text
+    assert working_image(image, 64.0)[0].shape == (25, 35, 2)

@@ -25,6 +25,9 @@ WORKING_DIAMETER = 32.0
 #: Working-scale tile side for folded-region features (bounds memory on full IF sections;
 #: a multiple of any ``fr_stride``).
 FR_TILE = 960
+#: Largest enlargement to the working scale: fibres under ``WORKING_DIAMETER / 2`` px across
+#: (or a segmenter's specks taken for fibres) would otherwise blow a section up many times.
+MAX_WORKING_ENLARGEMENT = 2.0
 
 
 class CurationError(NclsmError, RuntimeError):
@@ -204,10 +207,16 @@ def working_image(image: np.ndarray, diameter: float) -> tuple[np.ndarray, float
     The resize comes first (OpenCV area averaging on the stored dtype), so a full-size IF
     section is never copied as floats at full resolution.
 
-    Returns ``(array (h, w, 2) float32, factor)`` with ``factor`` = working / full size.
+    Returns ``(array (h, w, 2) float32, factor)`` with ``factor`` = working / full size
+    (at most :data:`MAX_WORKING_ENLARGEMENT`).
     """
     image = _as_rgb(image)
     factor = WORKING_DIAMETER / max(float(diameter), 1.0)
+    if factor > MAX_WORKING_ENLARGEMENT:
+        log.warning("fibre diameter %.1f px: the folded-region classifier enlarges the image "
+                    "%.0fx, not %.1fx (pass the section's own fibre size if this is wrong)",
+                    diameter, MAX_WORKING_ENLARGEMENT, factor)
+        factor = MAX_WORKING_ENLARGEMENT
     if abs(factor - 1.0) < 0.05:
         factor = 1.0
     shape = tuple(max(1, int(round(s * factor))) for s in image.shape[:2])

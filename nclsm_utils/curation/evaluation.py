@@ -17,7 +17,7 @@ from ..core.io import DataError, write_csv, write_text, write_tiff
 from ..core.imaging import label_values
 from ..core.workdir import MissingPrediction, Workdir
 from .classifiers import CurationParams, FibreClassifier
-from .features import FAM_FEATURES, NTM_FEATURES, _check_mask, class_flags
+from .features import FAM_FEATURES, NTM_FEATURES, _check_mask, class_flags, fibre_diameter
 from .models import (CurationModels, classify_fibres, definitions_table, masks_from_table,
                      ntm_definition, section_ntm_scale, train_models)
 
@@ -101,6 +101,10 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
                      with_image_metrics: bool = True, scale: float | None = None) -> dict:
     """Curate one section and score it against its ground-truth masks.
 
+    The folded-region mask is predicted at the fibre size of the section's ground-truth
+    myofibres for every method (it depends on the image alone), so a segmenter's wrong
+    object sizes change its fibres' classes, not where the folded regions are.
+
     Returns a dict with ``masks`` (:func:`curate`), ``fibres`` (per predicted fibre:
     the classification plus the matched GT fibre's classes), ``gt_fibres`` (per GT fibre:
     its classes and the matched predicted fibre's decisions), ``fr`` (one row: pixel
@@ -114,7 +118,11 @@ def evaluate_section(section, models: CurationModels, myofibres: np.ndarray | No
     gt_labels = section.mask("myofibres")
     use_gt = myofibres is None
     labels = gt_labels if use_gt else _check_mask(myofibres, image)
-    table, fr_mask = classify_fibres(section, labels, models, image=image, scale=scale)
+    # folded regions are found in the image at the section's own fibre size (that of its
+    # ground truth), whatever a segmenter's objects measure
+    fr_mask = models.fr.predict(image, fibre_diameter(gt_labels, section.modality))
+    table, fr_mask = classify_fibres(section, labels, models, image=image, fr_mask=fr_mask,
+                                     scale=scale)
     used = ntm_definition(section.modality, ntm)
     # the NTM decision that removes fibres: the rule or the learned one (ntm_definition)
     table["ntm_used"] = table["ntm" if used == "learned" else "ntm_rule"]
