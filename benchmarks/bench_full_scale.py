@@ -36,7 +36,10 @@ Usage::
 
     python benchmarks/bench_full_scale.py [--out /work/full-scale] [--sections 46]
         [--scale 1.0] [--budget report] [--methods mitocyto cellpose stardist unet
-        stardist+refine] [--data-workers 2] [--dask] [--json PATH]
+        stardist+refine] [--data-workers 2] [--notebooks-only] [--dask] [--json PATH]
+
+A second run with the same ``--out`` reuses the data (and, as the report does, cached
+models, predictions and results); ``--notebooks-only`` times only the notebooks and the site.
 
 ``--sections N`` and ``--scale F`` make smaller versions (``--sections 12 --scale 0.1`` runs
 in minutes). The whole dataset at full size needs about 6 GB of disk. Prints a table;
@@ -201,7 +204,7 @@ def run_stages(args, out: Path) -> list[dict]:
     rows: list[dict] = []
 
     data_stage(args, out, rows)
-    for method in args.methods:
+    for method in [] if args.notebooks_only else args.methods:
         for mode in ("train", "predict"):
             stage = Stage(f"{mode} {method}", python("-c", TRAIN, str(root), str(workdir),
                                                      args.budget, method, mode), log=log)
@@ -320,6 +323,9 @@ def main(argv=None) -> None:
     parser.add_argument("--data-workers", type=int, default=2)
     parser.add_argument("--skip-report", action="store_true",
                         help="only the data (and --dask): no training, prediction or notebooks")
+    parser.add_argument("--notebooks-only", action="store_true",
+                        help="only the notebooks and the site, on the models, predictions and "
+                             "results an earlier run left under --out")
     parser.add_argument("--dask", action="store_true", help="the kill-and-resume check")
     parser.add_argument("--dask-method", default="mitocyto")
     parser.add_argument("--kill-above-gb", type=float, default=1.5,
