@@ -262,6 +262,11 @@ def test_curate_removes_every_flagged_fibre(tiny_models):
     table = pd.DataFrame({"label": np.unique(big)[1:], "fr": False, "ntm": False,
                           "ntm_rule": False, "fam": False})
     assert C.masks_from_table(big, table, masks["fr"])["analysable"].dtype == np.uint32
+    # signed labels (a label image read from a figure, for one) give unsigned masks
+    signed = C.masks_from_table(labels.astype(np.int32), table.assign(label=table["label"]
+                                                                       - 70_000), masks["fr"])
+    assert signed["analysable"].dtype == np.uint16
+    np.testing.assert_array_equal(signed["analysable"], labels)
 
 
 def test_classify_empty_mask(tiny_models):

@@ -493,7 +493,7 @@ def masks_from_table(labels: np.ndarray, table: pd.DataFrame, fr_mask: np.ndarra
     fam = lookup(table["fam"]) & ~fr & ~ntm
     fibre = lookup(np.ones(len(table), bool))
     analysable = fibre & ~fr & ~ntm & ~fam
-    dtype = labels.dtype if labels.dtype.kind == "u" else np.uint32
+    dtype = labels.dtype if labels.dtype.kind == "u" else np.dtype(np.uint32)
     if n <= 1 << 16 and dtype.itemsize > 2:
         dtype = np.dtype(np.uint16)
     values = np.arange(n).astype(dtype)
