@@ -257,3 +257,16 @@ def test_quick_params_are_short():
     quick = UNetParams().quick()
     assert quick.pretrain_steps < UNetParams().pretrain_steps
     assert quick.finetune_steps < UNetParams().finetune_steps
+
+
+def test_drop_mass_dims_only_the_mass_channel_of_the_whole_crop():
+    from nclsm_utils.segmenters.augment import DROP_LEVEL, drop_mass
+
+    x = np.full((2, 8, 8), 0.8, np.float32)          # channels first, as the sampler's crops
+    out = drop_mass(x, np.random.default_rng(1), probability=1.0, channel_axis=0)
+    assert np.all(out[0] == np.float32(0.8))          # membrane untouched
+    share = float(out[1, 0, 0]) / 0.8
+    assert DROP_LEVEL[0] <= share <= DROP_LEVEL[1] and np.all(out[1] == out[1, 0, 0])
+    kept = sum(drop_mass(x, np.random.default_rng(s), 0.3, channel_axis=0) is x
+               for s in range(200))
+    assert 120 <= kept <= 160                          # about 70 % of crops unchanged

@@ -12,7 +12,10 @@ a :class:`numpy.random.Generator`, and return new arrays (no hidden state):
 * :func:`dim_fibres` - the mass channel of a random share of the fibres dimmed to near
   black (fibres with little mitochondrial mass still have a membrane: a model must find
   them by it);
-* :func:`augment_pair` - all four for one training patch and its labels.
+* :func:`drop_mass` - the whole mass channel of a patch dimmed to near black (a section, or a
+  field of one, without mitochondrial signal: the membrane alone must outline the fibres);
+* :func:`augment_pair` - geometry, zoom, dimmed fibres and intensity for one training patch
+  and its labels.
 
 Scipy and OpenCV do the resampling; the parameters are ours because the ranges are tied to
 what real NCL-SM sections show.
@@ -48,6 +51,8 @@ ZOOM = (0.75, 1.33)
 P_DIM = 0.5
 DIM_SHARE = (0.05, 0.3)
 DIM_LEVEL = (0.0, 0.2)
+#: :func:`drop_mass`: the mass channel's remaining share (the probability is the caller's).
+DROP_LEVEL = (0.0, 0.2)
 
 
 def intensity(x: np.ndarray, rng: np.random.Generator, channel_axis: int = -1) -> np.ndarray:
@@ -147,6 +152,30 @@ def dim_fibres(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator, chan
     out = np.moveaxis(np.asarray(x, np.float32), channel_axis, 0).copy()
     inside = np.isin(labels, chosen)
     out[channel][inside] *= np.float32(rng.uniform(*DIM_LEVEL))
+    return np.ascontiguousarray(np.moveaxis(out, 0, channel_axis))
+
+
+def drop_mass(x: np.ndarray, rng: np.random.Generator, probability: float, channel: int = 1,
+              channel_axis: int = -1) -> np.ndarray:
+    """With probability ``probability``, keep only a share (:data:`DROP_LEVEL`) of the whole
+    mass channel of ``x``; the membrane channel is untouched.
+
+    Where :func:`dim_fibres` darkens some fibres among bright ones, this darkens all of them:
+    a model that still finds the fibres must find them by their membrane.
+
+    Examples
+    --------
+    >>> x = np.ones((2, 2, 2), np.float32)
+    >>> out = drop_mass(x, np.random.default_rng(0), probability=1.0)
+    >>> float(out[..., 0].min()), bool(out[..., 1].max() <= 0.2)
+    (1.0, True)
+    >>> drop_mass(x, np.random.default_rng(0), probability=0.0) is x
+    True
+    """
+    if probability <= 0 or rng.random() >= probability:
+        return x
+    out = np.moveaxis(np.asarray(x, np.float32), channel_axis, 0).copy()
+    out[channel] *= np.float32(rng.uniform(*DROP_LEVEL))
     return np.ascontiguousarray(np.moveaxis(out, 0, channel_axis))
 
 

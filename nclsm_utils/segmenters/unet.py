@@ -12,8 +12,11 @@ Loss
     ``w_c`` balances the class frequencies and ``d1``, ``d2`` are the distances to the nearest
     and second-nearest fibre (see :func:`weight_map`); the maps are cached on disk.
 Training
-    Random crops with flips, 90-degree rotations, scale jitter and the shared intensity
-    augmentation (:mod:`.augment`: gamma, contrast, brightness, blur, coarsening, noise).
+    Random crops with flips, 90-degree rotations, scale jitter, the mass channel of some
+    fibres dimmed to near black (``dim_probability`` of the crops) or of the whole crop
+    (``mass_dropout`` of the crops), so that fibres are found by their membrane too, and the
+    shared intensity augmentation (:mod:`.augment`: gamma, contrast, brightness, blur,
+    coarsening, noise).
     First pretrained on a separately generated synthetic NCL-SM (the ``pretrain`` preset,
     written to ``<workdir>/synthetic-pretrain``), cached under
     ``<workdir>/models/unet-pretrained-<hash>/`` so several fine-tunings share it; then
@@ -50,7 +53,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.io import write_text
-from .augment import ZOOM, dim_fibres, intensity
+from .augment import P_DIM, ZOOM, dim_fibres, drop_mass, intensity
 from .base import (PREDICT_ONLY, BaseParams, Segmenter, SegmenterError, estimate_diameters,
                    register, remove_small, training_pairs)
 
@@ -81,6 +84,8 @@ class UNetParams(BaseParams):
     class_balance: str = "inverse"    # w_c: "inverse" (1 / frequency), "sqrt" or "none"
     sigma: float = 5.0                # its length scale (pixels)
     boundary_width: int = 1           # thickness of the boundary class inside each fibre
+    dim_probability: float = P_DIM    # share of training crops with some fibres' mass dimmed
+    mass_dropout: float = 0.0         # share of training crops with the whole mass channel dimmed
     pretrain_preset: str = "pretrain"  # synthetic preset generated for pretraining
     pretrain_data_seed: int = 1001    # its seed (differs from the benchmark data's)
     checkpoint: str | None = None     # user .pt checkpoint: loaded instead of pretraining
@@ -348,9 +353,11 @@ def cached_weight_map(labels: np.ndarray, params: UNetParams, cache_dir: Path | 
 class _Sampler:
     """Random augmented crops of working-scale (image, target, weight) triples."""
 
-    def __init__(self, triples, crop: int, rng: np.random.Generator):
+    def __init__(self, triples, crop: int, rng: np.random.Generator,
+                 dim_probability: float = P_DIM, mass_dropout: float = 0.0):
         self.rng = rng
         self.crop = crop
+        self.dim_probability, self.mass_dropout = dim_probability, mass_dropout
         self.items = []
         for image, target, weights in triples:
             h, w = target.shape
@@ -389,7 +396,9 @@ class _Sampler:
             if flip:
                 x, y, z = x[..., ::-1], y[..., ::-1], z[..., ::-1]
             # fibres of the patch: the interior class, split by the boundary class
-            x = dim_fibres(x, ndimage.label(y == 1)[0], rng, channel_axis=0)
+            x = dim_fibres(x, ndimage.label(y == 1)[0], rng, channel_axis=0,
+                           probability=self.dim_probability)
+            x = drop_mass(x, rng, self.mass_dropout, channel_axis=0)
             images[i] = intensity(x, rng, channel_axis=0)
             targets[i] = y
             weights[i] = z
@@ -420,7 +429,7 @@ def train_unet(model, triples, steps: int, lr: float, params: UNetParams, seed: 
     if steps <= 0:
         return []
     rng = np.random.default_rng([seed, 7])
-    sampler = _Sampler(triples, params.crop, rng)
+    sampler = _Sampler(triples, params.crop, rng, params.dim_probability, params.mass_dropout)
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=params.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps,
