@@ -558,3 +558,20 @@ def test_refine_keeps_a_fibre_without_mass_that_its_membrane_outlines():
     out = refine_to_membrane(labels, image, 8, erosion=1)
     assert set(np.unique(out)) == {0, 1, 2}
     assert (out == 2).sum() >= 0.8 * 22 * 22             # the dark fibre's interior kept
+    # a 3-px break in the dark fibre's membrane opens its interior to the gap: without
+    # closing the fibre loses its object; bridging breaks of up to ~4 px keeps it
+    image[14:17, 54:58, 0] = 0.0
+    assert not enclosed_by_membrane(image[..., 0])[15, 45]
+    assert enclosed_by_membrane(image[..., 0], closing=2)[15, 45]
+    assert 2 not in np.unique(refine_to_membrane(labels, image, 8, erosion=1))
+    kept = refine_to_membrane(labels, image, 8, erosion=1, closing=2)
+    assert set(np.unique(kept)) == {0, 1, 2} and (kept == 2).sum() >= 0.8 * 22 * 22
+
+
+def test_refine_variant_passes_its_closing_to_refine_to_membrane():
+    from nclsm_utils.segmenters import get_segmenter
+
+    seg = get_segmenter("stardist+refine", params={"closing_fraction": 1 / 9})
+    first = seg.postprocessing()[0]
+    assert first.name == "membrane.refine_to_membrane"
+    assert first.kwargs["closing"] == round(seg.params.target_diameter / 9) == 4

@@ -270,3 +270,19 @@ def test_drop_mass_dims_only_the_mass_channel_of_the_whole_crop():
     kept = sum(drop_mass(x, np.random.default_rng(s), 0.3, channel_axis=0) is x
                for s in range(200))
     assert 120 <= kept <= 160                          # about 70 % of crops unchanged
+
+
+def test_upweight_dark_weighs_only_fibres_darker_than_the_share_of_the_median():
+    from nclsm_utils.segmenters.unet import DARK_RELATIVE, upweight_dark
+
+    fibres = np.zeros((4, 12), np.int32)
+    fibres[:, 0:3], fibres[:, 4:7], fibres[:, 8:11] = 1, 2, 3
+    mass = np.where(fibres > 0, 0.6, 0.0).astype(np.float32)
+    mass[fibres == 3] = 0.6 * DARK_RELATIVE * 0.9          # just under the share: dark
+    weights = np.full((4, 12), 2.0, np.float32)
+    out = upweight_dark(weights, mass, fibres, 4.0)
+    assert np.all(out[fibres == 3] == 8.0) and np.all(out[fibres != 3] == 2.0)
+    assert np.all(weights == 2.0)                          # input untouched
+    mass[fibres == 3] = 0.6 * DARK_RELATIVE * 1.1           # just over: nothing weighed more
+    assert np.all(upweight_dark(weights, mass, fibres, 4.0) == 2.0)
+    assert upweight_dark(weights, mass, fibres, 1.0) is weights

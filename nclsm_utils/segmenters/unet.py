@@ -86,6 +86,7 @@ class UNetParams(BaseParams):
     boundary_width: int = 1           # thickness of the boundary class inside each fibre
     dim_probability: float = P_DIM    # share of training crops with some fibres' mass dimmed
     mass_dropout: float = 0.0         # share of training crops with the whole mass channel dimmed
+    dark_weight: float = 1.0          # loss weight factor on fibres darker than DARK_RELATIVE
     pretrain_preset: str = "pretrain"  # synthetic preset generated for pretraining
     pretrain_data_seed: int = 1001    # its seed (differs from the benchmark data's)
     checkpoint: str | None = None     # user .pt checkpoint: loaded instead of pretraining
@@ -354,10 +355,12 @@ class _Sampler:
     """Random augmented crops of working-scale (image, target, weight) triples."""
 
     def __init__(self, triples, crop: int, rng: np.random.Generator,
-                 dim_probability: float = P_DIM, mass_dropout: float = 0.0):
+                 dim_probability: float = P_DIM, mass_dropout: float = 0.0,
+                 dark_weight: float = 1.0):
         self.rng = rng
         self.crop = crop
         self.dim_probability, self.mass_dropout = dim_probability, mass_dropout
+        self.dark_weight = dark_weight
         self.items = []
         for image, target, weights in triples:
             h, w = target.shape
@@ -396,13 +399,44 @@ class _Sampler:
             if flip:
                 x, y, z = x[..., ::-1], y[..., ::-1], z[..., ::-1]
             # fibres of the patch: the interior class, split by the boundary class
-            x = dim_fibres(x, ndimage.label(y == 1)[0], rng, channel_axis=0,
-                           probability=self.dim_probability)
+            fibres = ndimage.label(y == 1)[0]
+            x = dim_fibres(x, fibres, rng, channel_axis=0, probability=self.dim_probability)
+            z = upweight_dark(z, x[1], fibres, self.dark_weight)
             x = drop_mass(x, rng, self.mass_dropout, channel_axis=0)
             images[i] = intensity(x, rng, channel_axis=0)
             targets[i] = y
             weights[i] = z
         return images, targets, weights
+
+
+#: A fibre is dark for :func:`upweight_dark` below this share of the crop's median fibre mass.
+DARK_RELATIVE = 0.3
+
+
+def upweight_dark(weights: np.ndarray, mass: np.ndarray, fibres: np.ndarray,
+                  factor: float) -> np.ndarray:
+    """Multiply the loss weights of the dark fibres of a crop by ``factor``.
+
+    A fibre (a label of ``fibres``) is dark when its mean ``mass`` is under
+    :data:`DARK_RELATIVE` times the median of the crop's fibres: the few fibres a network
+    could only find by their membrane weigh more in the loss.
+
+    Examples
+    --------
+    >>> fibres = np.array([[1, 1, 2, 2, 3, 3]]); mass = np.array([[0.8, 0.8, 0.7, 0.7, 0.05, 0.05]])
+    >>> upweight_dark(np.ones((1, 6), np.float32), mass, fibres, 3.0).tolist()
+    [[1.0, 1.0, 1.0, 1.0, 3.0, 3.0]]
+    """
+    if factor == 1.0 or fibres.max() == 0:
+        return weights
+    index = np.arange(1, int(fibres.max()) + 1)
+    means = np.asarray(ndimage.mean(mass, fibres, index))
+    dark = index[means < DARK_RELATIVE * np.median(means)]
+    if dark.size == 0:
+        return weights
+    out = np.array(weights, np.float32, copy=True)
+    out[np.isin(fibres, dark)] *= np.float32(factor)
+    return out
 
 
 def _resize_crop(x, y, z, crop: int):
@@ -429,7 +463,8 @@ def train_unet(model, triples, steps: int, lr: float, params: UNetParams, seed: 
     if steps <= 0:
         return []
     rng = np.random.default_rng([seed, 7])
-    sampler = _Sampler(triples, params.crop, rng, params.dim_probability, params.mass_dropout)
+    sampler = _Sampler(triples, params.crop, rng, params.dim_probability, params.mass_dropout,
+                       params.dark_weight)
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=params.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps,
