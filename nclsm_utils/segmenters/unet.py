@@ -14,9 +14,10 @@ Loss
 Training
     Random crops with flips, 90-degree rotations, scale jitter, the mass channel of some
     fibres dimmed to near black (``dim_probability`` of the crops) or of the whole crop
-    (``mass_dropout`` of the crops), so that fibres are found by their membrane too, and the
-    shared intensity augmentation (:mod:`.augment`: gamma, contrast, brightness, blur,
-    coarsening, noise).
+    (``mass_dropout`` of the crops), so that fibres are found by their membrane too, the
+    loss on fibres darker than 0.3 x the crop's median fibre weighted ``dark_weight`` times
+    (:func:`upweight_dark`), and the shared intensity augmentation (:mod:`.augment`: gamma,
+    contrast, brightness, blur, coarsening, noise).
     First pretrained on a separately generated synthetic NCL-SM (the ``pretrain`` preset,
     written to ``<workdir>/synthetic-pretrain``), cached under
     ``<workdir>/models/unet-pretrained-<hash>/`` so several fine-tunings share it; then
@@ -85,8 +86,8 @@ class UNetParams(BaseParams):
     sigma: float = 5.0                # its length scale (pixels)
     boundary_width: int = 1           # thickness of the boundary class inside each fibre
     dim_probability: float = P_DIM    # share of training crops with some fibres' mass dimmed
-    mass_dropout: float = 0.0         # share of training crops with the whole mass channel dimmed
-    dark_weight: float = 1.0          # loss weight factor on fibres darker than DARK_RELATIVE
+    mass_dropout: float = 0.3         # share of training crops with the whole mass channel dimmed
+    dark_weight: float = 3.0          # loss weight factor on fibres darker than DARK_RELATIVE
     pretrain_preset: str = "pretrain"  # synthetic preset generated for pretraining
     pretrain_data_seed: int = 1001    # its seed (differs from the benchmark data's)
     checkpoint: str | None = None     # user .pt checkpoint: loaded instead of pretraining
