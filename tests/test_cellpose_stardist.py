@@ -231,7 +231,8 @@ def test_stardist_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline,
     assert seg.input_mode == "membrane+mass"
     config = seg.model.config
     assert config.n_channel_in == 2 and config.n_rays == 32 and tuple(config.grid) == (2, 2)
-    assert config.unet_n_filter_base == 32 and tuple(config.train_patch_size) == (256, 256)
+    side = StarDistParams().train_patch_size
+    assert config.unet_n_filter_base == 32 and tuple(config.train_patch_size) == (side, side)
 
     # stardist+refine shares the trained model and only adds the toolkit's steps
     train = tiny.sections(split="train")
@@ -381,3 +382,32 @@ def test_training_twice_gives_bit_identical_models(method, tiny_root, tmp_path):
 
     assert train_in(tmp_path / "a") == train_in(tmp_path / "b")
     # (another seed gives another model: tests/test_uncertainty.py, the seeds test)
+
+
+def test_dimmed_copies_darken_a_share_of_fibres_mass_only():
+    from nclsm_utils.segmenters.augment import COPY_SHARE, DIM_LEVEL, with_dimmed_copies
+
+    labels = np.repeat(np.repeat(np.arange(1, 21, dtype=np.int32).reshape(4, 5), 6, 0), 6, 1)
+    x = np.stack([np.full(labels.shape, 0.3), np.full(labels.shape, 0.8)], -1).astype(np.float32)
+    pairs = with_dimmed_copies([(x, labels)] * 2, copies=2, seed=4)
+    assert len(pairs) == 6 and pairs[0][0] is x and pairs[1][0] is x    # originals first
+    for image, lab in pairs[2:]:
+        assert lab is labels and np.all(image[..., 0] == np.float32(0.3))  # membrane untouched
+        dimmed = [i for i in range(1, 21) if image[..., 1][labels == i].max() < 0.8]
+        assert COPY_SHARE[0] * 20 - 1 <= len(dimmed) <= COPY_SHARE[1] * 20 + 1
+        assert image[..., 1][np.isin(labels, dimmed)].max() <= DIM_LEVEL[1] * 0.8 + 1e-6
+    assert np.any(pairs[2][0] != pairs[3][0])                # each copy its own draw
+    assert with_dimmed_copies([(x, labels)], copies=0) == [(x, labels)]
+
+
+def test_training_configuration_of_the_budgets():
+    report, full = StarDistParams(), StarDistParams().full()
+    assert (full.train_patch_size, full.epochs, full.steps_per_epoch) == (256, 400, 100)
+    assert report.train_patch_size < 256 and report.dimmed_copies == full.dimmed_copies
+    seg = get_segmenter("stardist", budget="report")
+    assert seg._train_config() == {"train_patch_size": (report.train_patch_size,) * 2,
+                                   "train_batch_size": 4, "train_learning_rate": 3e-4}
+    assert f"{report.train_patch_size}-px patches, batch 4" in seg.network_description()
+    assert CellposeParams().full().bsize == 224 and CellposeParams().bsize < 224
+    text = get_segmenter("cellpose", budget="report").network_description()
+    assert f"bsize = {CellposeParams().bsize}" in text and "mass-dimmed cop" in text

@@ -25,7 +25,7 @@ def test_methods_fragment_lists_every_row_with_weights_training_and_steps(tmp_pa
     for method in BENCHMARK_METHODS:
         assert f"### {method}\n" in text
     cellpose = text.split("### cellpose\n")[1].split("###")[0]
-    assert "10 epochs of cellpose.train.train_seg (train_seg's default: 2000)" in cellpose
+    assert "120 epochs of cellpose.train.train_seg (train_seg's default: 2000)" in cellpose
     assert "membrane." not in cellpose                       # nothing of the toolkit's
     refine = text.split("### stardist+refine\n")[1]
     assert "source (this run): stardist trained from scratch" in refine
@@ -69,7 +69,7 @@ def test_table3_note_says_the_budget_and_training_length():
     from nclsm_utils.report.tables import _budget_note
 
     assert _budget_note("cellpose", "report") == (
-        "budget report: 10 epochs of cellpose.train.train_seg (train_seg's default: 2000)")
+        "budget report: 120 epochs of cellpose.train.train_seg (train_seg's default: 2000)")
     assert _budget_note("stardist+refine", "full").startswith(
         "budget full: 400 epochs x 100 steps of StarDist2D.train")
     assert _budget_note("external:/nowhere", "report") == "budget report"

@@ -1,5 +1,6 @@
-"""Training augmentation of the toolkit's own training (the U-Net); the plain Cellpose and
-StarDist rows use their libraries' trainers and augmentation.
+"""Training augmentation: the U-Net's (the toolkit's own training) and the dimmed training
+copies every library-trained network also sees (:func:`with_dimmed_copies`); the plain
+Cellpose and StarDist rows otherwise use their libraries' trainers and augmentation.
 
 All functions take percentile-normalised float images (membrane, mass channels; ~0..1) and
 a :class:`numpy.random.Generator`, and return new arrays (no hidden state):
@@ -12,6 +13,8 @@ a :class:`numpy.random.Generator`, and return new arrays (no hidden state):
 * :func:`dim_fibres` - the mass channel of a random share of the fibres dimmed to near
   black (fibres with little mitochondrial mass still have a membrane: a model must find
   them by it);
+* :func:`with_dimmed_copies` - training pairs plus copies with a share of the fibres dimmed
+  (the training set of the library-trained networks);
 * :func:`drop_mass` - the whole mass channel of a patch dimmed to near black (a section, or a
   field of one, without mitochondrial signal: the membrane alone must outline the fibres);
 * :func:`augment_pair` - geometry, zoom, dimmed fibres and intensity for one training patch
@@ -51,6 +54,8 @@ ZOOM = (0.75, 1.33)
 P_DIM = 0.5
 DIM_SHARE = (0.05, 0.3)
 DIM_LEVEL = (0.0, 0.2)
+#: :func:`with_dimmed_copies`: share of each copy's fibres dimmed.
+COPY_SHARE = (0.2, 0.5)
 #: :func:`drop_mass`: the mass channel's remaining share (the probability is the caller's).
 DROP_LEVEL = (0.0, 0.2)
 
@@ -128,11 +133,12 @@ def scale_jitter(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, zoom=ZO
 
 
 def dim_fibres(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator, channel: int = 1,
-               channel_axis: int = -1, probability: float = P_DIM) -> np.ndarray:
+               channel_axis: int = -1, probability: float = P_DIM,
+               share: tuple = DIM_SHARE) -> np.ndarray:
     """Dim the mass channel of a random share of the fibres of ``labels`` to near black.
 
-    With probability ``probability``, a share (:data:`DIM_SHARE`) of the labelled fibres keep
-    only a fraction (:data:`DIM_LEVEL`) of their mass signal; membranes are untouched.
+    With probability ``probability``, a share (drawn from ``share``) of the labelled fibres
+    keep only a fraction (:data:`DIM_LEVEL`) of their mass signal; membranes are untouched.
 
     Examples
     --------
@@ -147,12 +153,36 @@ def dim_fibres(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator, chan
     ids = ids[ids > 0]
     if ids.size == 0:
         return x
-    count = max(1, int(round(rng.uniform(*DIM_SHARE) * ids.size)))
+    count = max(1, int(round(rng.uniform(*share) * ids.size)))
     chosen = rng.choice(ids, count, replace=False)
     out = np.moveaxis(np.asarray(x, np.float32), channel_axis, 0).copy()
     inside = np.isin(labels, chosen)
     out[channel][inside] *= np.float32(rng.uniform(*DIM_LEVEL))
     return np.ascontiguousarray(np.moveaxis(out, 0, channel_axis))
+
+
+def with_dimmed_copies(pairs, copies: int, seed: int = 0, share: tuple = COPY_SHARE) -> list:
+    """Training pairs followed by ``copies`` copies of each in which a share (drawn from
+    ``share``) of the fibres have their mass dimmed to near black (:func:`dim_fibres`).
+
+    The training set of the library-trained networks (``cellpose``, ``stardist``): their
+    trainers see fibres without mitochondrial signal in every section, not only where the
+    data happens to have them, and must find them by their membrane. Dimming is per fibre,
+    so it survives a trainer's own per-image normalisation (Cellpose's).
+
+    Examples
+    --------
+    >>> x = np.ones((4, 8, 2), np.float32); labels = np.repeat([[1] * 4 + [2] * 4], 4, axis=0)
+    >>> out = with_dimmed_copies([(x, labels)], copies=1, seed=0)
+    >>> len(out), out[0][0] is x, float(out[1][0][..., 0].min()), bool(out[1][0][..., 1].min() < 0.2)
+    (2, True, 1.0, True)
+    """
+    pairs = list(pairs)
+    rng = np.random.default_rng(seed)
+    out = list(pairs)
+    for _ in range(int(copies)):
+        out += [(dim_fibres(x, y, rng, probability=1.0, share=share), y) for x, y in pairs]
+    return out
 
 
 def drop_mass(x: np.ndarray, rng: np.random.Generator, probability: float, channel: int = 1,

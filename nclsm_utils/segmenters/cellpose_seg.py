@@ -2,13 +2,16 @@
 
 What runs
     A ``CellposeModel`` with Cellpose's own network (CPnet, widths 32, 64, 128, 256; two input
-    channels) is trained on the train split with ``cellpose.train.train_seg`` at the
-    function's documented defaults (its learning rate, weight decay, batch size, patch size,
-    per-image normalisation, random rotations, flips and zooms), except the number of epochs,
+    channels) is trained with ``cellpose.train.train_seg`` at the function's documented
+    defaults (its learning rate, weight decay, batch size, per-image normalisation, random
+    rotations, flips and zooms), except the number of epochs and the patch side ``bsize``,
     which the training budget sets (:data:`~.base.BUDGETS`: ``full`` is ``train_seg``'s
-    default). The labels are ``CellposeModel.eval``'s masks at its default thresholds
-    (``flow_threshold``, ``cellprob_threshold``, ``min_size``) and its own normalisation,
-    told the fibre diameter of the working image. Nothing runs after it except the toolkit's
+    defaults). The training set is the train split and ``dimmed_copies`` copies of each of
+    its sections in which a share of the fibres have their mass dimmed to near black
+    (:func:`~.augment.with_dimmed_copies`, as for ``stardist``); each epoch draws as many
+    images as there are train sections. The labels are ``CellposeModel.eval``'s masks at
+    its default thresholds (``flow_threshold``, ``cellprob_threshold``, ``min_size``) and its
+    own normalisation, told the fibre diameter of the working image. Nothing runs after it except the toolkit's
     shared scale-back of the labels to the image's pixels (:meth:`~.base.Segmenter.predict`).
 Weights
     With the generalist ``cyto3`` weights on disk (``nclsm models fetch cyto3``: the file
@@ -30,11 +33,12 @@ Scale
     it does for any user who gives a diameter. ``train_seg`` rescales its training images to
     ``diam_mean`` from their masks (``rescale=True``, its default).
 Budget
-    Measured on 2 CPU cores, one epoch (one batch of 8 patches of 224 px, the defaults, for
-    the 8 train sections) takes about 20 s: ``report`` trains 10 epochs, ``full``
-    ``train_seg``'s default 2,000, ``quick`` 2. At the ``report`` budget a network trained
-    from scratch has barely left ``train_seg``'s 10-epoch learning-rate warm-up; its Table III
-    row shows what Cellpose gives for that CPU time, not what it gives on a GPU budget.
+    ``report`` trains 120 epochs of one batch of 8 patches of 112 px (about 1.4 s an epoch on
+    2 CPU cores); ``full`` ``train_seg``'s defaults, 2,000 epochs of 224-px patches; ``quick``
+    2 epochs. At ``train_seg``'s 224-px patches an epoch takes 8-20 s here, and the 10 epochs
+    that fit the ``report`` budget end inside ``train_seg``'s 10-epoch learning-rate warm-up
+    with a network that finds no fibre; the smaller patches, chosen on the tuning sets
+    (docs/decisions.md), give twelve times as many updates for about 1.5 times the time.
 
 Example
 -------
@@ -57,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import write_text
+from .augment import with_dimmed_copies
 from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
                    training_pairs, use_pretrained)
 
@@ -70,9 +75,11 @@ WEIGHTS_FILE = "cellpose_weights.pt"
 META_FILE = "cellpose_meta.json"
 #: ``train_seg``'s documented default number of epochs (the ``full`` budget)
 TRAIN_SEG_EPOCHS = 2000
+#: ``train_seg``'s default patch side (the ``full`` budget's)
+TRAIN_SEG_BSIZE = 224
 #: the ``train_seg`` arguments shown on the methods page (their values are read from
 #: ``train_seg``'s signature, so the page shows the installed Cellpose's defaults)
-TRAIN_SEG_DEFAULTS = ("learning_rate", "weight_decay", "batch_size", "bsize", "SGD",
+TRAIN_SEG_DEFAULTS = ("learning_rate", "weight_decay", "batch_size", "SGD",
                       "normalize", "rescale", "scale_range", "min_train_masks")
 #: the ``CellposeModel.eval`` arguments shown on the methods page (defaults, as above)
 EVAL_DEFAULTS = ("flow_threshold", "cellprob_threshold", "min_size", "normalize", "resample",
@@ -87,7 +94,15 @@ class CellposeParams(BaseParams):
     pretrained_model: str | None = None  # cyto3 weights file; None: Cellpose's model folder
     finetune: bool = True               # with weights present: fine-tune (True) or use as is
     #: train_seg epochs: the ``report`` budget (``full``: train_seg's default 2,000)
-    n_epochs: int = 10
+    n_epochs: int = 120
+    #: train_seg's patch side (``bsize``; ``full``: train_seg's 224) and images per epoch
+    #: (``nimg_per_epoch``; None: the number of training sections)
+    bsize: int = 112
+    nimg_per_epoch: int | None = None
+    #: copies of each training section with a share of its fibres' mass dimmed
+    #: (augment.with_dimmed_copies); per epoch, still ``nimg_per_epoch`` images (None: the
+    #: number of training sections) drawn from sections and copies
+    dimmed_copies: int = 2
     #: nothing after Cellpose's own masks (BaseParams' fragment filter off)
     min_fibre_fraction: float = dataclasses.field(default=0.0, metadata=PREDICT_ONLY)
     #: working-scale tiles of big images: Cellpose tiles each image itself
@@ -97,7 +112,7 @@ class CellposeParams(BaseParams):
         return dataclasses.replace(self, n_epochs=2)
 
     def full(self):
-        return dataclasses.replace(self, n_epochs=TRAIN_SEG_EPOCHS)
+        return dataclasses.replace(self, n_epochs=TRAIN_SEG_EPOCHS, bsize=TRAIN_SEG_BSIZE)
 
     def training_length(self) -> str:
         return (f"{self.n_epochs} epochs of cellpose.train.train_seg (train_seg's default: "
@@ -175,7 +190,13 @@ class CellposeSegmenter(PretrainedSegmenter):
                                                          TRAIN_SEG_DEFAULTS).items())
         run = ", ".join(f"{k} = {v}" for k, v in _defaults(models.CellposeModel.eval,
                                                           EVAL_DEFAULTS).items())
+        p = self.params
+        copies = (f"; training set: the train split and {p.dimmed_copies} mass-dimmed "
+                  f"cop{'y' if p.dimmed_copies == 1 else 'ies'} of each section "
+                  f"(augment.with_dimmed_copies)" if p.dimmed_copies else "")
         return (f"CellposeModel (CPnet widths 32, 64, 128, 256; channels [1, 2]); "
+                f"train_seg with bsize = {int(p.bsize)}, nimg_per_epoch = "
+                f"{p.nimg_per_epoch or 'the number of training sections'}{copies}; other "
                 f"train_seg defaults: {fit}; eval defaults: {run}; eval diameter = "
                 f"{float(self.params.target_diameter):g} (the working scale's fibre diameter)")
 
@@ -206,7 +227,9 @@ class CellposeSegmenter(PretrainedSegmenter):
         torch.manual_seed(params.seed)
         np.random.seed(params.seed)
         model = self._build(self.pretrained_path() if use_pretrained else None)
-        pairs = training_pairs(train_sections, self)
+        sections = list(train_sections)
+        pairs = with_dimmed_copies(training_pairs(sections, self), params.dimmed_copies,
+                                   params.seed)
         images = [np.ascontiguousarray(np.moveaxis(image, -1, 0)) for image, _ in pairs]
         labels = [lab for _, lab in pairs]
         minimum = _defaults(train.train_seg, ["min_train_masks"]).get("min_train_masks", 5)
@@ -216,6 +239,7 @@ class CellposeSegmenter(PretrainedSegmenter):
         start, cpu = time.time(), time.process_time()
         filename, losses, _ = train.train_seg(
             model.net, train_data=images, train_labels=labels, n_epochs=int(params.n_epochs),
+            bsize=int(params.bsize), nimg_per_epoch=int(params.nimg_per_epoch or len(sections)),
             save_path=str(model_dir), model_name="cellpose")
         final = model_dir / WEIGHTS_FILE
         os.replace(filename, final)

@@ -2,12 +2,17 @@
 
 What runs
     A ``StarDist2D`` of ``Config2D``'s defaults (32 rays, a U-Net of depth 3 and 32 base
-    filters, 256-px patches in batches of 4, learning rate 3e-4 with its reduce-on-plateau
-    schedule) with the subsampling grid (2, 2) of StarDist's 2D training example and the
-    image's two channels, trained with ``StarDist2D.train`` on the train split with the
-    example's augmenter (random flips and 90-degree rotations, random intensity change). The
-    number of epochs and steps per epoch is the training budget's (:data:`~.base.BUDGETS`:
-    ``full`` is ``Config2D``'s 400 x 100). TensorBoard logging is off (it is not installed).
+    filters, batches of 4, learning rate 3e-4 with its reduce-on-plateau schedule) with the
+    subsampling grid (2, 2) of StarDist's 2D training example and the image's two channels,
+    trained with ``StarDist2D.train`` with the example's augmenter (random flips and
+    90-degree rotations, random intensity change). The training set is the train split and
+    ``dimmed_copies`` copies of each of its sections in which a share of the fibres have
+    their mass dimmed to near black (:func:`~.augment.with_dimmed_copies`; the same for
+    ``cellpose``): fibres without mitochondrial signal occur in every training image, and the
+    network must find them by their membrane. The patch side, the number of epochs and
+    steps per epoch are the training budget's (:data:`~.base.BUDGETS`: ``full`` is
+    ``Config2D``'s 256-px patches, 400 x 100). TensorBoard logging is off (it is not
+    installed).
     The probability and NMS thresholds are chosen by ``optimize_thresholds`` (its defaults)
     on the dataset's validation split, as StarDist users do; when a dataset has no validation
     sections, one train section is held out (the last of the modality with most sections)
@@ -30,9 +35,12 @@ Input
     is fed the fibre interior ``max(mass - membrane, 0)`` re-normalised
     (:func:`interior_channel`), the closest image to a nucleus image, fine-tuned or not.
 Budget
-    One training step takes about 1.1 s on 2 CPU cores (``StarDist2D.train``, the default
-    patches): ``report`` trains 10 epochs of 15 steps, ``full`` 400 of 100, ``quick`` 2 of 5
-    (and skips ``optimize_thresholds`` for a fixed probability threshold of 0.2).
+    ``report`` trains 10 epochs of 100 steps on 96-px patches (about 0.15 s a step on 2 CPU
+    cores): the same pixels as 10 x 15 steps of Config2D's 256-px patches, in more updates;
+    that choice, made on the tuning sets (docs/decisions.md), turned a network that found
+    almost no fibre at this budget into one that finds most. ``full`` trains Config2D's
+    400 x 100 steps of 256-px patches, ``quick`` 2 of 5 (and skips ``optimize_thresholds``
+    for a fixed probability threshold of 0.2).
 
 ``stardist+refine`` (:class:`StarDistRefineSegmenter`) is the same trained network followed
 by the toolkit's own post-processing (:mod:`.membrane`), a separately named variant.
@@ -62,6 +70,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import write_text
+from .augment import with_dimmed_copies
 from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
                    remove_small, training_pairs, use_pretrained)
 from .membrane import (drop_background_objects, grow_and_trim, refine_to_membrane,
@@ -78,6 +87,8 @@ MODEL_NAME = "stardist"
 META_FILE = "stardist_meta.json"
 #: ``Config2D``'s documented default training length (the ``full`` budget)
 CONFIG2D_EPOCHS, CONFIG2D_STEPS = 400, 100
+#: ``Config2D``'s default training patch side (the ``full`` budget's)
+CONFIG2D_PATCH = 256
 
 
 @dataclasses.dataclass
@@ -90,7 +101,15 @@ class StarDistParams(BaseParams):
     finetune: bool = True                # with weights present: fine-tune (True) or use as is
     grid: tuple = (2, 2)                 # StarDist's 2D example (Config2D's default: (1, 1))
     epochs: int = 10                     # the ``report`` budget (``full``: Config2D's 400)
-    steps_per_epoch: int = 15            # (``full``: Config2D's 100)
+    steps_per_epoch: int = 100           # (``full``: Config2D's 100)
+    #: Config2D's train_patch_size (square side; ``full``: Config2D's 256), train_batch_size
+    #: and train_learning_rate
+    train_patch_size: int = 96
+    train_batch_size: int = 4
+    train_learning_rate: float = 3e-4
+    #: copies of each training section with a share of its fibres' mass dimmed
+    #: (augment.with_dimmed_copies; validation sections are not copied)
+    dimmed_copies: int = 2
     optimize_thresholds: bool = True
     # prediction only (PREDICT_ONLY: changing one re-predicts with the trained model)
     #: None: the thresholds optimize_thresholds chose
@@ -109,7 +128,8 @@ class StarDistParams(BaseParams):
                                    prob_thresh=0.2 if self.prob_thresh is None else self.prob_thresh)
 
     def full(self):
-        return dataclasses.replace(self, epochs=CONFIG2D_EPOCHS, steps_per_epoch=CONFIG2D_STEPS)
+        return dataclasses.replace(self, epochs=CONFIG2D_EPOCHS, steps_per_epoch=CONFIG2D_STEPS,
+                                   train_patch_size=CONFIG2D_PATCH)
 
     def training_length(self) -> str:
         return (f"{self.epochs} epochs x {self.steps_per_epoch} steps of StarDist2D.train "
@@ -278,12 +298,24 @@ class StarDistSegmenter(PretrainedSegmenter):
                       else "fixed")
         fixed = ", ".join(f"{k} = {v}" for k, v in (("prob_thresh", p.prob_thresh),
                                                     ("nms_thresh", p.nms_thresh)) if v is not None)
-        return (f"StarDist2D (Config2D defaults: 32 rays, U-Net depth 3, 32 base filters, "
-                f"256-px patches, batch 4, learning rate 3e-4; grid {tuple(p.grid)}), "
-                f"StarDist2D.train with the 2D example's augmenter; thresholds: {thresholds}"
+        copies = (f"; training set: the train split and {p.dimmed_copies} mass-dimmed "
+                  f"cop{'y' if p.dimmed_copies == 1 else 'ies'} of each section "
+                  f"(augment.with_dimmed_copies)" if p.dimmed_copies else "")
+        return (f"StarDist2D (Config2D defaults: 32 rays, U-Net depth 3, 32 base filters; "
+                f"grid {tuple(p.grid)}; {int(p.train_patch_size)}-px patches, batch "
+                f"{int(p.train_batch_size)}, learning rate {float(p.train_learning_rate):g}; "
+                f"Config2D's: 256 px, 4, 0.0003), StarDist2D.train with the 2D example's "
+                f"augmenter{copies}; thresholds: {thresholds}"
                 + (f" ({fixed})" if fixed else "") + "; predict_instances")
 
     # -- training ----------------------------------------------------------------------------
+    def _train_config(self) -> dict:
+        """The ``Config2D`` training fields the params set."""
+        p = self.params
+        side = int(p.train_patch_size)
+        return {"train_patch_size": (side, side), "train_batch_size": int(p.train_batch_size),
+                "train_learning_rate": float(p.train_learning_rate)}
+
     def fit(self, train_sections, workdir=None, force: bool = False, validation=None):
         if self.params.pretrained == "require" and self.pretrained_path() is None:
             self._check_pretrained()                       # raises before any folder is made
@@ -316,29 +348,32 @@ class StarDistSegmenter(PretrainedSegmenter):
                 return
             model.config.train_tensorboard = False
             model.config.use_gpu = False
+            for key, value in self._train_config().items():
+                setattr(model.config, key, value)
         else:
             self.input_mode = "membrane+mass"
             config = Config2D(n_channel_in=2, grid=tuple(params.grid), train_tensorboard=False,
-                              use_gpu=False)
+                              use_gpu=False, **self._train_config())
             with _quiet():
                 model = StarDist2D(config, name=MODEL_NAME, basedir=str(model_dir))
 
-        def pairs_of(sections):
-            out = []
-            for image, labels in training_pairs(sections, self):
-                size = max(model.config.train_patch_size)
-                out.append(_pad_pair(self._model_input(image), labels, size))
-            return out
+        size = max(model.config.train_patch_size)
+
+        def inputs(pairs):
+            return [_pad_pair(self._model_input(image), labels, size) for image, labels in pairs]
 
         validation = list(self.validation_sections)
         if validation:
-            train, val = pairs_of(train_sections), pairs_of(validation)
+            train, val = training_pairs(train_sections, self), training_pairs(validation, self)
             held_out = []
         else:
-            pairs = pairs_of(train_sections)
+            pairs = training_pairs(train_sections, self)
             train_idx, val_idx = _holdout(train_sections)
             train, val = [pairs[i] for i in train_idx], [pairs[i] for i in val_idx]
             held_out = [train_sections[i].key for i in val_idx if i not in train_idx]
+        # dimmed on the working image (membrane, mass), before any model input is made of it
+        train = inputs(with_dimmed_copies(train, params.dimmed_copies, params.seed))
+        val = inputs(val)
         x_train, y_train = [x for x, _ in train], [y for _, y in train]
         x_val, y_val = [x for x, _ in val], [y for _, y in val]
         if not any(y.max() > 0 for y in y_train):
