@@ -384,6 +384,31 @@ def test_merge_split_fibres_needs_a_long_border_without_membrane():
     assert np.unique(merge_split_fibres(labels, membrane, 13, 0.15)).tolist() == [1, 2, 3]
 
 
+def test_refine_keeps_an_outlined_dark_detection_without_interior():
+    """A fibre without mass whose membrane ring is broken is neither tissue nor enclosed:
+    without ``keep_outlined`` its detection is dropped, with it the detection is its seed."""
+    from nclsm_utils.segmenters.membrane import refine_to_membrane
+
+    image = np.zeros((40, 48, 2), np.float32)
+    image[:, :18, 1] = 0.6
+    image[:, 18:20, 0] = 1.0                                   # membrane beside the bright fibre
+    image[8:32, 24:44, 0] = 1.0
+    image[10:30, 26:42, 0] = 0.0                               # a dark fibre's membrane ring ...
+    image[18:22, 24:26, 0] = 0.0                               # ... broken on its left
+    labels = np.zeros((40, 48), np.int32)
+    labels[5:35, 3:15] = 1
+    labels[11:29, 27:41] = 2
+    kwargs = {"erosion": 1, "merge_length": 8}
+    assert np.unique(refine_to_membrane(labels, image, 12, **kwargs)).tolist() == [0, 1]
+    kept = refine_to_membrane(labels, image, 12, keep_outlined=True, **kwargs)
+    assert np.unique(kept).tolist() == [0, 1, 2]
+    assert int((kept == 2).sum()) == 192 and np.all(labels[kept == 2] == 2)  # inside its polygon
+    empty = labels.copy()
+    image[8:32, 24:44, 0] = 0.0                                # no membrane around it: dropped
+    assert np.unique(refine_to_membrane(empty, image, 12, keep_outlined=True,
+                                        **kwargs)).tolist() == [0, 1]
+
+
 def test_drop_background_objects_keeps_fibres_drops_gap_objects():
     image, labels = _two_fibres()
     labels = labels.copy()

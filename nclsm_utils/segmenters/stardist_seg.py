@@ -485,7 +485,10 @@ class StarDistRefineParams(StarDistParams):
     fill_fraction: float = dataclasses.field(default=0.04, metadata=PREDICT_ONLY)
     #: breaks in membrane outlines up to about twice this fraction of target_diameter are
     #: closed before enclosed pixels count as fibre interior (refine_to_membrane's closing)
-    closing_fraction: float = dataclasses.field(default=0.0, metadata=PREDICT_ONLY)
+    closing_fraction: float = dataclasses.field(default=1 / 9, metadata=PREDICT_ONLY)
+    #: detections without interior under them (no mass, no closed outline) but outlined by
+    #: membrane keep their own pixels as seed (refine_to_membrane's keep_outlined)
+    keep_outlined: bool = dataclasses.field(default=True, metadata=PREDICT_ONLY)
     #: grow each object over the pixels within target_diameter / 9 whose mass is at least
     #: this share of its median mass (membrane.grow_to_mass_edge) ...
     edge_mass: float = dataclasses.field(default=0.5, metadata=PREDICT_ONLY)
@@ -533,7 +536,8 @@ class StarDistRefineSegmenter(StarDistSegmenter):
                   "relative_mass": 0.65, "merge_length": diameter / 2,
                   "merge_membrane": 0.15, "ridge": 0,
                   "fill_area": p.fill_fraction * p.fibre_area,
-                  "closing": int(round(p.closing_fraction * diameter))}),
+                  "closing": int(round(p.closing_fraction * diameter)),
+                  "keep_outlined": bool(p.keep_outlined)}),
             Step("membrane.grow_and_trim (grow_to_mass_edge, then trim_beyond_ridge)",
                  grow_and_trim, {"fraction": p.edge_mass, "reach": int(round(diameter / 9)),
                                  "trim": bool(p.ridge_trim)}),
