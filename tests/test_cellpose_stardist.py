@@ -244,10 +244,12 @@ def test_stardist_quick_fit_predicts_and_caches(tiny, tmp_path, caplog, offline,
     assert refine.model_dir == seg.model_dir and refine.cache_key() != seg.cache_key()
     assert refine.source == ("stardist trained from scratch (no weights on disk) + toolkit "
                              "post-processing")
-    assert [s["step"].split(" ")[0] for s in refine.describe()["steps"]][:6] == [
+    assert [s["step"].split(" ")[0] for s in refine.describe()["steps"]][:5] == [
         "membrane.refine_to_membrane", "membrane.grow_and_trim",
-        "membrane.split_on_faint_membrane", "membrane.drop_background_objects",
-        "membrane.separate_touching", "remove_small"]
+        "membrane.split_on_faint_membrane", "membrane.separate_touching", "remove_small"]
+    with_filter = get_segmenter("stardist+refine", params={"background_level": 0.2})
+    assert [s.name for s in with_filter.postprocessing()][3] == "membrane.drop_background_objects"
+
     assert seg.describe()["steps"][0]["step"].startswith("resize_labels")   # plain: nothing else
     section = tiny.sections(split="test")[0]
     refined = refine.predict(section.image(), section.modality)

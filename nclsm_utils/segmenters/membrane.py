@@ -39,14 +39,13 @@ on the tuning sets, see docs/decisions.md):
    that carry mass (blurred or compressed sections).
 3. :func:`split_on_faint_membrane` divides an object placed over two fibres whose shared
    membrane is much fainter than the rest (a network misses such a border).
-4. :func:`drop_background_objects` drops objects with low membrane + mass signal unless
-   their border is outlined by membrane (:func:`membrane_ring_share`): a fibre with little
-   mitochondrial mass is dark inside but outlined, and stays; a false object in a gap or
-   outside the section is neither bright nor outlined.
-5. :func:`separate_touching` opens a gap of ``width`` px on each side where two objects
+4. :func:`separate_touching` opens a gap of ``width`` px on each side where two objects
    meet: the annotation leaves the endomysium between neighbours unlabelled.
 
-The segmenter then removes objects under ``min_size`` px.
+The segmenter then removes objects under ``min_size`` px. :func:`drop_background_objects`
+(objects with low membrane + mass signal and no membrane outline) runs between steps 3 and 4
+only when ``background_level`` is above 0; it is off by default because it also dropped
+true dark fibres whose outline is broken.
 """
 from __future__ import annotations
 

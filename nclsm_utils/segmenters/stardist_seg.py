@@ -499,9 +499,9 @@ class StarDistRefineParams(StarDistParams):
     split_contrast: float = dataclasses.field(default=0.3, metadata=PREDICT_ONLY)
     #: ... into parts of at least this fraction of a fibre's area
     split_min_fraction: float = dataclasses.field(default=0.12, metadata=PREDICT_ONLY)
-    #: objects with a mean membrane + mass signal below this are dropped
-    #: (membrane.drop_background_objects)
-    background_level: float = dataclasses.field(default=0.2, metadata=PREDICT_ONLY)
+    #: objects with a mean membrane + mass signal below this and no membrane around them
+    #: are dropped (membrane.drop_background_objects); 0, the default, leaves the step out
+    background_level: float = dataclasses.field(default=0.0, metadata=PREDICT_ONLY)
     #: working-scale pixels taken off each side of a border two objects share
     #: (membrane.separate_touching)
     border_gap: int = dataclasses.field(default=1, metadata=PREDICT_ONLY)
@@ -511,7 +511,7 @@ class StarDistRefineParams(StarDistParams):
 class StarDistRefineSegmenter(StarDistSegmenter):
     """``stardist`` (the same trained network and thresholds) followed by the toolkit's
     membrane post-processing (:mod:`.membrane`): the polygons are used as detections and
-    redrawn along the membrane, grown to the mass edge, split on faint membranes, filtered."""
+    redrawn along the membrane, grown to the mass edge, split on faint membranes."""
 
     name = "stardist+refine"
     model_name = "stardist"     # the plain method's trained model, shared
@@ -530,6 +530,8 @@ class StarDistRefineSegmenter(StarDistSegmenter):
         """The toolkit's steps after ``predict_instances``, in call order, from the params."""
         p = self.params
         diameter = float(p.target_diameter)
+        background = ([Step("membrane.drop_background_objects", drop_background_objects,
+                            {"level": p.background_level})] if p.background_level > 0 else [])
         return [
             Step("membrane.refine_to_membrane", refine_to_membrane,
                  {"distance": p.refine_fraction * diameter, "erosion": int(round(diameter / 12)),
@@ -544,8 +546,7 @@ class StarDistRefineSegmenter(StarDistSegmenter):
             Step("membrane.split_on_faint_membrane", split_on_faint_membrane,
                  {"min_area": p.split_min_fraction * p.fibre_area,
                   "contrast": p.split_contrast}),
-            Step("membrane.drop_background_objects", drop_background_objects,
-                 {"level": p.background_level}),
+            *background,
             Step("membrane.separate_touching", separate_touching, {"width": int(p.border_gap)},
                  takes_image=False),
             Step("remove_small", remove_small, {"min_area": int(p.min_size)}, takes_image=False),
