@@ -185,6 +185,19 @@ def with_dimmed_copies(pairs, copies: int, seed: int = 0, share: tuple = COPY_SH
     return out
 
 
+def describe_training_set(copies: int) -> str:
+    """The training set of :func:`with_dimmed_copies` in words.
+
+    >>> describe_training_set(2)
+    'the train split and 2 mass-dimmed copies of each section (augment.with_dimmed_copies)'
+    """
+    if not copies:
+        return "the train split"
+    return (f"the train split and {int(copies)} mass-dimmed "
+            f"cop{'y' if int(copies) == 1 else 'ies'} of each section "
+            f"(augment.with_dimmed_copies)")
+
+
 def drop_mass(x: np.ndarray, rng: np.random.Generator, probability: float, channel: int = 1,
               channel_axis: int = -1) -> np.ndarray:
     """With probability ``probability``, keep only a share (:data:`DROP_LEVEL`) of the whole

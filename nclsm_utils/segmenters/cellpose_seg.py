@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import write_text
-from .augment import with_dimmed_copies
+from .augment import describe_training_set, with_dimmed_copies
 from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
                    training_pairs, use_pretrained)
 
@@ -191,9 +191,8 @@ class CellposeSegmenter(PretrainedSegmenter):
         run = ", ".join(f"{k} = {v}" for k, v in _defaults(models.CellposeModel.eval,
                                                           EVAL_DEFAULTS).items())
         p = self.params
-        copies = (f"; training set: the train split and {p.dimmed_copies} mass-dimmed "
-                  f"cop{'y' if p.dimmed_copies == 1 else 'ies'} of each section "
-                  f"(augment.with_dimmed_copies)" if p.dimmed_copies else "")
+        copies = (f"; training set: {describe_training_set(p.dimmed_copies)}"
+                  if p.dimmed_copies else "")
         return (f"CellposeModel (CPnet widths 32, 64, 128, 256; channels [1, 2]); "
                 f"train_seg with bsize = {int(p.bsize)}, nimg_per_epoch = "
                 f"{p.nimg_per_epoch or 'the number of training sections'}{copies}; other "

@@ -70,7 +70,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import write_text
-from .augment import with_dimmed_copies
+from .augment import describe_training_set, with_dimmed_copies
 from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
                    remove_small, training_pairs, use_pretrained)
 from .membrane import (drop_background_objects, grow_and_trim, refine_to_membrane,
@@ -298,9 +298,8 @@ class StarDistSegmenter(PretrainedSegmenter):
                       else "fixed")
         fixed = ", ".join(f"{k} = {v}" for k, v in (("prob_thresh", p.prob_thresh),
                                                     ("nms_thresh", p.nms_thresh)) if v is not None)
-        copies = (f"; training set: the train split and {p.dimmed_copies} mass-dimmed "
-                  f"cop{'y' if p.dimmed_copies == 1 else 'ies'} of each section "
-                  f"(augment.with_dimmed_copies)" if p.dimmed_copies else "")
+        copies = (f"; training set: {describe_training_set(p.dimmed_copies)}"
+                  if p.dimmed_copies else "")
         return (f"StarDist2D (Config2D defaults: 32 rays, U-Net depth 3, 32 base filters; "
                 f"grid {tuple(p.grid)}; {int(p.train_patch_size)}-px patches, batch "
                 f"{int(p.train_batch_size)}, learning rate {float(p.train_learning_rate):g}; "
