@@ -11,8 +11,9 @@ What runs
     (:func:`~.augment.with_dimmed_copies`, as for ``stardist``); each epoch draws as many
     images as there are train sections. The labels are ``CellposeModel.eval``'s masks at
     its default thresholds (``flow_threshold``, ``cellprob_threshold``, ``min_size``) and its
-    own normalisation, told the fibre diameter of the working image. Nothing runs after it except the toolkit's
-    shared scale-back of the labels to the image's pixels (:meth:`~.base.Segmenter.predict`).
+    own normalisation, told the fibre diameter of the working image. Nothing runs after it
+    except the toolkit's shared scale-back of the labels to the image's pixels
+    (:meth:`~.base.Segmenter.predict`).
 Weights
     With the generalist ``cyto3`` weights on disk (``nclsm models fetch cyto3``: the file
     ``cyto3`` in Cellpose's model folder, ``$CELLPOSE_LOCAL_MODELS_PATH`` or
@@ -191,11 +192,10 @@ class CellposeSegmenter(PretrainedSegmenter):
         run = ", ".join(f"{k} = {v}" for k, v in _defaults(models.CellposeModel.eval,
                                                           EVAL_DEFAULTS).items())
         p = self.params
-        copies = (f"; training set: {describe_training_set(p.dimmed_copies)}"
-                  if p.dimmed_copies else "")
         return (f"CellposeModel (CPnet widths 32, 64, 128, 256; channels [1, 2]); "
                 f"train_seg with bsize = {int(p.bsize)}, nimg_per_epoch = "
-                f"{p.nimg_per_epoch or 'the number of training sections'}{copies}; other "
+                f"{p.nimg_per_epoch or 'the number of training sections'}; training set: "
+                f"{describe_training_set(p.dimmed_copies)}; other "
                 f"train_seg defaults: {fit}; eval defaults: {run}; eval diameter = "
                 f"{float(self.params.target_diameter):g} (the working scale's fibre diameter)")
 

@@ -298,13 +298,12 @@ class StarDistSegmenter(PretrainedSegmenter):
                       else "fixed")
         fixed = ", ".join(f"{k} = {v}" for k, v in (("prob_thresh", p.prob_thresh),
                                                     ("nms_thresh", p.nms_thresh)) if v is not None)
-        copies = (f"; training set: {describe_training_set(p.dimmed_copies)}"
-                  if p.dimmed_copies else "")
         return (f"StarDist2D (Config2D defaults: 32 rays, U-Net depth 3, 32 base filters; "
                 f"grid {tuple(p.grid)}; {int(p.train_patch_size)}-px patches, batch "
                 f"{int(p.train_batch_size)}, learning rate {float(p.train_learning_rate):g}; "
-                f"Config2D's: 256 px, 4, 0.0003), StarDist2D.train with the 2D example's "
-                f"augmenter{copies}; thresholds: {thresholds}"
+                f"Config2D's: {CONFIG2D_PATCH} px, 4, 0.0003), StarDist2D.train with the 2D "
+                f"example's augmenter; training set: {describe_training_set(p.dimmed_copies)}; "
+                f"thresholds: {thresholds}"
                 + (f" ({fixed})" if fixed else "") + "; predict_instances")
 
     # -- training ----------------------------------------------------------------------------
