@@ -54,8 +54,9 @@ ZOOM = (0.75, 1.33)
 P_DIM = 0.5
 DIM_SHARE = (0.05, 0.3)
 DIM_LEVEL = (0.0, 0.2)
-#: :func:`with_dimmed_copies`: share of each copy's fibres dimmed.
-COPY_SHARE = (0.2, 0.5)
+#: :func:`with_dimmed_copies`: range of the share of each copy's fibres dimmed (at least
+#: half: a copy's fibres are mostly found by their membrane alone).
+COPY_SHARE = (0.5, 1.0)
 #: :func:`drop_mass`: the mass channel's remaining share (the probability is the caller's).
 DROP_LEVEL = (0.0, 0.2)
 

@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import write_text
-from .augment import describe_training_set, with_dimmed_copies
+from .augment import COPY_SHARE, describe_training_set, with_dimmed_copies
 from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
                    training_pairs, use_pretrained)
 
@@ -104,6 +104,8 @@ class CellposeParams(BaseParams):
     #: (augment.with_dimmed_copies); per epoch, still ``nimg_per_epoch`` images (None: the
     #: number of training sections) drawn from sections and copies
     dimmed_copies: int = 2
+    #: range of the share of each copy's fibres that are dimmed (augment.COPY_SHARE)
+    dimmed_share: tuple = COPY_SHARE
     #: nothing after Cellpose's own masks (BaseParams' fragment filter off)
     min_fibre_fraction: float = dataclasses.field(default=0.0, metadata=PREDICT_ONLY)
     #: working-scale tiles of big images: Cellpose tiles each image itself
@@ -228,7 +230,7 @@ class CellposeSegmenter(PretrainedSegmenter):
         model = self._build(self.pretrained_path() if use_pretrained else None)
         sections = list(train_sections)
         pairs = with_dimmed_copies(training_pairs(sections, self), params.dimmed_copies,
-                                   params.seed)
+                                   params.seed, tuple(params.dimmed_share))
         images = [np.ascontiguousarray(np.moveaxis(image, -1, 0)) for image, _ in pairs]
         labels = [lab for _, lab in pairs]
         minimum = _defaults(train.train_seg, ["min_train_masks"]).get("min_train_masks", 5)

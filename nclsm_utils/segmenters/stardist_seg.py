@@ -70,7 +70,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import write_text
-from .augment import describe_training_set, with_dimmed_copies
+from .augment import COPY_SHARE, describe_training_set, with_dimmed_copies
 from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
                    remove_small, training_pairs, use_pretrained)
 from .membrane import (drop_background_objects, grow_and_trim, refine_to_membrane,
@@ -110,6 +110,8 @@ class StarDistParams(BaseParams):
     #: copies of each training section with a share of its fibres' mass dimmed
     #: (augment.with_dimmed_copies; validation sections are not copied)
     dimmed_copies: int = 2
+    #: range of the share of each copy's fibres that are dimmed (augment.COPY_SHARE)
+    dimmed_share: tuple = COPY_SHARE
     optimize_thresholds: bool = True
     # prediction only (PREDICT_ONLY: changing one re-predicts with the trained model)
     #: None: the thresholds optimize_thresholds chose
@@ -370,7 +372,8 @@ class StarDistSegmenter(PretrainedSegmenter):
             train, val = [pairs[i] for i in train_idx], [pairs[i] for i in val_idx]
             held_out = [train_sections[i].key for i in val_idx if i not in train_idx]
         # dimmed on the working image (membrane, mass), before any model input is made of it
-        train = inputs(with_dimmed_copies(train, params.dimmed_copies, params.seed))
+        train = inputs(with_dimmed_copies(train, params.dimmed_copies, params.seed,
+                                           tuple(params.dimmed_share)))
         val = inputs(val)
         x_train, y_train = [x for x, _ in train], [y for _, y in train]
         x_val, y_val = [x for x, _ in val], [y for _, y in val]
