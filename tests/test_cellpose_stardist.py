@@ -410,6 +410,7 @@ def test_training_configuration_of_the_budgets():
     assert seg._train_config() == {"train_patch_size": (report.train_patch_size,) * 2,
                                    "train_batch_size": 4, "train_learning_rate": 3e-4}
     assert f"{report.train_patch_size}-px patches, batch 4" in seg.network_description()
+    assert "with 50-100 % of its fibres mass-dimmed" in seg.network_description()
     assert CellposeParams().full().bsize == 224 and CellposeParams().bsize < 224
     text = get_segmenter("cellpose", budget="report").network_description()
-    assert f"bsize = {CellposeParams().bsize}" in text and "mass-dimmed cop" in text
+    assert f"bsize = {CellposeParams().bsize}" in text and "with 20-50 % of its fibres mass-dimmed" in text

@@ -54,9 +54,9 @@ ZOOM = (0.75, 1.33)
 P_DIM = 0.5
 DIM_SHARE = (0.05, 0.3)
 DIM_LEVEL = (0.0, 0.2)
-#: :func:`with_dimmed_copies`: range of the share of each copy's fibres dimmed (at least
-#: half: a copy's fibres are mostly found by their membrane alone).
-COPY_SHARE = (0.5, 1.0)
+#: :func:`with_dimmed_copies`: range of the share of each copy's fibres dimmed (the default;
+#: ``cellpose``'s, while ``stardist`` dims 50-100 %: ``StarDistParams.dimmed_share``).
+COPY_SHARE = (0.2, 0.5)
 #: :func:`drop_mass`: the mass channel's remaining share (the probability is the caller's).
 DROP_LEVEL = (0.0, 0.2)
 
@@ -186,17 +186,18 @@ def with_dimmed_copies(pairs, copies: int, seed: int = 0, share: tuple = COPY_SH
     return out
 
 
-def describe_training_set(copies: int) -> str:
+def describe_training_set(copies: int, share: tuple = COPY_SHARE) -> str:
     """The training set of :func:`with_dimmed_copies` in words.
 
-    >>> describe_training_set(2)
-    'the train split and 2 mass-dimmed copies of each section (augment.with_dimmed_copies)'
+    >>> describe_training_set(2, (0.5, 1.0))
+    'the train split and 2 copies of each section with 50-100 % of its fibres mass-dimmed (augment.with_dimmed_copies)'
     """
     if not copies:
         return "the train split"
-    return (f"the train split and {int(copies)} mass-dimmed "
-            f"cop{'y' if int(copies) == 1 else 'ies'} of each section "
-            f"(augment.with_dimmed_copies)")
+    low, high = (int(round(100 * float(v))) for v in share)
+    return (f"the train split and {int(copies)} "
+            f"cop{'y' if int(copies) == 1 else 'ies'} of each section with {low}-{high} % "
+            f"of its fibres mass-dimmed (augment.with_dimmed_copies)")
 
 
 def drop_mass(x: np.ndarray, rng: np.random.Generator, probability: float, channel: int = 1,

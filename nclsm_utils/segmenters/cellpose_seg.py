@@ -7,8 +7,9 @@ What runs
     rotations, flips and zooms), except the number of epochs and the patch side ``bsize``,
     which the training budget sets (:data:`~.base.BUDGETS`: ``full`` is ``train_seg``'s
     defaults). The training set is the train split and ``dimmed_copies`` copies of each of
-    its sections in which a share of the fibres have their mass dimmed to near black
-    (:func:`~.augment.with_dimmed_copies`, as for ``stardist``); each epoch draws as many
+    its sections in which 20-50 % of the fibres (``dimmed_share``) have their mass dimmed to
+    near black (:func:`~.augment.with_dimmed_copies`; ``stardist`` dims 50-100 %, which
+    lowered Cellpose's F1 on the tuning sets: docs/decisions.md); each epoch draws as many
     images as there are train sections. The labels are ``CellposeModel.eval``'s masks at
     its default thresholds (``flow_threshold``, ``cellprob_threshold``, ``min_size``) and its
     own normalisation, told the fibre diameter of the working image. Nothing runs after it
@@ -104,7 +105,8 @@ class CellposeParams(BaseParams):
     #: (augment.with_dimmed_copies); per epoch, still ``nimg_per_epoch`` images (None: the
     #: number of training sections) drawn from sections and copies
     dimmed_copies: int = 2
-    #: range of the share of each copy's fibres that are dimmed (augment.COPY_SHARE)
+    #: range of the share of each copy's fibres that are dimmed (augment.COPY_SHARE; StarDist
+    #: dims 50-100 %: docs/decisions.md)
     dimmed_share: tuple = COPY_SHARE
     #: nothing after Cellpose's own masks (BaseParams' fragment filter off)
     min_fibre_fraction: float = dataclasses.field(default=0.0, metadata=PREDICT_ONLY)
@@ -197,7 +199,7 @@ class CellposeSegmenter(PretrainedSegmenter):
         return (f"CellposeModel (CPnet widths 32, 64, 128, 256; channels [1, 2]); "
                 f"train_seg with bsize = {int(p.bsize)}, nimg_per_epoch = "
                 f"{p.nimg_per_epoch or 'the number of training sections'}; training set: "
-                f"{describe_training_set(p.dimmed_copies)}; other "
+                f"{describe_training_set(p.dimmed_copies, p.dimmed_share)}; other "
                 f"train_seg defaults: {fit}; eval defaults: {run}; eval diameter = "
                 f"{float(self.params.target_diameter):g} (the working scale's fibre diameter)")
 

@@ -6,10 +6,11 @@ What runs
     subsampling grid (2, 2) of StarDist's 2D training example and the image's two channels,
     trained with ``StarDist2D.train`` with the example's augmenter (random flips and
     90-degree rotations, random intensity change). The training set is the train split and
-    ``dimmed_copies`` copies of each of its sections in which a share of the fibres have
-    their mass dimmed to near black (:func:`~.augment.with_dimmed_copies`; the same for
-    ``cellpose``): fibres without mitochondrial signal occur in every training image, and the
-    network must find them by their membrane. The patch side, the number of epochs and
+    ``dimmed_copies`` copies of each of its sections in which 50-100 % of the fibres
+    (``dimmed_share``) have their mass dimmed to near black
+    (:func:`~.augment.with_dimmed_copies`; ``cellpose`` dims 20-50 %): fibres without
+    mitochondrial signal occur in every training image, and the network must find them by
+    their membrane. The patch side, the number of epochs and
     steps per epoch are the training budget's (:data:`~.base.BUDGETS`: ``full`` is
     ``Config2D``'s 256-px patches, 400 x 100). TensorBoard logging is off (it is not
     installed).
@@ -70,7 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import write_text
-from .augment import COPY_SHARE, describe_training_set, with_dimmed_copies
+from .augment import describe_training_set, with_dimmed_copies
 from .base import (PREDICT_ONLY, BaseParams, PretrainedSegmenter, SegmenterError, register,
                    remove_small, training_pairs, use_pretrained)
 from .membrane import (drop_background_objects, grow_and_trim, refine_to_membrane,
@@ -110,8 +111,9 @@ class StarDistParams(BaseParams):
     #: copies of each training section with a share of its fibres' mass dimmed
     #: (augment.with_dimmed_copies; validation sections are not copied)
     dimmed_copies: int = 2
-    #: range of the share of each copy's fibres that are dimmed (augment.COPY_SHARE)
-    dimmed_share: tuple = COPY_SHARE
+    #: range of the share of each copy's fibres that are dimmed (Cellpose's: 20-50 %,
+    #: augment.COPY_SHARE; docs/decisions.md)
+    dimmed_share: tuple = (0.5, 1.0)
     optimize_thresholds: bool = True
     # prediction only (PREDICT_ONLY: changing one re-predicts with the trained model)
     #: None: the thresholds optimize_thresholds chose
@@ -304,7 +306,7 @@ class StarDistSegmenter(PretrainedSegmenter):
                 f"grid {tuple(p.grid)}; {int(p.train_patch_size)}-px patches, batch "
                 f"{int(p.train_batch_size)}, learning rate {float(p.train_learning_rate):g}; "
                 f"Config2D's: {CONFIG2D_PATCH} px, 4, 0.0003), StarDist2D.train with the 2D "
-                f"example's augmenter; training set: {describe_training_set(p.dimmed_copies)}; "
+                f"example's augmenter; training set: {describe_training_set(p.dimmed_copies, p.dimmed_share)}; "
                 f"thresholds: {thresholds}"
                 + (f" ({fixed})" if fixed else "") + "; predict_instances")
 
