@@ -386,7 +386,8 @@ def test_merge_split_fibres_needs_a_long_border_without_membrane():
 
 def test_refine_keeps_an_outlined_dark_detection_without_interior():
     """A fibre without mass whose membrane ring is broken is neither tissue nor enclosed:
-    without ``keep_outlined`` its detection is dropped, with it the detection is its seed."""
+    without ``keep_outlined`` its detection is dropped, with it the detection is its seed and
+    the object grows over its polygon to the ring (not only its eroded seed)."""
     from nclsm_utils.segmenters.membrane import refine_to_membrane
 
     image = np.zeros((40, 48, 2), np.float32)
@@ -402,7 +403,10 @@ def test_refine_keeps_an_outlined_dark_detection_without_interior():
     assert np.unique(refine_to_membrane(labels, image, 12, **kwargs)).tolist() == [0, 1]
     kept = refine_to_membrane(labels, image, 12, keep_outlined=True, **kwargs)
     assert np.unique(kept).tolist() == [0, 1, 2]
-    assert int((kept == 2).sum()) == 192 and np.all(labels[kept == 2] == 2)  # inside its polygon
+    ys, xs = np.nonzero(kept == 2)                             # within the ring's outer edge
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (9, 30, 25, 42)
+    # 292 of the ring's 320 interior pixels (the polygon has 252, its eroded seed 192)
+    assert int((kept[10:30, 26:42] == 2).sum()) == 292 and int((kept == 2).sum()) == 336
     empty = labels.copy()
     image[8:32, 24:44, 0] = 0.0                                # no membrane around it: dropped
     assert np.unique(refine_to_membrane(empty, image, 12, keep_outlined=True,

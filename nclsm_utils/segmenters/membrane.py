@@ -239,7 +239,9 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
     keep_outlined : bool
         A detection left without a seed (no tissue under it: no mass, no closed outline) but
         outlined by membrane keeps its own pixels below the membrane level, eroded, as its
-        seed (step b), instead of being dropped.
+        seed (step b), instead of being dropped; and every detection's own pixels below the
+        membrane level stay in reach of its seed, tissue or not, so that a fibre without
+        mass is not shrunk to its seed.
 
     Returns
     -------
@@ -292,6 +294,10 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
         seeds = _seed_unclaimed_pieces(seeds, core, fill_area, int(labels.max()))
         detected = np.where(labels > 0, labels, seeds)
     region = ((expand_labels(detected, distance) > 0) & interior) | (seeds > 0)
+    if keep_outlined:
+        # a detection's own pixels below the membrane level stay in reach of its seed even
+        # where they are not tissue: a fibre without mass is not shrunk to its seed
+        region |= (labels > 0) & (membrane < membrane_level)
     out = watershed(membrane, seeds, mask=region)
     if not seeds.any():
         return np.zeros_like(labels)
