@@ -413,6 +413,31 @@ def test_refine_keeps_an_outlined_dark_detection_without_interior():
                                         **kwargs)).tolist() == [0, 1]
 
 
+def test_refine_keeps_a_dark_detection_outlined_on_a_third_of_its_ring():
+    """``keep_outlined`` needs :data:`OUTLINED_RING_SHARE` (0.3) of the ring on membrane: a
+    dark detection with membrane on one side only, over a third of its ring, is kept; with
+    a quarter it is dropped."""
+    from nclsm_utils.segmenters.membrane import (OUTLINED_RING_SHARE, membrane_ring_share,
+                                                 refine_to_membrane)
+
+    assert OUTLINED_RING_SHARE == 0.3
+    image = np.zeros((40, 48, 2), np.float32)
+    image[:, :18, 1] = 0.6
+    image[:, 18:20, 0] = 1.0
+    labels = np.zeros((40, 48), np.int32)
+    labels[5:35, 3:15] = 1
+    labels[11:29, 27:41] = 2
+    found = {}
+    for rows in (12, 18):
+        side = image.copy()
+        side[8:8 + rows, 41:44, 0] = 1.0                       # membrane on the right side only
+        share = membrane_ring_share(labels, side, [2])[2]
+        kept = refine_to_membrane(labels, side, 12, keep_outlined=True, erosion=1,
+                                  merge_length=8)
+        found[rows] = (round(share, 3), int((kept == 2).sum()))
+    assert found == {12: (0.25, 0), 18: (0.344, 268)}
+
+
 def test_drop_background_objects_keeps_fibres_drops_gap_objects():
     image, labels = _two_fibres()
     labels = labels.copy()

@@ -102,7 +102,7 @@ def _seed_unclaimed_pieces(seeds: np.ndarray, core: np.ndarray, min_area: float,
 def _seed_outlined_detections(seeds: np.ndarray, labels: np.ndarray, image: np.ndarray,
                               membrane: np.ndarray, level: float, erosion: int) -> np.ndarray:
     """``seeds`` plus a seed for each detection of ``labels`` left without one but outlined by
-    membrane (:func:`membrane_ring_share` at least :data:`MEMBRANE_RING_SHARE`): its own
+    membrane (:func:`membrane_ring_share` at least :data:`OUTLINED_RING_SHARE`): its own
     pixels below the membrane ``level``, ``erosion`` px inside its outline.
 
     A fibre without mitochondrial mass whose membrane outline is broken is neither tissue by
@@ -112,7 +112,7 @@ def _seed_outlined_detections(seeds: np.ndarray, labels: np.ndarray, image: np.n
     if missing.size == 0:
         return seeds
     share = membrane_ring_share(labels, image, missing)
-    outlined = [int(i) for i in missing if share.get(int(i), 0.0) >= MEMBRANE_RING_SHARE]
+    outlined = [int(i) for i in missing if share.get(int(i), 0.0) >= OUTLINED_RING_SHARE]
     if not outlined:
         return seeds
     inside = np.isin(labels, outlined) & (membrane < level)
@@ -585,6 +585,10 @@ def separate_touching(labels: np.ndarray, width: int = 1) -> np.ndarray:
 #: :func:`drop_background_objects` keeps an object, however dark, when at least this share of
 #: the ring just outside it lies within 2 px of a membrane-positive pixel.
 MEMBRANE_RING_SHARE = 0.5
+#: ``refine_to_membrane(keep_outlined=True)`` keeps a detection left without a seed when at
+#: least this share of its ring lies on membrane (a network's detection of a dark fibre whose
+#: outline is broken; docs/decisions.md)
+OUTLINED_RING_SHARE = 0.3
 #: Percentile of the working image's smoothed membrane channel above which a pixel is
 #: membrane-positive (the paper's membrane rule).
 MEMBRANE_PERCENTILE = 85
