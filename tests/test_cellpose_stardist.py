@@ -413,4 +413,5 @@ def test_training_configuration_of_the_budgets():
     assert "with 50-100 % of its fibres mass-dimmed" in seg.network_description()
     assert CellposeParams().full().bsize == 224 and CellposeParams().bsize < 224
     text = get_segmenter("cellpose", budget="report").network_description()
-    assert f"bsize = {CellposeParams().bsize}" in text and "with 20-50 % of its fibres mass-dimmed" in text
+    assert f"bsize = {CellposeParams().bsize}" in text
+    assert "with 20-50 % of its fibres mass-dimmed" in text

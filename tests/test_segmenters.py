@@ -384,21 +384,28 @@ def test_merge_split_fibres_needs_a_long_border_without_membrane():
     assert np.unique(merge_split_fibres(labels, membrane, 13, 0.15)).tolist() == [1, 2, 3]
 
 
+def _bright_fibre_and_dark_detection():
+    """A bright fibre (columns 0-17) with membrane beside it, and a detection (label 2) of a
+    fibre without mass on the right; no membrane around the detection yet."""
+    image = np.zeros((40, 48, 2), np.float32)
+    image[:, :18, 1] = 0.6
+    image[:, 18:20, 0] = 1.0                                   # membrane beside the bright fibre
+    labels = np.zeros((40, 48), np.int32)
+    labels[5:35, 3:15] = 1
+    labels[11:29, 27:41] = 2
+    return image, labels
+
+
 def test_refine_keeps_an_outlined_dark_detection_without_interior():
     """A fibre without mass whose membrane ring is broken is neither tissue nor enclosed:
     without ``keep_outlined`` its detection is dropped, with it the detection is its seed and
     the object grows over its polygon to the ring (not only its eroded seed)."""
     from nclsm_utils.segmenters.membrane import refine_to_membrane
 
-    image = np.zeros((40, 48, 2), np.float32)
-    image[:, :18, 1] = 0.6
-    image[:, 18:20, 0] = 1.0                                   # membrane beside the bright fibre
+    image, labels = _bright_fibre_and_dark_detection()
     image[8:32, 24:44, 0] = 1.0
     image[10:30, 26:42, 0] = 0.0                               # a dark fibre's membrane ring ...
     image[18:22, 24:26, 0] = 0.0                               # ... broken on its left
-    labels = np.zeros((40, 48), np.int32)
-    labels[5:35, 3:15] = 1
-    labels[11:29, 27:41] = 2
     kwargs = {"erosion": 1, "merge_length": 8}
     assert np.unique(refine_to_membrane(labels, image, 12, **kwargs)).tolist() == [0, 1]
     kept = refine_to_membrane(labels, image, 12, keep_outlined=True, **kwargs)
@@ -421,12 +428,7 @@ def test_refine_keeps_a_dark_detection_outlined_on_a_third_of_its_ring():
                                                  refine_to_membrane)
 
     assert OUTLINED_RING_SHARE == 0.3
-    image = np.zeros((40, 48, 2), np.float32)
-    image[:, :18, 1] = 0.6
-    image[:, 18:20, 0] = 1.0
-    labels = np.zeros((40, 48), np.int32)
-    labels[5:35, 3:15] = 1
-    labels[11:29, 27:41] = 2
+    image, labels = _bright_fibre_and_dark_detection()
     found = {}
     for rows in (12, 18):
         side = image.copy()

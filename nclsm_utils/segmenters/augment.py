@@ -189,8 +189,9 @@ def with_dimmed_copies(pairs, copies: int, seed: int = 0, share: tuple = COPY_SH
 def describe_training_set(copies: int, share: tuple = COPY_SHARE) -> str:
     """The training set of :func:`with_dimmed_copies` in words.
 
-    >>> describe_training_set(2, (0.5, 1.0))
-    'the train split and 2 copies of each section with 50-100 % of its fibres mass-dimmed (augment.with_dimmed_copies)'
+    >>> describe_training_set(2, (0.5, 1.0))  # doctest: +NORMALIZE_WHITESPACE
+    'the train split and 2 copies of each section with 50-100 % of its fibres
+     mass-dimmed (augment.with_dimmed_copies)'
     """
     if not copies:
         return "the train split"

@@ -232,7 +232,7 @@ class CellposeSegmenter(PretrainedSegmenter):
         model = self._build(self.pretrained_path() if use_pretrained else None)
         sections = list(train_sections)
         pairs = with_dimmed_copies(training_pairs(sections, self), params.dimmed_copies,
-                                   params.seed, tuple(params.dimmed_share))
+                                   params.seed, params.dimmed_share)
         images = [np.ascontiguousarray(np.moveaxis(image, -1, 0)) for image, _ in pairs]
         labels = [lab for _, lab in pairs]
         minimum = _defaults(train.train_seg, ["min_train_masks"]).get("min_train_masks", 5)

@@ -306,7 +306,8 @@ class StarDistSegmenter(PretrainedSegmenter):
                 f"grid {tuple(p.grid)}; {int(p.train_patch_size)}-px patches, batch "
                 f"{int(p.train_batch_size)}, learning rate {float(p.train_learning_rate):g}; "
                 f"Config2D's: {CONFIG2D_PATCH} px, 4, 0.0003), StarDist2D.train with the 2D "
-                f"example's augmenter; training set: {describe_training_set(p.dimmed_copies, p.dimmed_share)}; "
+                f"example's augmenter; training set: "
+                f"{describe_training_set(p.dimmed_copies, p.dimmed_share)}; "
                 f"thresholds: {thresholds}"
                 + (f" ({fixed})" if fixed else "") + "; predict_instances")
 
@@ -375,7 +376,7 @@ class StarDistSegmenter(PretrainedSegmenter):
             held_out = [train_sections[i].key for i in val_idx if i not in train_idx]
         # dimmed on the working image (membrane, mass), before any model input is made of it
         train = inputs(with_dimmed_copies(train, params.dimmed_copies, params.seed,
-                                           tuple(params.dimmed_share)))
+                                           params.dimmed_share))
         val = inputs(val)
         x_train, y_train = [x for x, _ in train], [y for _, y in train]
         x_val, y_val = [x for x, _ in val], [y for _, y in val]
