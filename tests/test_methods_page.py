@@ -33,7 +33,7 @@ def test_methods_fragment_lists_every_row_with_weights_training_and_steps(tmp_pa
              ("refine_to_membrane", "grow_and_trim", "split_on_faint_membrane",
               "separate_touching")]
     assert order == sorted(order)
-    assert "fill_area = 40.72" in refine and "keep_outlined = True" in refine
+    assert "fill_area = 40.72" in refine and "keep_seedless = True" in refine
     assert "drop_background_objects" not in refine           # off by default
     full = methods_fragment({"budget": "full", "workdir": str(work), "methods": []})
     assert "2000 epochs of cellpose.train.train_seg" in full

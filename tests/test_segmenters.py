@@ -396,9 +396,9 @@ def _bright_fibre_and_dark_detection():
     return image, labels
 
 
-def test_refine_keeps_an_outlined_dark_detection_without_interior():
+def test_refine_keeps_a_dark_detection_without_interior():
     """A fibre without mass whose membrane ring is broken is neither tissue nor enclosed:
-    without ``keep_outlined`` its detection is dropped, with it the detection is its seed and
+    without ``keep_seedless`` its detection is dropped, with it the detection is its seed and
     the object grows over its polygon to the ring (not only its eroded seed)."""
     from nclsm_utils.segmenters.membrane import refine_to_membrane
 
@@ -408,36 +408,32 @@ def test_refine_keeps_an_outlined_dark_detection_without_interior():
     image[18:22, 24:26, 0] = 0.0                               # ... broken on its left
     kwargs = {"erosion": 1, "merge_length": 8}
     assert np.unique(refine_to_membrane(labels, image, 12, **kwargs)).tolist() == [0, 1]
-    kept = refine_to_membrane(labels, image, 12, keep_outlined=True, **kwargs)
+    kept = refine_to_membrane(labels, image, 12, keep_seedless=True, **kwargs)
     assert np.unique(kept).tolist() == [0, 1, 2]
     ys, xs = np.nonzero(kept == 2)                             # within the ring's outer edge
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (9, 30, 25, 42)
     # 292 of the ring's 320 interior pixels (the polygon has 252, its eroded seed 192)
     assert int((kept[10:30, 26:42] == 2).sum()) == 292 and int((kept == 2).sum()) == 336
-    empty = labels.copy()
-    image[8:32, 24:44, 0] = 0.0                                # no membrane around it: dropped
-    assert np.unique(refine_to_membrane(empty, image, 12, keep_outlined=True,
-                                        **kwargs)).tolist() == [0, 1]
 
 
-def test_refine_keeps_a_dark_detection_outlined_on_a_third_of_its_ring():
-    """``keep_outlined`` needs :data:`OUTLINED_RING_SHARE` (0.3) of the ring on membrane: a
-    dark detection with membrane on one side only, over a third of its ring, is kept; with
-    a quarter it is dropped."""
-    from nclsm_utils.segmenters.membrane import (OUTLINED_RING_SHARE, membrane_ring_share,
-                                                 refine_to_membrane)
+def test_refine_keeps_a_dark_detection_whatever_its_membrane():
+    """``keep_seedless`` asks nothing of the membrane around a detection without interior:
+    dark fibres in groups share faint, broken membranes. With membrane on a quarter of its
+    ring, or none, the detection keeps its object; without ``keep_seedless`` it goes."""
+    from nclsm_utils.segmenters.membrane import membrane_ring_share, refine_to_membrane
 
-    assert OUTLINED_RING_SHARE == 0.3
     image, labels = _bright_fibre_and_dark_detection()
     found = {}
-    for rows in (12, 18):
+    for rows in (0, 12):
         side = image.copy()
         side[8:8 + rows, 41:44, 0] = 1.0                       # membrane on the right side only
         share = membrane_ring_share(labels, side, [2])[2]
-        kept = refine_to_membrane(labels, side, 12, keep_outlined=True, erosion=1,
+        kept = refine_to_membrane(labels, side, 12, keep_seedless=True, erosion=1,
                                   merge_length=8)
-        found[rows] = (round(share, 3), int((kept == 2).sum()))
-    assert found == {12: (0.25, 0), 18: (0.344, 268)}
+        dropped = refine_to_membrane(labels, side, 12, erosion=1, merge_length=8)
+        found[rows] = (round(share, 3), int((kept == 2).sum()), int((dropped == 2).sum()))
+    # the whole polygon (252 px) with no membrane; with some, also pixels up to it
+    assert found == {0: (0.0, 252, 0), 12: (0.25, 262, 0)}
 
 
 def test_drop_background_objects_keeps_fibres_drops_gap_objects():
@@ -631,3 +627,22 @@ def test_refine_variant_passes_its_closing_to_refine_to_membrane():
     first = seg.postprocessing()[0]
     assert first.name == "membrane.refine_to_membrane"
     assert first.kwargs["closing"] == round(seg.params.target_diameter / 9) == 4
+
+
+def test_refine_caps_stardist_probability_threshold():
+    """``stardist+refine`` detects at the lower of the plain row's probability threshold and
+    ``prob_ceiling``; the plain row keeps its own."""
+    import types
+
+    plain = get_segmenter("stardist")
+    refine = get_segmenter("stardist+refine")
+    model = types.SimpleNamespace(thresholds=types.SimpleNamespace(prob=0.569, nms=0.3))
+    plain.model = refine.model = model
+    assert plain.predict_kwargs((64, 64, 2))["prob_thresh"] is None     # StarDist's chosen
+    assert refine.params.prob_ceiling == 0.5
+    assert refine.predict_kwargs((64, 64, 2))["prob_thresh"] == 0.5
+    model.thresholds.prob = 0.42
+    assert refine.predict_kwargs((64, 64, 2))["prob_thresh"] == 0.42
+    low = get_segmenter("stardist+refine", params={"prob_thresh": 0.2})
+    assert low.predict_kwargs((64, 64, 2))["prob_thresh"] == 0.2
+    assert low.predict_kwargs((64, 64, 2))["nms_thresh"] is None

@@ -81,7 +81,7 @@ TRAIN_SEG_EPOCHS = 2000
 TRAIN_SEG_BSIZE = 224
 #: the ``train_seg`` arguments shown on the methods page (their values are read from
 #: ``train_seg``'s signature, so the page shows the installed Cellpose's defaults)
-TRAIN_SEG_DEFAULTS = ("learning_rate", "weight_decay", "batch_size", "SGD",
+TRAIN_SEG_DEFAULTS = ("learning_rate", "weight_decay", "SGD",
                       "normalize", "rescale", "scale_range", "min_train_masks")
 #: the ``CellposeModel.eval`` arguments shown on the methods page (defaults, as above)
 EVAL_DEFAULTS = ("flow_threshold", "cellprob_threshold", "min_size", "normalize", "resample",
@@ -101,6 +101,8 @@ class CellposeParams(BaseParams):
     #: (``nimg_per_epoch``; None: the number of training sections)
     bsize: int = 112
     nimg_per_epoch: int | None = None
+    #: patches per update (train_seg's ``batch_size``; its default 8)
+    batch_size: int = 8
     #: copies of each training section with a share of its fibres' mass dimmed
     #: (augment.with_dimmed_copies); per epoch, still ``nimg_per_epoch`` images (None: the
     #: number of training sections) drawn from sections and copies
@@ -197,7 +199,8 @@ class CellposeSegmenter(PretrainedSegmenter):
                                                           EVAL_DEFAULTS).items())
         p = self.params
         return (f"CellposeModel (CPnet widths 32, 64, 128, 256; channels [1, 2]); "
-                f"train_seg with bsize = {int(p.bsize)}, nimg_per_epoch = "
+                f"train_seg with bsize = {int(p.bsize)}, batch_size = {int(p.batch_size)}, "
+                f"nimg_per_epoch = "
                 f"{p.nimg_per_epoch or 'the number of training sections'}; training set: "
                 f"{describe_training_set(p.dimmed_copies, p.dimmed_share)}; other "
                 f"train_seg defaults: {fit}; eval defaults: {run}; eval diameter = "
@@ -243,7 +246,7 @@ class CellposeSegmenter(PretrainedSegmenter):
         filename, losses, _ = train.train_seg(
             model.net, train_data=images, train_labels=labels, n_epochs=int(params.n_epochs),
             bsize=int(params.bsize), nimg_per_epoch=int(params.nimg_per_epoch or len(sections)),
-            save_path=str(model_dir), model_name="cellpose")
+            batch_size=int(params.batch_size), save_path=str(model_dir), model_name="cellpose")
         final = model_dir / WEIGHTS_FILE
         os.replace(filename, final)
         try:

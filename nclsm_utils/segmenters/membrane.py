@@ -18,9 +18,8 @@ on the tuning sets, see docs/decisions.md):
       encloses (:func:`enclosed_by_membrane`), so a fibre without mass keeps its interior;
    b. *seeds*: each object's pixels in the interior eroded by ``erosion`` px, its largest
       piece only (a polygon crossing a membrane keeps the part in its own fibre; slivers
-      vanish); with ``keep_outlined``, a detection with no interior under it (a fibre
-      without mass whose outline is broken) but outlined by membrane keeps its own pixels
-      as its seed; with ``fill_area`` > 0, a seedless piece of the eroded interior of at least
+      vanish); with ``keep_seedless``, a detection with no interior under it (a fibre
+      without mass whose outline is broken) keeps its own pixels as its seed; with ``fill_area`` > 0, a seedless piece of the eroded interior of at least
       ``fill_area`` px is a fibre the detector missed and becomes a seed of its own;
    c. *watershed* of the smoothed membrane from the seeds over the interior within
       ``distance`` px of the object (:func:`skimage.segmentation.watershed`);
@@ -99,23 +98,21 @@ def _seed_unclaimed_pieces(seeds: np.ndarray, core: np.ndarray, min_area: float,
     return np.where(added > 0, added, seeds)
 
 
-def _seed_outlined_detections(seeds: np.ndarray, labels: np.ndarray, image: np.ndarray,
-                              membrane: np.ndarray, level: float, erosion: int) -> np.ndarray:
-    """``seeds`` plus a seed for each detection of ``labels`` left without one but outlined by
-    membrane (:func:`membrane_ring_share` at least :data:`OUTLINED_RING_SHARE`): its own
+def _seed_detections_without_interior(seeds: np.ndarray, labels: np.ndarray,
+                                      membrane: np.ndarray, level: float,
+                                      erosion: int) -> np.ndarray:
+    """``seeds`` plus a seed for each detection of ``labels`` left without one: its own
     pixels below the membrane ``level``, ``erosion`` px inside its outline.
 
     A fibre without mitochondrial mass whose membrane outline is broken is neither tissue by
-    mass nor enclosed, so it has no interior; the network's detection of it stands in.
+    mass nor enclosed, so it has no interior; the network's detection of it stands in. No
+    test of the membrane around it is made: dark fibres in groups share faint, broken
+    membranes, and asking for an outline lost them (docs/decisions.md).
     """
     missing = np.setdiff1d(np.unique(labels[labels > 0]), np.unique(seeds[seeds > 0]))
     if missing.size == 0:
         return seeds
-    share = membrane_ring_share(labels, image, missing)
-    outlined = [int(i) for i in missing if share.get(int(i), 0.0) >= OUTLINED_RING_SHARE]
-    if not outlined:
-        return seeds
-    inside = np.isin(labels, outlined) & (membrane < level)
+    inside = np.isin(labels, missing) & (membrane < level)
     if erosion > 0:
         size = 2 * int(erosion) + 1
         inside &= ((ndimage.minimum_filter(labels, size) == labels)
@@ -209,7 +206,7 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
                        erosion: int = 3, relative_mass: float = 0.65,
                        merge_length: float = 18.0, merge_membrane: float = 0.15,
                        ridge: int = 2, fill_area: float = 0, closing: int = 0,
-                       keep_outlined: bool = False) -> np.ndarray:
+                       keep_seedless: bool = False) -> np.ndarray:
     """Redraw detected objects along the membrane (step 1 a-f of the module docstring).
 
     Parameters
@@ -236,10 +233,10 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
     closing : int
         Breaks in membrane outlines closed (:func:`enclosed_by_membrane`) before the
         enclosed pixels join the tissue (step a).
-    keep_outlined : bool
-        A detection left without a seed (no tissue under it: no mass, no closed outline) but
-        outlined by membrane keeps its own pixels below the membrane level, eroded, as its
-        seed (step b), instead of being dropped; and every detection's own pixels below the
+    keep_seedless : bool
+        A detection left without a seed (no tissue under it: no mass, no closed outline)
+        keeps its own pixels below the membrane level, eroded, as its seed (step b), instead
+        of being dropped; and every detection's own pixels below the
         membrane level stay in reach of its seed, tissue or not, so that a fibre without
         mass is not shrunk to its seed.
 
@@ -286,15 +283,15 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
     interior = (membrane < membrane_level) & tissue
     core = ndimage.binary_erosion(interior, iterations=erosion) if erosion > 0 else interior
     seeds = _largest_piece(np.where(core, labels, 0))
-    if keep_outlined:
-        seeds = _seed_outlined_detections(seeds, labels, image, membrane, membrane_level,
-                                          erosion)
+    if keep_seedless:
+        seeds = _seed_detections_without_interior(seeds, labels, membrane, membrane_level,
+                                                  erosion)
     detected = labels
     if fill_area > 0:
         seeds = _seed_unclaimed_pieces(seeds, core, fill_area, int(labels.max()))
         detected = np.where(labels > 0, labels, seeds)
     region = ((expand_labels(detected, distance) > 0) & interior) | (seeds > 0)
-    if keep_outlined:
+    if keep_seedless:
         # a detection's own pixels below the membrane level stay in reach of its seed even
         # where they are not tissue: a fibre without mass is not shrunk to its seed
         region |= (labels > 0) & (membrane < membrane_level)
@@ -585,10 +582,6 @@ def separate_touching(labels: np.ndarray, width: int = 1) -> np.ndarray:
 #: :func:`drop_background_objects` keeps an object, however dark, when at least this share of
 #: the ring just outside it lies within 2 px of a membrane-positive pixel.
 MEMBRANE_RING_SHARE = 0.5
-#: ``refine_to_membrane(keep_outlined=True)`` keeps a detection left without a seed when at
-#: least this share of its ring lies on membrane (a network's detection of a dark fibre whose
-#: outline is broken; docs/decisions.md)
-OUTLINED_RING_SHARE = 0.3
 #: Percentile of the working image's smoothed membrane channel above which a pixel is
 #: membrane-positive (the paper's membrane rule).
 MEMBRANE_PERCENTILE = 85

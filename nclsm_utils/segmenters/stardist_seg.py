@@ -43,8 +43,9 @@ Budget
     400 x 100 steps of 256-px patches, ``quick`` 2 of 5 (and skips ``optimize_thresholds``
     for a fixed probability threshold of 0.2).
 
-``stardist+refine`` (:class:`StarDistRefineSegmenter`) is the same trained network followed
-by the toolkit's own post-processing (:mod:`.membrane`), a separately named variant.
+``stardist+refine`` (:class:`StarDistRefineSegmenter`) is the same trained network, its
+detections taken at a probability threshold of at most 0.5 (``prob_ceiling``), followed by
+the toolkit's own post-processing (:mod:`.membrane`), a separately named variant.
 
 Example
 -------
@@ -481,6 +482,11 @@ class StarDistRefineParams(StarDistParams):
     min_fibre_fraction: float = dataclasses.field(default=0.1, metadata=PREDICT_ONLY)
     #: smallest kept object at the end of the chain (working-scale pixels)
     min_size: int = dataclasses.field(default=30, metadata=PREDICT_ONLY)
+    #: detections are taken at the lower of the stardist row's probability threshold (the
+    #: one optimize_thresholds chose, or ``prob_thresh``) and this (Config2D's default
+    #: threshold): the steps below redraw each candidate along the membrane, and near-black
+    #: fibres get lower probabilities than bright ones (docs/decisions.md)
+    prob_ceiling: float = dataclasses.field(default=0.5, metadata=PREDICT_ONLY)
     #: how far a polygon's outline may move when it is redrawn along the membrane, as a
     #: fraction of target_diameter (membrane.refine_to_membrane)
     refine_fraction: float = dataclasses.field(default=1 / 3, metadata=PREDICT_ONLY)
@@ -490,9 +496,9 @@ class StarDistRefineParams(StarDistParams):
     #: breaks in membrane outlines up to about twice this fraction of target_diameter are
     #: closed before enclosed pixels count as fibre interior (refine_to_membrane's closing)
     closing_fraction: float = dataclasses.field(default=1 / 9, metadata=PREDICT_ONLY)
-    #: detections without interior under them (no mass, no closed outline) but outlined by
-    #: membrane keep their own pixels as seed (refine_to_membrane's keep_outlined)
-    keep_outlined: bool = dataclasses.field(default=True, metadata=PREDICT_ONLY)
+    #: detections without interior under them (no mass, no closed outline) keep their own
+    #: pixels as seed (refine_to_membrane's keep_seedless)
+    keep_seedless: bool = dataclasses.field(default=True, metadata=PREDICT_ONLY)
     #: grow each object over the pixels within target_diameter / 9 whose mass is at least
     #: this share of its median mass (membrane.grow_to_mass_edge) ...
     edge_mass: float = dataclasses.field(default=0.5, metadata=PREDICT_ONLY)
@@ -513,9 +519,10 @@ class StarDistRefineParams(StarDistParams):
 
 @register
 class StarDistRefineSegmenter(StarDistSegmenter):
-    """``stardist`` (the same trained network and thresholds) followed by the toolkit's
-    membrane post-processing (:mod:`.membrane`): the polygons are used as detections and
-    redrawn along the membrane, grown to the mass edge, split on faint membranes."""
+    """``stardist`` (the same trained network; its probability threshold capped at
+    ``prob_ceiling``) followed by the toolkit's membrane post-processing (:mod:`.membrane`):
+    the polygons are used as detections and redrawn along the membrane, grown to the mass
+    edge, split on faint membranes."""
 
     name = "stardist+refine"
     model_name = "stardist"     # the plain method's trained model, shared
@@ -528,7 +535,18 @@ class StarDistRefineSegmenter(StarDistSegmenter):
         return self
 
     def network_description(self) -> str:
-        return "the stardist row's network and thresholds: " + super().network_description()
+        return (f"the stardist row's network and NMS threshold, its probability threshold "
+                f"capped at {float(self.params.prob_ceiling):g}: " + super().network_description())
+
+    def predict_kwargs(self, shape) -> dict:
+        """``stardist``'s arguments with the probability threshold capped at
+        ``prob_ceiling``."""
+        kwargs = super().predict_kwargs(shape)
+        prob = kwargs["prob_thresh"]
+        if prob is None:
+            prob = float(self._ensure_model().thresholds.prob)
+        kwargs["prob_thresh"] = min(prob, float(self.params.prob_ceiling))
+        return kwargs
 
     def postprocessing(self) -> list:
         """The toolkit's steps after ``predict_instances``, in call order, from the params."""
@@ -543,7 +561,7 @@ class StarDistRefineSegmenter(StarDistSegmenter):
                   "merge_membrane": 0.15, "ridge": 0,
                   "fill_area": p.fill_fraction * p.fibre_area,
                   "closing": int(round(p.closing_fraction * diameter)),
-                  "keep_outlined": bool(p.keep_outlined)}),
+                  "keep_seedless": bool(p.keep_seedless)}),
             Step("membrane.grow_and_trim (grow_to_mass_edge, then trim_beyond_ridge)",
                  grow_and_trim, {"fraction": p.edge_mass, "reach": int(round(diameter / 9)),
                                  "trim": bool(p.ridge_trim)}),
