@@ -19,8 +19,9 @@ on the tuning sets, see docs/decisions.md):
    b. *seeds*: each object's pixels in the interior eroded by ``erosion`` px, its largest
       piece only (a polygon crossing a membrane keeps the part in its own fibre; slivers
       vanish); with ``keep_seedless``, a detection with no interior under it (a fibre
-      without mass whose outline is broken) keeps its own pixels as its seed; with ``fill_area`` > 0, a seedless piece of the eroded interior of at least
-      ``fill_area`` px is a fibre the detector missed and becomes a seed of its own;
+      without mass whose outline is broken) keeps its own pixels as its seed; with
+      ``fill_area`` > 0, a seedless piece of the eroded interior of at least ``fill_area`` px
+      is a fibre the detector missed and becomes a seed of its own;
    c. *watershed* of the smoothed membrane from the seeds over the interior within
       ``distance`` px of the object (:func:`skimage.segmentation.watershed`);
    d. *gaps out*: pixels with smoothed mass below ``relative_mass`` times their seed's
@@ -236,9 +237,9 @@ def refine_to_membrane(labels: np.ndarray, image: np.ndarray, distance: float,
     keep_seedless : bool
         A detection left without a seed (no tissue under it: no mass, no closed outline)
         keeps its own pixels below the membrane level, eroded, as its seed (step b), instead
-        of being dropped; and every detection's own pixels below the
-        membrane level stay in reach of its seed, tissue or not, so that a fibre without
-        mass is not shrunk to its seed.
+        of being dropped; and every detection's own pixels below the membrane level stay in
+        reach of its seed, tissue or not, so that a fibre without mass is not shrunk to its
+        seed.
 
     Returns
     -------

@@ -536,7 +536,8 @@ class StarDistRefineSegmenter(StarDistSegmenter):
 
     def network_description(self) -> str:
         return (f"the stardist row's network and NMS threshold, its probability threshold "
-                f"capped at {float(self.params.prob_ceiling):g}: " + super().network_description())
+                f"capped at {float(self.params.prob_ceiling):g}: "
+                + super().network_description())
 
     def predict_kwargs(self, shape) -> dict:
         """``stardist``'s arguments with the probability threshold capped at
