@@ -15,9 +15,12 @@ groups, ``SynthConfig.look_overrides``) and scores the models of ``make report``
 Usage::
 
     python benchmarks/bench_dark_fibres.py [--methods unet stardist ...] [--workdir data]
-        [--train]
+        [--train] [--seed N]
 
-Methods without a cached model are listed as untrained unless ``--train`` is given. The set
+Methods without a cached model are listed as untrained unless ``--train`` is given.
+``--seed N`` scores the models trained with training seed ``N`` (``make report`` trains
+with seed 0; another seed is another model in the cache, trained with ``--train``), so
+that the spread of a retraining can be measured. The set
 goes to ``<workdir>/work/tuning/dark5001`` (about 30 s to generate), the table to
 ``reports/dark_fibres.csv`` and stdout. No assertions; not run in CI.
 """
@@ -95,6 +98,8 @@ def parse_args(argv=None):
                    "(default: as `make report`)")
     p.add_argument("--workdir", default=str(ROOT / "data"), help="model cache")
     p.add_argument("--train", action="store_true", help="train methods without a cached model")
+    p.add_argument("--seed", type=int, default=None, help="training seed of the models "
+                   "(default: the methods' own, 0, as `make report`)")
     p.add_argument("--out", default=str(ROOT / "reports" / "dark_fibres.csv"))
     return p.parse_args(argv)
 
@@ -115,13 +120,15 @@ def main(argv=None) -> int:
     sections = Dataset(dark_set(Path(args.workdir) / "work" / "tuning")).sections()
     rows = []
     for method in args.methods:
-        segmenter = get_segmenter(method, workdir=args.workdir)
+        params = None if args.seed is None else {"seed": args.seed}
+        segmenter = get_segmenter(method, params=params, workdir=args.workdir)
         if not fit_if_cached(segmenter, data, train=args.train):
             log.warning("%s: no cached model (run make report, or pass --train)", method)
-            rows.append({"method": method, "note": "untrained"})
+            rows.append({"method": method, "seed": segmenter.params.seed, "note": "untrained"})
             continue
         start = time.time()
-        rows.append({"method": method, **summary(detections(segmenter, sections))})
+        rows.append({"method": method, "seed": segmenter.params.seed,
+                     **summary(detections(segmenter, sections))})
         log.info("%s: near-black recall %.3f (%.0f s)", method, rows[-1]["recall near black"],
                  time.time() - start)
     table = pd.DataFrame(rows)

@@ -151,7 +151,7 @@ def score_set(segmenter, sections) -> dict:
             "n_pred": int(pooled["n_pred"]), "F1@0.5": float(pooled["f1"]),
             "mean IoU": float(paper["mean IoU"]) if paper["MF-A"] else 0.0,
             "recall": float(found["detected"].mean()),
-            "recall darkest 10 %": float(found.loc[darkest, "detected"].mean()),
+            "recall darkest tenth": float(found.loc[darkest, "detected"].mean()),
             "recall near black": (float(found.loc[black, "detected"].mean())
                                   if black.any() else float("nan"))}
 

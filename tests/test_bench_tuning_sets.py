@@ -63,11 +63,11 @@ def test_score_set_pools_f1_and_mean_iou_over_sections(bench, tiny):
     perfect = bench.score_set(_Truth(sections), sections)
     assert perfect["sections"] == 2 and perfect["n_gt"] == perfect["n_pred"] == n_gt
     assert perfect["F1@0.5"] == pytest.approx(1.0) and perfect["mean IoU"] == pytest.approx(1.0)
-    assert perfect["recall"] == perfect["recall darkest 10 %"] == 1.0
+    assert perfect["recall"] == perfect["recall darkest tenth"] == 1.0
     with pytest.warns(MetricWarning, match="is undefined"):   # nothing matched: no r_AoB, r_AiB
         none = bench.score_set(_Truth(sections, empty=True), sections)
     assert none["n_pred"] == 0 and none["F1@0.5"] == 0.0 and none["mean IoU"] == 0.0
-    assert none["recall"] == none["recall darkest 10 %"] == 0.0
+    assert none["recall"] == none["recall darkest tenth"] == 0.0
 
 
 def test_dark_tuning_set_uses_the_dark_benchmark_generator_with_its_own_seed(bench):
