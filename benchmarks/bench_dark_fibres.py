@@ -89,6 +89,14 @@ def summary(table) -> dict:
     return row
 
 
+def make_segmenter(method: str, workdir, seed: int | None = None):
+    """The method as ``make report`` builds it, with training seed ``seed`` (None: its own)."""
+    from nclsm_utils.segmenters import get_segmenter
+
+    params = None if seed is None else {"seed": int(seed)}
+    return get_segmenter(method, params=params, workdir=workdir)
+
+
 def parse_args(argv=None):
     from nclsm_utils.segmenters.base import BENCHMARK_METHODS
 
@@ -111,7 +119,6 @@ def main(argv=None) -> int:
     from nclsm_utils.core.io import write_csv
     from nclsm_utils.report.pipeline import resolve_data
     from nclsm_utils.report.site import markdown_table
-    from nclsm_utils.segmenters import get_segmenter
     from nclsm_utils.segmenters.apply import fit_if_cached
 
     args = parse_args(argv)
@@ -120,8 +127,7 @@ def main(argv=None) -> int:
     sections = Dataset(dark_set(Path(args.workdir) / "work" / "tuning")).sections()
     rows = []
     for method in args.methods:
-        params = None if args.seed is None else {"seed": args.seed}
-        segmenter = get_segmenter(method, params=params, workdir=args.workdir)
+        segmenter = make_segmenter(method, args.workdir, args.seed)
         if not fit_if_cached(segmenter, data, train=args.train):
             log.warning("%s: no cached model (run make report, or pass --train)", method)
             rows.append({"method": method, "seed": segmenter.params.seed, "note": "untrained"})

@@ -49,3 +49,12 @@ def test_summary_counts_and_recalls():
     assert row["fibres"] == 10 and row["near black"] == 3
     assert np.isclose(row["recall near black"], 1 / 3)
     assert np.isclose(row["recall others"], 6 / 7)
+
+
+def test_seed_option_scores_another_training(tmp_path):
+    assert bench.parse_args(["--seed", "2"]).seed == 2
+    assert bench.parse_args([]).seed is None
+    plain = bench.make_segmenter("stardist", tmp_path)
+    seeded = bench.make_segmenter("stardist", tmp_path, 2)
+    assert plain.params.seed == 0 and seeded.params.seed == 2
+    assert plain.model_key() != seeded.model_key()
