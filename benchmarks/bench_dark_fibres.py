@@ -128,13 +128,13 @@ def main(argv=None) -> int:
     rows = []
     for method in args.methods:
         segmenter = make_segmenter(method, args.workdir, args.seed)
+        row = {"method": method, "seed": segmenter.params.seed}
         if not fit_if_cached(segmenter, data, train=args.train):
             log.warning("%s: no cached model (run make report, or pass --train)", method)
-            rows.append({"method": method, "seed": segmenter.params.seed, "note": "untrained"})
+            rows.append({**row, "note": "untrained"})
             continue
         start = time.time()
-        rows.append({"method": method, "seed": segmenter.params.seed,
-                     **summary(detections(segmenter, sections))})
+        rows.append({**row, **summary(detections(segmenter, sections))})
         log.info("%s: near-black recall %.3f (%.0f s)", method, rows[-1]["recall near black"],
                  time.time() - start)
     table = pd.DataFrame(rows)
