@@ -201,6 +201,32 @@ def test_cellpose_weights_found_by_existence_and_keyed(tmp_path, empty_caches):
         get_segmenter("cellpose", params=CellposeParams(pretrained="maybe"))
 
 
+def test_cellpose_optimizer_settings_reach_train_seg(tiny, tmp_path, monkeypatch, offline,
+                                                     empty_caches):
+    from cellpose import train
+
+    seen = {}
+
+    def stop(net, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stopped before training")
+
+    monkeypatch.setattr(train, "train_seg", stop)
+    sgd = get_segmenter("cellpose", params=CellposeParams(optimizer="sgd", learning_rate=0.2),
+                        workdir=tmp_path, device="cpu")
+    with pytest.raises(RuntimeError, match="stopped before training"):
+        sgd.fit(tiny.sections(split="train"))
+    assert seen["SGD"] is True and seen["learning_rate"] == 0.2
+    assert "weight_decay" not in seen and seen["bsize"] == CellposeParams().bsize
+    assert "SGD = True, learning_rate = 0.2" in sgd.network_description()
+    assert get_segmenter("cellpose").optimizer_kwargs() == {}          # train_seg's own AdamW
+    assert get_segmenter("cellpose", params=CellposeParams(
+        optimizer="adamw", weight_decay=1e-4)).optimizer_kwargs() == {"SGD": False,
+                                                                       "weight_decay": 1e-4}
+    with pytest.raises(ValueError, match="optimizer must be one of None, sgd, adamw"):
+        get_segmenter("cellpose", params=CellposeParams(optimizer="Adam"))
+
+
 @pytest.mark.slow
 def test_cellpose_fine_tunes_and_uses_local_pretrained_weights(tiny, tmp_path, offline,
                                                                empty_caches):

@@ -29,6 +29,11 @@ Channels
     The membrane marker (R) is Cellpose's channel 1, the "cyto" channel (the outline stain
     the generalist models were trained with), and the mitochondrial-mass marker (G) its
     channel 2, the optional interior ("nuclear") channel: ``channels=[1, 2]``.
+Optimiser
+    ``train_seg``'s own (AdamW at ``learning_rate`` 0.005) unless ``optimizer``,
+    ``learning_rate`` or ``weight_decay`` are set: Cellpose's command line trains with SGD at
+    0.2 and its GUI with SGD at 0.1 and weight decay 1e-4; both scored as train_seg's default
+    on the tuning sets at the ``report`` budget (docs/decisions.md).
 Scale
     Images arrive at the toolkit's working scale (fibres ``target_diameter`` = 36 px across)
     and ``eval`` is told that diameter; Cellpose resizes them to its ``diam_mean`` (30 px) as
@@ -84,6 +89,8 @@ TRAIN_SEG_BSIZE = 224
 TRAIN_SEG_DEFAULTS = ("learning_rate", "weight_decay", "SGD",
                       "normalize", "rescale", "scale_range", "min_train_masks")
 #: the ``CellposeModel.eval`` arguments shown on the methods page (defaults, as above)
+#: ``CellposeParams.optimizer``: None (train_seg's own, AdamW), "sgd" or "adamw"
+OPTIMIZERS = (None, "sgd", "adamw")
 EVAL_DEFAULTS = ("flow_threshold", "cellprob_threshold", "min_size", "normalize", "resample",
                  "bsize")
 
@@ -103,6 +110,11 @@ class CellposeParams(BaseParams):
     nimg_per_epoch: int | None = None
     #: patches per update (train_seg's ``batch_size``; its default 8)
     batch_size: int = 8
+    #: optimiser: None keeps train_seg's own (AdamW, ``learning_rate`` 0.005, ``weight_decay``
+    #: 1e-5); Cellpose's command line trains with SGD at 0.2 and its GUI with SGD at 0.1
+    optimizer: str | None = None        # None | "sgd" | "adamw"
+    learning_rate: float | None = None
+    weight_decay: float | None = None
     #: copies of each training section with a share of its fibres' mass dimmed
     #: (augment.with_dimmed_copies); per epoch, still ``nimg_per_epoch`` images (None: the
     #: number of training sections) drawn from sections and copies
@@ -153,6 +165,12 @@ class CellposeSegmenter(PretrainedSegmenter):
     name = "cellpose"
     Params = CellposeParams
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.params.optimizer not in OPTIMIZERS:
+            raise ValueError(f"cellpose: optimizer must be one of "
+                             f"{', '.join(map(str, OPTIMIZERS))}, got {self.params.optimizer!r}")
+
     # -- pretrained weights ----------------------------------------------------------------
     def pretrained_path(self) -> Path:
         """Where the ``cyto3`` weights are looked for (they need not exist)."""
@@ -198,8 +216,10 @@ class CellposeSegmenter(PretrainedSegmenter):
         run = ", ".join(f"{k} = {v}" for k, v in _defaults(models.CellposeModel.eval,
                                                           EVAL_DEFAULTS).items())
         p = self.params
+        chosen = "".join(f", {k} = {v}" for k, v in self.optimizer_kwargs().items())
         return (f"CellposeModel (CPnet widths 32, 64, 128, 256; channels [1, 2]); "
-                f"train_seg with bsize = {int(p.bsize)}, batch_size = {int(p.batch_size)}, "
+                f"train_seg with bsize = {int(p.bsize)}, batch_size = {int(p.batch_size)}"
+                f"{chosen}, "
                 f"nimg_per_epoch = "
                 f"{p.nimg_per_epoch or 'the number of training sections'}; training set: "
                 f"{describe_training_set(p.dimmed_copies, p.dimmed_share)}; other "
@@ -246,7 +266,8 @@ class CellposeSegmenter(PretrainedSegmenter):
         filename, losses, _ = train.train_seg(
             model.net, train_data=images, train_labels=labels, n_epochs=int(params.n_epochs),
             bsize=int(params.bsize), nimg_per_epoch=int(params.nimg_per_epoch or len(sections)),
-            batch_size=int(params.batch_size), save_path=str(model_dir), model_name="cellpose")
+            batch_size=int(params.batch_size), save_path=str(model_dir), model_name="cellpose",
+            **self.optimizer_kwargs())
         final = model_dir / WEIGHTS_FILE
         os.replace(filename, final)
         try:
@@ -264,6 +285,25 @@ class CellposeSegmenter(PretrainedSegmenter):
                                      "source": self.source})
         log.info("cellpose: %s, %d epochs in %.0f s (%.0f CPU s), final loss %.3f", self.source,
                  int(params.n_epochs), seconds, cpu_seconds, float(np.mean(losses[-5:])))
+
+    def optimizer_kwargs(self) -> dict:
+        """The optimiser arguments given to ``train_seg`` (none: its own defaults).
+
+        >>> from nclsm_utils.segmenters import get_segmenter
+        >>> get_segmenter("cellpose").optimizer_kwargs()
+        {}
+        >>> get_segmenter("cellpose", params={"optimizer": "sgd", "learning_rate": 0.2}
+        ...               ).optimizer_kwargs()
+        {'SGD': True, 'learning_rate': 0.2}
+        """
+        p, kwargs = self.params, {}
+        if p.optimizer is not None:
+            kwargs["SGD"] = p.optimizer == "sgd"
+        if p.learning_rate is not None:
+            kwargs["learning_rate"] = float(p.learning_rate)
+        if p.weight_decay is not None:
+            kwargs["weight_decay"] = float(p.weight_decay)
+        return kwargs
 
     def _write_meta(self, model_dir: Path, meta: dict) -> None:
         write_text(model_dir / META_FILE, json.dumps(meta, indent=2))
