@@ -15,12 +15,14 @@ groups, ``SynthConfig.look_overrides``) and scores the models of ``make report``
 Usage::
 
     python benchmarks/bench_dark_fibres.py [--methods unet stardist ...] [--workdir data]
-        [--train] [--seed N]
+        [--train] [--seed N] [--budget report|full|quick]
 
 Methods without a cached model are listed as untrained unless ``--train`` is given.
 ``--seed N`` scores the models trained with training seed ``N`` (``make report`` trains
 with seed 0; another seed is another model in the cache, trained with ``--train``), so
-that the spread of a retraining can be measured. The set
+that the spread of a retraining can be measured. ``--budget full`` scores (with ``--train``,
+trains) the models of each library's documented training length, as ``nclsm report
+--budget full`` builds them (hours on a CPU; for a GPU). The set
 goes to ``<workdir>/work/tuning/dark5001`` (about 30 s to generate), the table to
 ``reports/dark_fibres.csv`` and stdout. No assertions; not run in CI.
 """
@@ -89,16 +91,17 @@ def summary(table) -> dict:
     return row
 
 
-def make_segmenter(method: str, workdir, seed: int | None = None):
-    """The method as ``make report`` builds it, with training seed ``seed`` (None: its own)."""
+def make_segmenter(method: str, workdir, seed: int | None = None, budget: str = "report"):
+    """The method as ``make report`` builds it, with training seed ``seed`` (None: its own)
+    and training budget ``budget``."""
     from nclsm_utils.segmenters import get_segmenter
 
     params = None if seed is None else {"seed": int(seed)}
-    return get_segmenter(method, params=params, workdir=workdir)
+    return get_segmenter(method, params=params, workdir=workdir, budget=budget)
 
 
 def parse_args(argv=None):
-    from nclsm_utils.segmenters.base import BENCHMARK_METHODS
+    from nclsm_utils.segmenters.base import BENCHMARK_METHODS, BUDGETS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=list(BENCHMARK_METHODS))
@@ -108,6 +111,8 @@ def parse_args(argv=None):
     p.add_argument("--train", action="store_true", help="train methods without a cached model")
     p.add_argument("--seed", type=int, default=None, help="training seed of the models "
                    "(default: the methods' own, 0, as `make report`)")
+    p.add_argument("--budget", default="report", choices=list(BUDGETS),
+                   help="training budget of the models (default: report, as `make report`)")
     p.add_argument("--out", default=str(ROOT / "reports" / "dark_fibres.csv"))
     return p.parse_args(argv)
 
@@ -127,8 +132,8 @@ def main(argv=None) -> int:
     sections = Dataset(dark_set(Path(args.workdir) / "work" / "tuning")).sections()
     rows = []
     for method in args.methods:
-        segmenter = make_segmenter(method, args.workdir, args.seed)
-        row = {"method": method, "seed": segmenter.params.seed}
+        segmenter = make_segmenter(method, args.workdir, args.seed, args.budget)
+        row = {"method": method, "seed": segmenter.params.seed, "budget": segmenter.budget}
         if not fit_if_cached(segmenter, data, train=args.train):
             log.warning("%s: no cached model (run make report, or pass --train)", method)
             rows.append({**row, "note": "untrained"})

@@ -58,3 +58,12 @@ def test_seed_option_scores_another_training(tmp_path):
     seeded = bench.make_segmenter("stardist", tmp_path, 2)
     assert plain.params.seed == 0 and seeded.params.seed == 2
     assert plain.model_key() != seeded.model_key()
+
+
+def test_budget_option_scores_the_models_of_that_budget(tmp_path):
+    assert bench.parse_args([]).budget == "report"
+    report = bench.make_segmenter("cellpose", tmp_path)
+    full = bench.make_segmenter("cellpose", tmp_path, budget="full")
+    assert report.budget == "report" and full.budget == "full"
+    assert (full.params.n_epochs, full.params.bsize) == (2000, 224)
+    assert report.model_key() != full.model_key()
