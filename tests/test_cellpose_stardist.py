@@ -211,14 +211,17 @@ def test_cellpose_optimizer_settings_reach_train_seg(tiny, tmp_path, monkeypatch
         seen.update(kwargs)
         raise RuntimeError("stopped before training")
 
-    monkeypatch.setattr(train, "train_seg", stop)
     sgd = get_segmenter("cellpose", params=CellposeParams(optimizer="sgd", learning_rate=0.2),
                         workdir=tmp_path, device="cpu")
-    with pytest.raises(RuntimeError, match="stopped before training"):
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="stopped before"):
+        patch.setattr(train, "train_seg", stop)
         sgd.fit(tiny.sections(split="train"))
     assert seen["SGD"] is True and seen["learning_rate"] == 0.2
     assert "weight_decay" not in seen and seen["bsize"] == CellposeParams().bsize
-    assert "SGD = True, learning_rate = 0.2" in sgd.network_description()
+    text = sgd.network_description()
+    assert "SGD = True, learning_rate = 0.2" in text
+    assert "SGD = False" not in text and "learning_rate = 0.005" not in text
+    assert "learning_rate = 0.005" in get_segmenter("cellpose").network_description()
     assert get_segmenter("cellpose").optimizer_kwargs() == {}          # train_seg's own AdamW
     assert get_segmenter("cellpose", params=CellposeParams(
         optimizer="adamw", weight_decay=1e-4)).optimizer_kwargs() == {"SGD": False,

@@ -32,8 +32,9 @@ Channels
 Optimiser
     ``train_seg``'s own (AdamW at ``learning_rate`` 0.005) unless ``optimizer``,
     ``learning_rate`` or ``weight_decay`` are set: Cellpose's command line trains with SGD at
-    0.2 and its GUI with SGD at 0.1 and weight decay 1e-4; both scored as train_seg's default
-    on the tuning sets at the ``report`` budget (docs/decisions.md).
+    0.2 and its GUI with SGD at 0.1 and weight decay 1e-4; on the tuning sets, at the
+    ``report`` budget, both scored within a few hundredths of train_seg's own
+    (docs/decisions.md).
 Scale
     Images arrive at the toolkit's working scale (fibres ``target_diameter`` = 36 px across)
     and ``eval`` is told that diameter; Cellpose resizes them to its ``diam_mean`` (30 px) as
@@ -88,9 +89,9 @@ TRAIN_SEG_BSIZE = 224
 #: ``train_seg``'s signature, so the page shows the installed Cellpose's defaults)
 TRAIN_SEG_DEFAULTS = ("learning_rate", "weight_decay", "SGD",
                       "normalize", "rescale", "scale_range", "min_train_masks")
-#: the ``CellposeModel.eval`` arguments shown on the methods page (defaults, as above)
 #: ``CellposeParams.optimizer``: None (train_seg's own, AdamW), "sgd" or "adamw"
 OPTIMIZERS = (None, "sgd", "adamw")
+#: the ``CellposeModel.eval`` arguments shown on the methods page (defaults, as above)
 EVAL_DEFAULTS = ("flow_threshold", "cellprob_threshold", "min_size", "normalize", "resample",
                  "bsize")
 
@@ -211,12 +212,14 @@ class CellposeSegmenter(PretrainedSegmenter):
     def network_description(self) -> str:
         from cellpose import models, train
 
+        chosen = self.optimizer_kwargs()
         fit = ", ".join(f"{k} = {v}" for k, v in _defaults(train.train_seg,
-                                                         TRAIN_SEG_DEFAULTS).items())
+                                                         TRAIN_SEG_DEFAULTS).items()
+                        if k not in chosen)
         run = ", ".join(f"{k} = {v}" for k, v in _defaults(models.CellposeModel.eval,
                                                           EVAL_DEFAULTS).items())
         p = self.params
-        chosen = "".join(f", {k} = {v}" for k, v in self.optimizer_kwargs().items())
+        chosen = "".join(f", {k} = {v}" for k, v in chosen.items())
         return (f"CellposeModel (CPnet widths 32, 64, 128, 256; channels [1, 2]); "
                 f"train_seg with bsize = {int(p.bsize)}, batch_size = {int(p.batch_size)}"
                 f"{chosen}, "
