@@ -111,9 +111,9 @@ class CellposeParams(BaseParams):
     nimg_per_epoch: int | None = None
     #: patches per update (train_seg's ``batch_size``; its default 8)
     batch_size: int = 8
-    #: optimiser: None keeps train_seg's own (AdamW, ``learning_rate`` 0.005, ``weight_decay``
-    #: 1e-5); Cellpose's command line trains with SGD at 0.2 and its GUI with SGD at 0.1
-    optimizer: str | None = None        # None | "sgd" | "adamw"
+    #: train_seg's optimiser (OPTIMIZERS) and its settings; None: train_seg's own (module
+    #: docstring, "Optimiser")
+    optimizer: str | None = None
     learning_rate: float | None = None
     weight_decay: float | None = None
     #: copies of each training section with a share of its fibres' mass dimmed
@@ -212,17 +212,16 @@ class CellposeSegmenter(PretrainedSegmenter):
     def network_description(self) -> str:
         from cellpose import models, train
 
-        chosen = self.optimizer_kwargs()
+        optimiser = self.optimizer_kwargs()
         fit = ", ".join(f"{k} = {v}" for k, v in _defaults(train.train_seg,
                                                          TRAIN_SEG_DEFAULTS).items()
-                        if k not in chosen)
+                        if k not in optimiser)
         run = ", ".join(f"{k} = {v}" for k, v in _defaults(models.CellposeModel.eval,
                                                           EVAL_DEFAULTS).items())
         p = self.params
-        chosen = "".join(f", {k} = {v}" for k, v in chosen.items())
         return (f"CellposeModel (CPnet widths 32, 64, 128, 256; channels [1, 2]); "
                 f"train_seg with bsize = {int(p.bsize)}, batch_size = {int(p.batch_size)}"
-                f"{chosen}, "
+                f"{''.join(f', {k} = {v}' for k, v in optimiser.items())}, "
                 f"nimg_per_epoch = "
                 f"{p.nimg_per_epoch or 'the number of training sections'}; training set: "
                 f"{describe_training_set(p.dimmed_copies, p.dimmed_share)}; other "
